@@ -1,0 +1,63 @@
+"""``AssetBlueprint``: attributes and methods declared in modules, Flask's way.
+
+A Flask blueprint that also carries OpenFactory declarations. Registering it on
+an app (``app.register_blueprint``) declares them on that app's asset, so a
+larger app splits its methods over modules like it splits its views.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+from flask import Blueprint
+from flask.sansio.blueprints import BlueprintSetupState
+
+from .attributes import Attribute
+from .methods import MethodSpec, ofa_method, spec_of
+
+A = TypeVar("A", bound=Attribute)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class AssetBlueprint(Blueprint):
+    def __init__(self, name: str, import_name: str, **kwargs: Any) -> None:
+        super().__init__(name, import_name, **kwargs)
+        self.ofa_attributes: list[Attribute] = []
+        self.ofa_methods: list[MethodSpec] = []
+        self.record_once(self._declare)
+
+    def attribute(self, attribute: A) -> A:
+        """Declare an attribute; returns it, so ``x = bp.attribute(SampleAttribute(...))``."""
+        if not isinstance(attribute, Attribute):
+            raise TypeError(f"expected an EventAttribute, SampleAttribute or ConditionAttribute, got {attribute!r}")
+        self.ofa_attributes.append(attribute)
+        return attribute
+
+    def method(self, func: F) -> F:
+        """Register a function already decorated with ``@ofa_method()``."""
+        self.ofa_methods.append(spec_of(func))
+        return func
+
+    def ofa_method(
+        self,
+        name: str | None = None,
+        *,
+        description: str | None = None,
+        param_description: dict[str, str] | None = None,
+    ) -> Callable[[F], F]:
+        """``@ofa_method(...)`` and registration on this blueprint in one decorator."""
+        decorate = ofa_method(name, description=description, param_description=param_description)
+
+        def register(func: F) -> F:
+            return self.method(decorate(func))
+
+        return register
+
+    def _declare(self, setup: BlueprintSetupState) -> None:
+        state = setup.app.extensions.get("openfactory")
+        if state is None:
+            raise RuntimeError(
+                f"AssetBlueprint {self.name!r} was registered on an app without the OpenFactory "
+                "extension: call 'ofa.init_app(app)' before 'app.register_blueprint(...)'"
+            )
+        state.declare(attributes=self.ofa_attributes, methods=self.ofa_methods)

@@ -1,0 +1,288 @@
+"""Command envelopes and results: how one asset calls another's method (pure).
+
+A caller writes ``<method>_CMD`` on the target asset; the target answers with
+``<method>_RESULT`` on its own asset. The envelope rules are the platform's;
+the result channel is ours and backward compatible (an extra attribute).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from .protocol import (
+    COMMAND_SUFFIX,
+    OPENFACTORY,
+    RESULT_SUFFIX,
+    Record,
+    format_timestamp,
+    parse_timestamp,
+)
+
+Status = Literal["OK", "ERROR", "REJECTED"]
+OK: Status = "OK"
+ERROR: Status = "ERROR"
+REJECTED: Status = "REJECTED"
+
+COMMAND_TAG = "Method.Command"
+RESULT_TAG = "Method.Result"
+
+_HEADER_FIELDS = {"correlation_id", "sender_uuid", "timestamp", "signature"}
+_ENVELOPE_FIELDS = {"header", "arguments"}
+
+
+class EnvelopeError(ValueError):
+    """A command envelope that breaks the contract.
+
+    ``correlation_id`` and ``sender_uuid`` are filled when they could be read, so
+    that the command can still be answered with ``REJECTED``.
+    """
+
+    def __init__(
+        self, reason: str, *, correlation_id: str | None = None, sender_uuid: str | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.correlation_id = correlation_id
+        self.sender_uuid = sender_uuid
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    correlation_id: str
+    sender_uuid: str
+    timestamp: datetime
+    signature: str | None
+    arguments: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """Compact JSON, as the reference's pydantic serialisation writes it."""
+        return json.dumps(
+            {
+                "header": {
+                    "correlation_id": self.correlation_id,
+                    "sender_uuid": self.sender_uuid,
+                    "timestamp": self.timestamp.astimezone(timezone.utc)
+                    .isoformat()
+                    .replace("+00:00", "Z"),
+                    "signature": self.signature,
+                },
+                "arguments": self.arguments,
+            },
+            separators=(",", ":"),
+        )
+
+
+def new_envelope(
+    sender_uuid: str,
+    arguments: dict[str, Any] | None = None,
+    *,
+    correlation_id: str | None = None,
+    signature: str | None = None,
+) -> Envelope:
+    """An outgoing command: arguments travel as strings, as the contract says."""
+    args = {str(k): _argument_text(v) for k, v in (arguments or {}).items()}
+    return Envelope(
+        correlation_id=correlation_id or str(uuid.uuid4()),
+        sender_uuid=sender_uuid,
+        timestamp=datetime.now(timezone.utc),
+        signature=signature,
+        arguments=args,
+    )
+
+
+def _argument_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(value)
+
+
+def _canonical_uuid(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a UUID string")
+    try:
+        return str(uuid.UUID(value.strip()))
+    except ValueError:
+        raise ValueError(f"{value!r} is not a UUID") from None
+
+
+def parse_envelope(raw: Any) -> Envelope:
+    """Validate an envelope (a JSON string or an already decoded object)."""
+    if isinstance(raw, (bytes, str)):
+        try:
+            raw = json.loads(raw)
+        except ValueError as exc:
+            raise EnvelopeError(f"command VALUE is not a JSON envelope: {exc}") from None
+    if not isinstance(raw, dict):
+        raise EnvelopeError(f"command envelope must be a JSON object, got {type(raw).__name__}")
+    header = raw.get("header")
+    if not isinstance(header, dict):
+        raise EnvelopeError("command envelope lacks a 'header' object")
+    correlation_id: str | None = None
+    sender_uuid: str | None = None
+    try:
+        correlation_id = _canonical_uuid(header.get("correlation_id"))
+    except ValueError as exc:
+        correlation_id = None
+        cid_error = f"header.correlation_id {exc}" if "correlation_id" in header else (
+            "header.correlation_id is required"
+        )
+    else:
+        cid_error = None
+    raw_sender = header.get("sender_uuid")
+    if isinstance(raw_sender, str) and raw_sender.strip():
+        sender_uuid = raw_sender.strip()
+
+    def reject(reason: str) -> EnvelopeError:
+        return EnvelopeError(reason, correlation_id=correlation_id, sender_uuid=sender_uuid)
+
+    if cid_error:
+        raise reject(cid_error)
+    unknown = sorted(set(raw) - _ENVELOPE_FIELDS)
+    if unknown:
+        raise reject(f"unknown envelope field(s): {', '.join(unknown)}")
+    unknown = sorted(set(header) - _HEADER_FIELDS)
+    if unknown:
+        raise reject(f"unknown header field(s): {', '.join(unknown)}")
+    if sender_uuid is None:
+        raise reject("header.sender_uuid is required and must be a non-empty string")
+    if header.get("timestamp") is None:
+        timestamp = datetime.now(timezone.utc)
+    else:
+        try:
+            timestamp = parse_timestamp(header["timestamp"])
+        except ValueError as exc:
+            raise reject(f"header.timestamp: {exc}") from None
+    signature = header.get("signature")
+    if signature is not None and not isinstance(signature, str):
+        raise reject("header.signature must be a string or null")
+    arguments = raw.get("arguments", {})
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, dict):
+        raise reject("arguments must be an object of string to string")
+    bad = sorted(k for k, v in arguments.items() if not isinstance(v, str))
+    if bad:
+        raise reject(f"argument(s) {', '.join(bad)} must be strings (the contract sends text)")
+    return Envelope(
+        correlation_id=correlation_id,  # type: ignore[arg-type]
+        sender_uuid=sender_uuid,
+        timestamp=timestamp,
+        signature=signature.strip() if isinstance(signature, str) else None,
+        arguments={k.strip(): v.strip() for k, v in arguments.items()},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    method: str
+    correlation_id: str | None
+    sender_uuid: str | None
+    status: Status
+    result: Any = None
+    error: str | None = None
+    duration_ms: float = 0.0
+
+    def to_value(self) -> str:
+        """The ``_RESULT`` VALUE: a JSON string inside the record's JSON."""
+        return json.dumps(
+            {
+                "correlation_id": self.correlation_id,
+                "sender_uuid": self.sender_uuid,
+                "status": self.status,
+                "result": self.result,
+                "error": self.error,
+                "duration_ms": round(self.duration_ms, 3),
+            },
+            separators=(",", ":"),
+            allow_nan=False,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "correlation_id": self.correlation_id,
+            "sender_uuid": self.sender_uuid,
+            "status": self.status,
+            "result": self.result,
+            "error": self.error,
+            "duration_ms": round(self.duration_ms, 3),
+        }
+
+    @classmethod
+    def from_record(cls, record: Record) -> "CommandResult":
+        """Read a ``_RESULT`` record back (callers waiting for their answer)."""
+        if not record.id.endswith(RESULT_SUFFIX):
+            raise ValueError(f"{record.id!r} is not a result attribute")
+        try:
+            data = json.loads(record.value) if isinstance(record.value, str) else None
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or data.get("status") not in (OK, ERROR, REJECTED):
+            raise ValueError(f"result record {record.id!r} has a malformed VALUE")
+        return cls(
+            method=record.id[: -len(RESULT_SUFFIX)],
+            correlation_id=data.get("correlation_id"),
+            sender_uuid=data.get("sender_uuid"),
+            status=data["status"],
+            result=data.get("result"),
+            error=data.get("error"),
+            duration_ms=float(data.get("duration_ms") or 0.0),
+        )
+
+
+def json_safe(value: Any) -> Any:
+    """A method's return value if it is JSON-serialisable, else its ``repr``."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
+
+
+def command_record(target_uuid: str, method: str, envelope: Envelope) -> Record:
+    return Record.create(
+        target_uuid,
+        method + COMMAND_SUFFIX,
+        envelope.to_json(),
+        tag=COMMAND_TAG,
+        type=OPENFACTORY,
+    )
+
+
+def result_record(asset_uuid: str, result: CommandResult) -> Record:
+    return Record.create(
+        asset_uuid,
+        result.method + RESULT_SUFFIX,
+        result.to_value(),
+        tag=RESULT_TAG,
+        type=OPENFACTORY,
+        timestamp=format_timestamp(),
+    )
+
+
+def is_command(record: Record) -> bool:
+    return record.id.endswith(COMMAND_SUFFIX) and len(record.id) > len(COMMAND_SUFFIX)
+
+
+def is_result(record: Record) -> bool:
+    return record.id.endswith(RESULT_SUFFIX) and len(record.id) > len(RESULT_SUFFIX)
+
+
+def result_correlation_id(record: Record) -> str | None:
+    """Cheap read of a result's correlation id (used to suppress duplicates)."""
+    if not isinstance(record.value, str):
+        return None
+    try:
+        data = json.loads(record.value)
+    except ValueError:
+        return None
+    cid = data.get("correlation_id") if isinstance(data, dict) else None
+    return cid if isinstance(cid, str) else None

@@ -1,0 +1,423 @@
+"""Command dispatch: read the asset's log, execute each command once, commit.
+
+Runs in the one process that owns the asset's command log. At-least-once
+reading plus duplicate suppression gives exactly-once execution in practice:
+
+* after gaining ownership, the log is read up to its end before anything runs,
+  so that commands whose ``_RESULT`` is already in the log (the previous owner
+  finished them but died before committing) are not run again;
+* a position is committed only once the command's ``_RESULT`` is durable, and
+  only when every earlier position is done (commands may finish out of order).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+from collections import Counter, OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from .commands import (
+    ERROR,
+    OK,
+    REJECTED,
+    CommandResult,
+    EnvelopeError,
+    is_command,
+    is_result,
+    json_safe,
+    parse_envelope,
+    result_correlation_id,
+    result_record,
+)
+from .methods import ArgumentError, MethodSpec
+from .protocol import COMMAND_SUFFIX
+from .transports.base import CommandReader, LogEntry, Transport
+
+log = logging.getLogger("flask_openfactory.dispatch")
+
+ContextFactory = Callable[[], AbstractContextManager[Any]]
+
+
+@dataclass(slots=True)
+class DispatchSettings:
+    asset_uuid: str
+    group: str
+    max_age: float = 300.0  # seconds; older commands are REJECTED as expired
+    timeout: float = 60.0  # per command; reported as ERROR when exceeded
+    concurrency: int = 1  # commands run in order by default: machines care
+    dedupe_size: int = 10_000
+    poll_interval: float = 0.2
+    retry_backoff: float = 0.5
+
+
+class Deduper:
+    """Correlation ids already answered, bounded and oldest forgotten first."""
+
+    def __init__(self, size: int) -> None:
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def add(self, cid: str) -> None:
+        with self._lock:
+            self._seen[cid] = None
+            self._seen.move_to_end(cid)
+            while len(self._seen) > self._size:
+                self._seen.popitem(last=False)
+
+    def __contains__(self, cid: object) -> bool:
+        with self._lock:
+            return cid in self._seen
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._seen)
+
+
+@dataclass(slots=True)
+class _Running:
+    offset: int
+    method: str
+    correlation_id: str
+    sender_uuid: str
+    started: float
+    deadline: float
+    answered: bool = False
+
+
+@dataclass(order=True, slots=True)
+class _Deadline:
+    at: float
+    offset: int = field(compare=False)
+
+
+class OffsetTracker:
+    """Positions in flight; the committable position is the end of the done prefix."""
+
+    def __init__(self) -> None:
+        self._open: dict[int, bool] = {}
+        self._lock = threading.Lock()
+
+    def add(self, offset: int) -> None:
+        with self._lock:
+            self._open.setdefault(offset, False)
+
+    def done(self, offset: int) -> None:
+        with self._lock:
+            if offset in self._open:
+                self._open[offset] = True
+
+    def committable(self) -> int | None:
+        """Highest offset whose whole prefix is done; forgets that prefix."""
+        with self._lock:
+            best = None
+            for offset in sorted(self._open):
+                if not self._open[offset]:
+                    break
+                best = offset
+                del self._open[offset]
+            return best
+
+    def forget(self, offset: int) -> None:
+        with self._lock:
+            self._open.pop(offset, None)
+
+    def pending(self) -> int:
+        with self._lock:
+            return sum(1 for done in self._open.values() if not done)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._open.clear()
+
+
+class Dispatcher:
+    """Owns one command reader and the executor that runs the asset's methods."""
+
+    def __init__(
+        self,
+        settings: DispatchSettings,
+        *,
+        transport: Transport,
+        methods: Callable[[], dict[str, MethodSpec]],
+        context: ContextFactory | None = None,
+        counters: Counter[str] | None = None,
+        on_result: Callable[[CommandResult], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._transport = transport
+        self._methods = methods
+        self._context = context or nullcontext
+        self.counters: Counter[str] = counters if counters is not None else Counter()
+        self._on_result = on_result
+        self.completed = Deduper(settings.dedupe_size)
+        self._offsets = OffsetTracker()
+        self._running: dict[int, _Running] = {}
+        self._deadlines: list[_Deadline] = []
+        self._lock = threading.Lock()
+        self._slots = threading.Semaphore(settings.concurrency)
+        self._executor = ThreadPoolExecutor(
+            max_workers=settings.concurrency, thread_name_prefix="ofa-command"
+        )
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._reader: CommandReader | None = None
+        self.owns = False
+        self.last_error: str | None = None
+        self.recoveries = 0
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="ofa-dispatch", daemon=True)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self, timeout: float) -> None:
+        """Stop taking commands, let those in flight finish, commit, release the log."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("command dispatcher did not stop within %.1fs", timeout)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- the loop ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                self._reader = self._transport.command_reader(
+                    self.settings.asset_uuid, self.settings.group
+                )
+                self._consume(self._reader)
+                failures = 0
+            except Exception as exc:  # keep the consumer alive whatever the backend does
+                failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.counters["dispatch_errors"] += 1
+                log.exception("command reader failed; retrying")
+                self._close_reader()
+                self._stop.wait(min(30.0, self.settings.retry_backoff * 2 ** min(failures, 6)))
+        self._drain()
+
+    def _consume(self, reader: CommandReader) -> None:
+        generation = 0
+        backlog: list[LogEntry] = []
+        recovering = False
+        while not self._stop.is_set():
+            entries = reader.poll(self.settings.poll_interval)
+            self.owns = reader.owns
+            if reader.generation != generation:
+                generation = reader.generation
+                recovering, backlog = True, []
+                self._offsets.clear()
+                self.recoveries += 1
+            if recovering:
+                backlog.extend(entries)
+                if not reader.caught_up():
+                    continue
+                for entry in backlog:
+                    if entry.record is not None and is_result(entry.record):
+                        cid = result_correlation_id(entry.record)
+                        if cid:
+                            self.completed.add(cid)
+                entries, backlog, recovering = backlog, [], False
+            for entry in entries:
+                if self._stop.is_set():
+                    return  # not marked done: the next owner gets it
+                self._handle(entry)
+            self._expire_deadlines()
+            self._commit(reader)
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + self.settings.timeout
+        while self._offsets.pending() and time.monotonic() < deadline:
+            self._expire_deadlines()
+            if self._reader is not None:
+                self._commit(self._reader)
+            time.sleep(0.02)
+        if self._reader is not None:
+            self._commit(self._reader)
+        self._close_reader()
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            try:
+                self._reader.close()
+            except Exception:
+                log.exception("closing the command reader failed")
+            self._reader = None
+            self.owns = False
+
+    def _commit(self, reader: CommandReader) -> None:
+        offset = self._offsets.committable()
+        if offset is not None:
+            reader.commit(offset)
+
+    # -- one entry ---------------------------------------------------------------
+
+    def _handle(self, entry: LogEntry) -> None:
+        offset = entry.offset
+        self._offsets.add(offset)
+        record = entry.record
+        if entry.key is not None and entry.key != self.settings.asset_uuid:
+            self.counters["records_foreign"] += 1
+            self._offsets.done(offset)
+            return
+        if record is None:
+            self.counters["records_malformed"] += 1
+            log.warning("skipped undecodable record at %s: %s", offset, entry.error)
+            self._offsets.done(offset)
+            return
+        if is_result(record):
+            cid = result_correlation_id(record)
+            if cid:
+                self.completed.add(cid)
+            self._offsets.done(offset)
+            return
+        if not is_command(record):
+            self._offsets.done(offset)
+            return
+        self.counters["commands_received"] += 1
+        method_name = record.id[: -len(COMMAND_SUFFIX)]
+        try:
+            envelope = parse_envelope(record.value)
+        except EnvelopeError as exc:
+            self._reject(offset, method_name, exc.correlation_id, exc.sender_uuid, "invalid_envelope", exc.reason)
+            return
+        cid = envelope.correlation_id
+        if cid in self.completed or self._is_running(cid):
+            self.counters["commands_duplicate"] += 1
+            log.info("suppressed duplicate command %s (%s)", cid, method_name)
+            self._offsets.done(offset)
+            return
+        spec = self._methods().get(method_name)
+        if spec is None:
+            self._reject(offset, method_name, cid, envelope.sender_uuid, "unknown_method",
+                         f"unknown method {method_name!r}")
+            return
+        age = (datetime.now(timezone.utc) - envelope.timestamp).total_seconds()
+        if age > self.settings.max_age:
+            self._reject(offset, method_name, cid, envelope.sender_uuid, "expired",
+                         f"expired: the command is {age:.1f}s old, the limit is {self.settings.max_age:g}s")
+            return
+        try:
+            kwargs = spec.convert_arguments(envelope.arguments)
+        except ArgumentError as exc:
+            self._reject(offset, method_name, cid, envelope.sender_uuid, "bad_arguments", str(exc))
+            return
+        self._execute(offset, spec, kwargs, cid, envelope.sender_uuid)
+
+    def _is_running(self, cid: str) -> bool:
+        with self._lock:
+            return any(r.correlation_id == cid and not r.answered for r in self._running.values())
+
+    def _reject(
+        self, offset: int, method: str, cid: str | None, sender: str | None, reason: str, text: str
+    ) -> None:
+        self.counters[f"rejected_{reason}"] += 1
+        if cid is None:
+            self.counters["commands_unanswerable"] += 1
+            log.warning("dropped command %s at %s with no usable correlation id: %s", method, offset, text)
+            self._offsets.done(offset)
+            return
+        log.warning("rejected command %s %s: %s", method, cid, text)
+        self._answer(offset, CommandResult(method, cid, sender, REJECTED, error=text))
+
+    def _execute(
+        self, offset: int, spec: MethodSpec, kwargs: dict[str, Any], cid: str, sender: str
+    ) -> None:
+        while not self._slots.acquire(timeout=self.settings.poll_interval):
+            self._expire_deadlines()
+            if self._stop.is_set():
+                self._offsets.forget(offset)  # never started: the next owner runs it
+                return
+        now = time.monotonic()
+        running = _Running(offset, spec.name, cid, sender, now, now + self.settings.timeout)
+        with self._lock:
+            self._running[offset] = running
+            heapq.heappush(self._deadlines, _Deadline(running.deadline, offset))
+        future = self._executor.submit(self._call, spec, kwargs)
+        future.add_done_callback(lambda f: self._finished(running, f))
+
+    def _call(self, spec: MethodSpec, kwargs: dict[str, Any]) -> Any:
+        with self._context():
+            return spec.func(**kwargs)
+
+    def _finished(self, running: _Running, future: Future[Any]) -> None:
+        self._slots.release()
+        duration = (time.monotonic() - running.started) * 1000.0
+        exc = future.exception()
+        if exc is None:
+            result = CommandResult(running.method, running.correlation_id, running.sender_uuid, OK,
+                                   result=json_safe(future.result()), duration_ms=duration)
+        else:
+            log.error("method %s (%s) raised %s: %s", running.method, running.correlation_id,
+                      type(exc).__name__, exc, exc_info=exc)
+            result = CommandResult(running.method, running.correlation_id, running.sender_uuid, ERROR,
+                                   error=f"{type(exc).__name__}: {exc}", duration_ms=duration)
+        self._settle(running, result)
+
+    def _expire_deadlines(self) -> None:
+        now = time.monotonic()
+        while True:
+            with self._lock:
+                if not self._deadlines or self._deadlines[0].at > now:
+                    return
+                item = heapq.heappop(self._deadlines)
+                running = self._running.get(item.offset)
+            if running is not None and not running.answered:
+                self.counters["commands_timed_out"] += 1
+                self._settle(running, CommandResult(
+                    running.method, running.correlation_id, running.sender_uuid, ERROR,
+                    error=f"timed out after {self.settings.timeout:g}s (the method may still be running)",
+                    duration_ms=(now - running.started) * 1000.0))
+
+    def _settle(self, running: _Running, result: CommandResult) -> None:
+        with self._lock:
+            if running.answered:
+                return  # a late finish after a timeout was already reported
+            running.answered = True
+            self._running.pop(running.offset, None)
+        self._answer(running.offset, result)
+
+    def _answer(self, offset: int, result: CommandResult) -> None:
+        """Publish the result; the position is done once it is durable."""
+        self.counters[f"commands_{result.status.lower()}"] += 1
+        if result.correlation_id:
+            self.completed.add(result.correlation_id)
+        record = result_record(self.settings.asset_uuid, result)
+
+        def delivered(error: Exception | None) -> None:
+            if error is not None:
+                self.counters["result_delivery_failures"] += 1
+                log.error("result of %s %s could not be delivered: %s", result.method,
+                          result.correlation_id, error)
+            self._offsets.done(offset)
+
+        for attempt in range(3):
+            try:
+                self._transport.publish(record, on_delivery=delivered)
+                break
+            except Exception as exc:
+                log.warning("publishing result of %s failed (attempt %d): %s", result.correlation_id,
+                            attempt + 1, exc)
+                if self._stop.wait(self.settings.retry_backoff):
+                    pass
+        else:
+            self.counters["result_delivery_failures"] += 1
+            self._offsets.done(offset)
+        if self._on_result is not None:
+            self._on_result(result)

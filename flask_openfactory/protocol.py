@@ -1,0 +1,184 @@
+"""The OpenFactory wire format for attribute records: pure data, no I/O.
+
+Every state change of an asset is one record on the assets topic, keyed by the
+asset UUID. This module is the only place that knows the JSON field names and
+the timestamp format, so that every transport writes byte-compatible records.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Union
+
+JSONScalar = Union[str, int, float, bool, None]
+
+SAMPLES = "Samples"
+EVENTS = "Events"
+CONDITION = "Condition"
+METHOD = "Method"
+OPENFACTORY = "OpenFactory"
+RECORD_TYPES = frozenset({SAMPLES, EVENTS, CONDITION, METHOD, OPENFACTORY})
+
+CONDITION_LEVELS = ("Normal", "Warning", "Fault")
+
+COMMAND_SUFFIX = "_CMD"
+RESULT_SUFFIX = "_RESULT"
+
+
+class RecordError(ValueError):
+    """A record that does not follow the contract (bad JSON, missing field, bad type)."""
+
+
+def format_timestamp(moment: datetime | None = None) -> str:
+    """UTC, ISO 8601, three fractional digits truncated (not rounded), literal ``Z``."""
+    if moment is None:
+        moment = datetime.now(timezone.utc)
+    elif moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    else:
+        moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """Read an ISO 8601 string or an epoch number (seconds, or milliseconds when large)."""
+    if isinstance(value, bool):
+        raise ValueError("a timestamp must be an ISO 8601 string or an epoch number, not a boolean")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError("a timestamp must be a finite number")
+        seconds = value / 1000.0 if abs(value) > 2e10 else float(value)
+        try:
+            return datetime.fromtimestamp(seconds, tz=timezone.utc)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise ValueError(f"epoch timestamp {value!r} is out of range") from exc
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            try:
+                return parse_timestamp(float(text))
+            except ValueError:
+                raise ValueError(f"{value!r} is not an ISO 8601 timestamp") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return moment.astimezone(timezone.utc)
+    raise ValueError(f"a timestamp must be an ISO 8601 string or an epoch number, got {type(value).__name__}")
+
+
+def validate_identifier(kind: str, value: Any) -> str:
+    """Reject names the platform's fan-out layer cannot route (NATS subject tokens)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{kind} must be a non-empty string, got {value!r}")
+    if value != value.strip():
+        raise ValueError(f"{kind} {value!r} has leading or trailing white space")
+    for bad in (".", "*", ">", " ", "\t", "\n"):
+        if bad in value:
+            shown = {" ": "a space", "\t": "a tab", "\n": "a newline"}.get(bad, f"'{bad}'")
+            raise ValueError(
+                f"{kind} {value!r} contains {shown}, which OpenFactory's fan-out layer cannot route"
+            )
+    return value
+
+
+def check_value(value: Any) -> JSONScalar:
+    """Attribute values are JSON scalars; NaN and infinities are not JSON."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"attribute value {value!r} is not representable in JSON")
+        return value
+    raise ValueError(
+        f"attribute values must be JSON scalars (str, int, float, bool or None), got {type(value).__name__}"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One attribute record of one asset, as it travels on the assets topic."""
+
+    asset_uuid: str
+    id: str
+    value: JSONScalar
+    tag: str
+    type: str
+    timestamp: str
+
+    @classmethod
+    def create(
+        cls,
+        asset_uuid: str,
+        id: str,
+        value: Any,
+        *,
+        tag: str,
+        type: str,
+        timestamp: str | None = None,
+    ) -> "Record":
+        """Build a checked record; the timestamp is taken now, when the value is set."""
+        if type not in RECORD_TYPES:
+            raise ValueError(f"record TYPE must be one of {sorted(RECORD_TYPES)}, got {type!r}")
+        return cls(asset_uuid, id, check_value(value), tag, type, timestamp or format_timestamp())
+
+    def to_wire(self) -> bytes:
+        """The record's Kafka value: exactly the contract's fields and casing."""
+        return json.dumps(
+            {
+                "ID": self.id,
+                "VALUE": self.value,
+                "TAG": self.tag,
+                "TYPE": self.type,
+                "attributes": {"timestamp": self.timestamp},
+            },
+            allow_nan=False,
+        ).encode("utf-8")
+
+    @property
+    def key(self) -> bytes:
+        return self.asset_uuid.encode("utf-8")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON shape used by the HTTP API and the CLI."""
+        return {
+            "id": self.id,
+            "value": self.value,
+            "tag": self.tag,
+            "type": self.type,
+            "timestamp": self.timestamp,
+        }
+
+    @classmethod
+    def from_wire(cls, key: bytes | str | None, value: bytes | str | None) -> "Record":
+        """Decode a record read from the log; anything malformed raises RecordError."""
+        if key is None:
+            raise RecordError("record has no key (asset UUID)")
+        if value is None:
+            raise RecordError("record has a null value (tombstone)")
+        try:
+            asset_uuid = key.decode("utf-8") if isinstance(key, bytes) else key
+            data = json.loads(value)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise RecordError(f"record value is not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise RecordError(f"record value must be a JSON object, got {type(data).__name__}")
+        missing = [field for field in ("ID", "TYPE") if field not in data]
+        if missing:
+            raise RecordError(f"record lacks field(s) {', '.join(missing)}")
+        rid, rtype, tag = data["ID"], data["TYPE"], data.get("TAG", "")
+        if not isinstance(rid, str) or not isinstance(rtype, str) or not isinstance(tag, str):
+            raise RecordError("record fields ID, TYPE and TAG must be strings")
+        if rtype not in RECORD_TYPES:
+            raise RecordError(f"record TYPE {rtype!r} is not one of {sorted(RECORD_TYPES)}")
+        attributes = data.get("attributes")
+        timestamp = attributes.get("timestamp") if isinstance(attributes, dict) else None
+        if not isinstance(timestamp, str):
+            timestamp = "UNAVAILABLE"
+        raw_value = data.get("VALUE")
+        if isinstance(raw_value, (dict, list)):
+            raise RecordError("record VALUE must be a JSON scalar")
+        return cls(asset_uuid, rid, raw_value, tag, rtype, timestamp)

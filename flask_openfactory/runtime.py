@@ -1,0 +1,450 @@
+"""The asset runtime of one app in one process: state, lifecycle, commands.
+
+Nothing here knows HTTP. The runtime is cheap to build (``init_app`` builds
+it) and does no I/O until ``start`` or the first read or write, always in the
+process that uses it: a runtime inherited through ``fork`` leaves the parent's
+clients untouched and makes its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Callable, Iterable, Mapping
+
+from .attributes import UNAVAILABLE, Attribute, EventAttribute, PlatformAttribute
+from .commands import (
+    ERROR,
+    OK,
+    CommandResult,
+    command_record,
+    is_result,
+    json_safe,
+    new_envelope,
+    result_correlation_id,
+    result_record,
+)
+from .dispatch import DispatchSettings, Dispatcher
+from .methods import MethodSpec
+from .protocol import METHOD, Record, validate_identifier
+from .transports import Transport, TransportOptions, create_transport
+
+log = logging.getLogger("flask_openfactory.runtime")
+
+# Clients inherited through fork: kept referenced so that they are never
+# destroyed in the child (destroying an inherited librdkafka handle hangs).
+_INHERITED: list[Any] = []
+
+AVAILABLE = "AVAILABLE"
+ASSET_TYPE = "OpenFactoryApp"
+
+
+def _package_meta() -> tuple[str, str, str]:
+    try:
+        meta = metadata.metadata("flask-openfactory")
+        return meta["Version"], meta.get("Author") or "unknown", meta.get("License") or "unknown"
+    except metadata.PackageNotFoundError:
+        return "unknown", "unknown", "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSettings:
+    asset_uuid: str
+    transport_url: str
+    transport_options: TransportOptions = field(default_factory=TransportOptions)
+    consumer_group: str | None = None
+    execute_commands: bool = True
+    command_max_age: float = 300.0
+    command_timeout: float = 60.0
+    command_concurrency: int = 1
+    dedupe_size: int = 10_000
+    stop_timeout: float = 10.0
+    application_version: str = "latest"
+    application_manufacturer: str = "OpenFactoryIO"
+    application_license: str = "Polyform Noncommercial License 1.0.0"
+
+    @property
+    def group(self) -> str:
+        return self.consumer_group or f"ofa-app-{self.asset_uuid}"
+
+
+def standard_attributes() -> list[Attribute]:
+    """The attributes every app publishes (contract section 3, plus AssetType)."""
+    return [
+        EventAttribute("avail", tag="Availability"),
+        EventAttribute("application_version", tag="Application.Version"),
+        EventAttribute("application_manufacturer", tag="Application.Manufacturer"),
+        EventAttribute("application_license", tag="Application.License"),
+        EventAttribute("openfactory_version", tag="Library.Version"),
+        EventAttribute("openfactory_manufacturer", tag="Library.Manufacturer"),
+        EventAttribute("openfactory_license", tag="Library.License"),
+        PlatformAttribute("AssetType", tag="AssetType"),
+    ]
+
+
+class AssetRuntime:
+    """One app's asset in this process."""
+
+    def __init__(
+        self,
+        settings: RuntimeSettings,
+        *,
+        context: Callable[[], AbstractContextManager[Any]] | None = None,
+    ) -> None:
+        validate_identifier("asset UUID", settings.asset_uuid)
+        self.settings = settings
+        self._context = context
+        self._attributes: dict[str, Attribute] = {a.id: a for a in standard_attributes()}
+        self._standard = frozenset(self._attributes)
+        self._methods: dict[str, MethodSpec] = {}
+        self._reset_process_state()
+
+    def _reset_process_state(self) -> None:
+        """Everything that belongs to one process; rebuilt after a fork."""
+        self._pid = os.getpid()
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._cache: dict[str, Record] = {}
+        self._transport: Transport | None = None
+        self._started = False
+        self._stopping = threading.Event()
+        self._follower_thread: threading.Thread | None = None
+        self._dispatcher: Dispatcher | None = None
+        self.counters: Counter[str] = Counter()
+        self.started_at: float | None = None
+        self.start_error: str | None = None
+
+    def _check_process(self) -> None:
+        if self._pid != os.getpid():
+            if self._transport is not None:
+                _INHERITED.append(self._transport)
+            if self._dispatcher is not None:
+                _INHERITED.append(self._dispatcher)
+            self._reset_process_state()
+
+    # -- declarations (before start) ----------------------------------------------
+
+    def declare_attribute(self, attribute: Attribute) -> None:
+        existing = self._attributes.get(attribute.id)
+        if existing is not None and existing is not attribute:
+            raise ValueError(f"attribute {attribute.id!r} is declared twice on asset {self.asset_uuid!r}")
+        if attribute.id in self._methods:
+            raise ValueError(f"{attribute.id!r} is already a method of asset {self.asset_uuid!r}")
+        self._attributes[attribute.id] = attribute
+
+    def declare_method(self, spec: MethodSpec) -> None:
+        existing = self._methods.get(spec.name)
+        if existing is not None and existing.func is not spec.func:
+            raise ValueError(f"method {spec.name!r} is declared twice on asset {self.asset_uuid!r}")
+        if spec.name in self._attributes:
+            raise ValueError(f"{spec.name!r} is already an attribute of asset {self.asset_uuid!r}")
+        self._methods[spec.name] = spec
+
+    @property
+    def asset_uuid(self) -> str:
+        return self.settings.asset_uuid
+
+    @property
+    def methods(self) -> dict[str, MethodSpec]:
+        return dict(self._methods)
+
+    @property
+    def declared_attributes(self) -> dict[str, Attribute]:
+        return dict(self._attributes)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        return self._pid == os.getpid() and self._started
+
+    @property
+    def transport(self) -> Transport:
+        """This process's transport, created on first use."""
+        self._check_process()
+        with self._lock:
+            if self._transport is None:
+                self._transport = create_transport(
+                    self.settings.transport_url, self.settings.transport_options
+                )
+            return self._transport
+
+    def start(self) -> None:
+        """Publish the asset, follow its log, and take part in executing commands.
+
+        Idempotent per process; a child of a started process starts its own.
+        """
+        self._check_process()
+        with self._lock:
+            if self._started:
+                return
+            try:
+                self._start()
+            except Exception as exc:
+                self.start_error = f"{type(exc).__name__}: {exc}"
+                raise
+            self.start_error = None
+            self._started = True
+            self.started_at = time.time()
+        log.info("asset %s started on %s (pid %d)", self.asset_uuid, self.transport.display_url, os.getpid())
+
+    def _start(self) -> None:
+        transport = self.transport
+        self._stopping.clear()
+        snapshot = transport.snapshot(self.asset_uuid)
+        self._cache.update(snapshot)
+        self._follower_thread = threading.Thread(
+            target=self._follow, args=(transport,), name="ofa-follow", daemon=True
+        )
+        self._follower_thread.start()
+        self._publish_identity(snapshot)
+        if self.settings.execute_commands:
+            self._dispatcher = Dispatcher(
+                DispatchSettings(
+                    asset_uuid=self.asset_uuid,
+                    group=self.settings.group,
+                    max_age=self.settings.command_max_age,
+                    timeout=self.settings.command_timeout,
+                    concurrency=self.settings.command_concurrency,
+                    dedupe_size=self.settings.dedupe_size,
+                ),
+                transport=transport,
+                methods=lambda: self._methods,
+                context=self._context,
+                counters=self.counters,
+            )
+            self._dispatcher.start()
+
+    def _publish_identity(self, snapshot: Mapping[str, Record]) -> None:
+        """Metadata every start; user attributes keep the platform's last value."""
+        version, manufacturer, license_ = _package_meta()
+        fixed: dict[str, Any] = {
+            "application_version": self.settings.application_version,
+            "application_manufacturer": self.settings.application_manufacturer,
+            "application_license": self.settings.application_license,
+            "openfactory_version": version,
+            "openfactory_manufacturer": manufacturer,
+            "openfactory_license": license_,
+            "AssetType": ASSET_TYPE,
+            "avail": AVAILABLE,
+        }
+        for attr_id, value in fixed.items():
+            self.set(attr_id, value)
+        for spec in self._methods.values():
+            self._publish(Record.create(self.asset_uuid, spec.name, spec.advertisement(), tag=METHOD, type=METHOD))
+        for attribute in self._attributes.values():
+            if attribute.id not in self._standard and attribute.id not in snapshot:
+                self.set(attribute.id, attribute.default)
+
+    def stop(self, timeout: float | None = None, *, publish_unavailable: bool = True) -> None:
+        """Finish the command in flight, publish ``avail`` if asked, flush, close.
+
+        Gunicorn workers pass ``publish_unavailable=False``: availability belongs
+        to the whole server, which the master reports when it exits.
+        """
+        if self._pid != os.getpid():
+            return
+        budget = self.settings.stop_timeout if timeout is None else timeout
+        deadline = time.monotonic() + budget
+        with self._lock:
+            started, self._started = self._started, False
+            dispatcher, self._dispatcher = self._dispatcher, None
+        self._stopping.set()
+        if dispatcher is not None:
+            dispatcher.stop(max(0.1, deadline - time.monotonic()))
+        if started and publish_unavailable:
+            try:
+                self.set("avail", UNAVAILABLE)
+            except Exception:
+                log.exception("could not publish avail=UNAVAILABLE")
+        if self._follower_thread is not None:
+            self._follower_thread.join(max(0.1, min(1.0, deadline - time.monotonic())))
+            self._follower_thread = None
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            pending = transport.flush(max(0.1, deadline - time.monotonic()))
+            if pending:
+                log.error("%d record(s) were not delivered before the stop deadline", pending)
+            transport.close(max(0.1, deadline - time.monotonic()))
+        if started:
+            log.info("asset %s stopped (pid %d)", self.asset_uuid, os.getpid())
+
+    # -- state -------------------------------------------------------------------------
+
+    def _follow(self, transport: Transport) -> None:
+        """Apply records written by other processes (and echoes of our own)."""
+        follower = transport.follow(self.asset_uuid)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    records = follower.poll(0.2)
+                except Exception:
+                    self.counters["follow_errors"] += 1
+                    log.exception("following the asset's log failed; retrying")
+                    self._stopping.wait(1.0)
+                    continue
+                if records:
+                    self._apply(records)
+        finally:
+            follower.close()
+
+    def _apply(self, records: Iterable[Record]) -> None:
+        with self._changed:
+            for record in records:
+                current = self._cache.get(record.id)
+                if current is None or not _older(record, current):
+                    self._cache[record.id] = record
+            self._changed.notify_all()
+
+    def _publish(self, record: Record) -> None:
+        self.transport.publish(record, on_delivery=self._delivered)
+        self.counters["records_published"] += 1
+
+    def _delivered(self, error: Exception | None) -> None:
+        if error is not None:
+            self.counters["delivery_failures"] += 1
+
+    def get(self, attr_id: str) -> Record | None:
+        self._check_process()
+        with self._lock:
+            record = self._cache.get(attr_id)
+        if record is None and not self._started:
+            record = self.transport.snapshot(self.asset_uuid).get(attr_id)
+        return record
+
+    def value(self, attr_id: str, default: Any = None) -> Any:
+        record = self.get(attr_id)
+        return default if record is None else record.value
+
+    def set(self, attr_id: str, value: Any, *, tag: str | None = None) -> Record:
+        """Validate, stamp now, update this process and publish."""
+        attribute = self._attributes.get(attr_id)
+        if attribute is None:
+            known = ", ".join(sorted(self._attributes)) or "none"
+            raise KeyError(f"attribute {attr_id!r} is not declared on asset {self.asset_uuid!r} (declared: {known})")
+        record = Record.create(
+            self.asset_uuid, attr_id, attribute.check(value), tag=attribute.check_tag(tag), type=attribute.type
+        )
+        self._check_process()
+        self._publish(record)
+        with self._changed:
+            self._cache[attr_id] = record
+            self._changed.notify_all()
+        return record
+
+    def records(self) -> list[Record]:
+        """Current attributes (not method advertisements), from this process's view."""
+        self._check_process()
+        if self._started:
+            with self._lock:
+                current = dict(self._cache)
+        else:
+            current = self.transport.snapshot(self.asset_uuid)
+        return sorted((r for r in current.values() if r.type != METHOD), key=lambda r: r.id)
+
+    # -- methods -----------------------------------------------------------------------
+
+    def invoke(
+        self, name: str, kwargs: Mapping[str, Any], *, sender_uuid: str, correlation_id: str | None = None
+    ) -> CommandResult:
+        """Run a method in the calling thread (HTTP) and publish its ``_RESULT``."""
+        spec = self._methods[name]
+        cid = correlation_id or new_envelope(sender_uuid).correlation_id
+        started = time.monotonic()
+        try:
+            value = spec.func(**kwargs)
+        except Exception as exc:
+            log.error("method %s (%s) raised %s: %s", name, cid, type(exc).__name__, exc, exc_info=exc)
+            result = CommandResult(name, cid, sender_uuid, ERROR, error=f"{type(exc).__name__}: {exc}",
+                                   duration_ms=(time.monotonic() - started) * 1000.0)
+        else:
+            result = CommandResult(name, cid, sender_uuid, OK, result=json_safe(value),
+                                   duration_ms=(time.monotonic() - started) * 1000.0)
+        self.counters[f"http_{result.status.lower()}"] += 1
+        self._publish(result_record(self.asset_uuid, result))
+        return result
+
+    def send_command(
+        self,
+        target_uuid: str,
+        method: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        wait: float | None = None,
+        sender_uuid: str | None = None,
+    ) -> tuple[str, CommandResult | None]:
+        """Write ``<method>_CMD`` on another asset, as any asset would.
+
+        With ``wait``, follow the target's log for the matching ``_RESULT``
+        (None if none came in time). Needs no started runtime (the CLI uses it).
+        """
+        validate_identifier("target asset UUID", target_uuid)
+        validate_identifier("method name", method)
+        envelope = new_envelope(sender_uuid or self.asset_uuid, dict(arguments or {}))
+        transport = self.transport
+        follower = transport.follow(target_uuid) if wait else None
+        try:
+            transport.publish(command_record(target_uuid, method, envelope))
+            if follower is None:
+                return envelope.correlation_id, None
+            transport.flush(wait or 0)
+            deadline = time.monotonic() + (wait or 0)
+            while (remaining := deadline - time.monotonic()) > 0:
+                for record in follower.poll(min(remaining, 0.5)):
+                    if is_result(record) and result_correlation_id(record) == envelope.correlation_id:
+                        return envelope.correlation_id, CommandResult.from_record(record)
+            return envelope.correlation_id, None
+        finally:
+            if follower is not None:
+                follower.close()
+
+    # -- status ------------------------------------------------------------------------
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Whether this process can serve the asset, and what is missing since when."""
+        self._check_process()
+        checks: dict[str, Any] = {}
+        checks["runtime"] = {
+            "ok": self._started,
+            "detail": "started" if self._started else (self.start_error or "not started in this process"),
+        }
+        if self._transport is not None or self._started:
+            checks["transport"] = self.transport.health().as_dict()
+        else:
+            checks["transport"] = {"ok": False, "detail": "not connected in this process"}
+        if self.settings.execute_commands and self._started:
+            dispatcher = self._dispatcher
+            alive = dispatcher is not None and dispatcher.alive
+            checks["commands"] = {
+                "ok": alive,
+                "detail": ("executing (this process owns the command log)" if dispatcher and dispatcher.owns
+                           else "standing by (another process executes)") if alive else "dispatcher not running",
+            }
+        return all(check["ok"] for check in checks.values()), checks
+
+    def status(self) -> dict[str, Any]:
+        ready, checks = self.readiness()
+        stats: dict[str, Any] = dict(self.counters)
+        if self._transport is not None:
+            stats.update({f"transport_{k}": v for k, v in self._transport.stats().items()})
+        return {
+            "asset_uuid": self.asset_uuid,
+            "pid": os.getpid(),
+            "transport": self.transport.display_url,
+            "ready": ready,
+            "checks": checks,
+            "counters": stats,
+        }
+
+
+def _older(record: Record, current: Record) -> bool:
+    """A replayed record must not undo a newer value (timestamps are fixed-width)."""
+    if record.timestamp == UNAVAILABLE or current.timestamp == UNAVAILABLE:
+        return False
+    return record.timestamp < current.timestamp

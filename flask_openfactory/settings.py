@@ -1,0 +1,173 @@
+"""Every config key the extension reads: defaults, validation, one prefix.
+
+``apply_defaults`` is the one place that ``setdefault``s keys (the README's
+config table mirrors ``DEFAULTS``); ``runtime_settings`` turns the app's config
+into validated settings, so a bad value fails in ``init_app`` with the key's
+name rather than later in a worker.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Mapping
+
+from .protocol import validate_identifier
+from .runtime import RuntimeSettings
+from .transports import ConfigurationError, TransportOptions, scheme_of
+
+PREFIX = "OPENFACTORY_"
+
+
+def platform_uuid(environ: Mapping[str, str]) -> str:
+    """``APP_UUID``, suffixed with the Swarm task slot when replicated (contract 1)."""
+    uuid = environ.get("APP_UUID") or "DEV-UUID"
+    raw_replicas = environ.get("SWARM_REPLICAS", "1") or "1"
+    try:
+        replicas = int(raw_replicas)
+    except ValueError:
+        raise ConfigurationError(f"SWARM_REPLICAS must be a whole number, got {raw_replicas!r}") from None
+    if replicas > 1:
+        slot = environ.get("SWARM_TASK_SLOT")
+        if not slot:
+            raise ConfigurationError(
+                f"SWARM_REPLICAS is {replicas} but SWARM_TASK_SLOT is not set: "
+                "each replica needs its slot to form its asset UUID"
+            )
+        uuid = f"{uuid}-{slot}"
+    return uuid
+
+
+def defaults(instance_path: str, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    env = os.environ if environ is None else environ
+    return {
+        "OPENFACTORY_APP_UUID": None,  # None: from APP_UUID / SWARM_* (contract section 1)
+        "OPENFACTORY_TRANSPORT_URL": f"sqlite:///{os.path.join(instance_path, 'openfactory.sqlite3')}",
+        "OPENFACTORY_KAFKA_CONFIG": {},
+        "OPENFACTORY_KSQLDB_URL": env.get("KSQLDB_URL") or None,
+        "OPENFACTORY_ASSETS_TOPIC": None,
+        "OPENFACTORY_CONSUMER_GROUP": None,
+        "OPENFACTORY_EXECUTE_COMMANDS": True,
+        "OPENFACTORY_COMMAND_MAX_AGE": 300.0,
+        "OPENFACTORY_COMMAND_TIMEOUT": 60.0,
+        "OPENFACTORY_COMMAND_CONCURRENCY": 1,
+        "OPENFACTORY_DEDUPE_SIZE": 10_000,
+        "OPENFACTORY_PUBLISH_TIMEOUT": 5.0,
+        "OPENFACTORY_MAX_PENDING": 100_000,
+        "OPENFACTORY_STOP_TIMEOUT": 10.0,
+        "OPENFACTORY_START_ON_REQUEST": True,
+        "OPENFACTORY_URL_PREFIX": "/ofa",
+        "OPENFACTORY_ROOT_PATH": env.get("OPENFACTORY_ROOT_PATH") or None,
+        "OPENFACTORY_PROXY_FIX": True,
+        "OPENFACTORY_LOG_LEVEL": "INFO",
+        "OPENFACTORY_APPLICATION_VERSION": env.get("APPLICATION_VERSION") or "latest",
+        "OPENFACTORY_APPLICATION_MANUFACTURER": env.get("APPLICATION_MANUFACTURER") or "OpenFactoryIO",
+        "OPENFACTORY_APPLICATION_LICENSE": env.get("APPLICATION_LICENSE")
+        or "Polyform Noncommercial License 1.0.0",
+    }
+
+
+def apply_defaults(config: dict[str, Any], instance_path: str) -> None:
+    for key, value in defaults(instance_path).items():
+        config.setdefault(key, value)
+
+
+def _number(kind: type, minimum: float) -> Callable[[str, Any], Any]:
+    def parse(key: str, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = kind(value.strip())
+            except ValueError:
+                raise ConfigurationError(f"{key} must be a {kind.__name__}, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+            raise ConfigurationError(f"{key} must be a {kind.__name__}, got {value!r}")
+        if value < minimum:
+            raise ConfigurationError(f"{key} must be at least {minimum:g}, got {value!r}")
+        return kind(value)
+
+    return parse
+
+
+def _flag(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    raise ConfigurationError(f"{key} must be true or false, got {value!r}")
+
+
+def _text(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(f"{key} must be a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _optional_text(key: str, value: Any) -> str | None:
+    return None if value in (None, "") else _text(key, value)
+
+
+def _mapping(key: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"{key} must be a dict of librdkafka settings, got {type(value).__name__}")
+    return {str(k): v for k, v in value.items()}
+
+
+def _url_prefix(key: str, value: Any) -> str:
+    text = _text(key, value)
+    if not text.startswith("/") or text.endswith("/") and text != "/":
+        raise ConfigurationError(f"{key} must start with '/' and not end with '/', got {value!r}")
+    return "" if text == "/" else text
+
+
+def read(config: Mapping[str, Any], key: str, parse: Callable[[str, Any], Any]) -> Any:
+    return parse(key, config[key])
+
+
+def runtime_settings(config: Mapping[str, Any]) -> RuntimeSettings:
+    """Validated runtime settings from ``app.config``; ConfigurationError names the key."""
+    uuid = config["OPENFACTORY_APP_UUID"] or platform_uuid(os.environ)
+    try:
+        validate_identifier("asset UUID", uuid)
+    except ValueError as exc:
+        raise ConfigurationError(f"OPENFACTORY_APP_UUID: {exc}") from None
+    url = read(config, "OPENFACTORY_TRANSPORT_URL", _text)
+    try:
+        scheme_of(url)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"OPENFACTORY_TRANSPORT_URL: {exc}") from None
+    options = TransportOptions(
+        publish_timeout=read(config, "OPENFACTORY_PUBLISH_TIMEOUT", _number(float, 0)),
+        max_pending=read(config, "OPENFACTORY_MAX_PENDING", _number(int, 1)),
+        kafka_config=read(config, "OPENFACTORY_KAFKA_CONFIG", _mapping),
+        ksqldb_url=read(config, "OPENFACTORY_KSQLDB_URL", _optional_text),
+        topic=read(config, "OPENFACTORY_ASSETS_TOPIC", _optional_text),
+    )
+    return RuntimeSettings(
+        asset_uuid=uuid,
+        transport_url=url,
+        transport_options=options,
+        consumer_group=read(config, "OPENFACTORY_CONSUMER_GROUP", _optional_text),
+        execute_commands=read(config, "OPENFACTORY_EXECUTE_COMMANDS", _flag),
+        command_max_age=read(config, "OPENFACTORY_COMMAND_MAX_AGE", _number(float, 0)),
+        command_timeout=read(config, "OPENFACTORY_COMMAND_TIMEOUT", _number(float, 0.001)),
+        command_concurrency=read(config, "OPENFACTORY_COMMAND_CONCURRENCY", _number(int, 1)),
+        dedupe_size=read(config, "OPENFACTORY_DEDUPE_SIZE", _number(int, 1)),
+        stop_timeout=read(config, "OPENFACTORY_STOP_TIMEOUT", _number(float, 0)),
+        application_version=read(config, "OPENFACTORY_APPLICATION_VERSION", _text),
+        application_manufacturer=read(config, "OPENFACTORY_APPLICATION_MANUFACTURER", _text),
+        application_license=read(config, "OPENFACTORY_APPLICATION_LICENSE", _text),
+    )
+
+
+def flag(config: Mapping[str, Any], key: str) -> bool:
+    return bool(read(config, key, _flag))
+
+
+def url_prefix(config: Mapping[str, Any]) -> str:
+    return str(read(config, "OPENFACTORY_URL_PREFIX", _url_prefix))
+
+
+def root_path(config: Mapping[str, Any]) -> str | None:
+    value = read(config, "OPENFACTORY_ROOT_PATH", _optional_text)
+    if value is not None and not value.startswith("/"):
+        raise ConfigurationError(f"OPENFACTORY_ROOT_PATH must start with '/', got {value!r}")
+    return value

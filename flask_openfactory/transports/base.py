@@ -1,0 +1,189 @@
+"""What the runtime needs from a transport, and nothing more.
+
+A transport is an append-only log of records keyed by asset UUID plus the
+current state per asset. The runtime builds on four operations: publish a
+record, read an asset's current state, follow an asset's new records (every
+process, for shared state and results), and read the asset's commands from a
+committed position while this process is the asset's one executor.
+
+Transports are created per process, lazily, by the runtime; nothing here may
+be created before a fork and used after it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..protocol import Record
+
+DeliveryCallback = Callable[[Exception | None], None]
+
+
+class TransportError(RuntimeError):
+    """The transport cannot do what was asked; the message names what and where."""
+
+
+class TransportBusy(TransportError):
+    """The local outgoing queue stayed full for the bounded wait; nothing was queued."""
+
+
+class ConfigurationError(ValueError):
+    """A transport URL or option that cannot work; raised before any I/O."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One position of an asset's log as the command reader sees it.
+
+    ``record`` is None when the stored value could not be decoded; ``error``
+    then says why. Entries of other assets sharing the log (Kafka partitions)
+    are returned too, so that the committed position can move past them.
+    """
+
+    offset: int
+    key: str | None
+    record: Record | None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Health:
+    ok: bool
+    detail: str
+    since: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "detail": self.detail,
+            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.since)),
+        }
+
+
+class HealthTracker:
+    """Keeps ``since`` stable while the state does not change (for /ofa/ready)."""
+
+    def __init__(self, detail: str = "not checked yet") -> None:
+        self._health = Health(False, detail)
+        self._lock = threading.Lock()
+
+    def set(self, ok: bool, detail: str) -> None:
+        with self._lock:
+            if ok != self._health.ok:
+                self._health = Health(ok, detail)
+            else:
+                self._health.detail = detail
+
+    def get(self) -> Health:
+        with self._lock:
+            return Health(self._health.ok, self._health.detail, self._health.since)
+
+
+class Follower(ABC):
+    """New records of one asset, in log order, from the moment it was opened."""
+
+    @abstractmethod
+    def poll(self, timeout: float) -> list[Record]:
+        """Wait up to ``timeout`` seconds for records; may return an empty list."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class CommandReader(ABC):
+    """The asset's log from the committed position, for the one executing process.
+
+    Among all readers of one (asset, group) across processes, at most one owns
+    the log at a time; ``poll`` returns nothing while this one does not.
+    ``generation`` increases each time this reader gains ownership, so that the
+    runtime can recover (suppress duplicates) before executing replayed commands.
+    On the first ownership of a group with no committed position, the reader
+    starts at the current end of the log and commits that position at once.
+    """
+
+    @property
+    @abstractmethod
+    def owns(self) -> bool: ...
+
+    @property
+    @abstractmethod
+    def generation(self) -> int: ...
+
+    @abstractmethod
+    def poll(self, timeout: float) -> list[LogEntry]: ...
+
+    @abstractmethod
+    def caught_up(self) -> bool:
+        """True once every entry written before this call has been returned."""
+
+    @abstractmethod
+    def commit(self, offset: int) -> None:
+        """Every entry up to and including ``offset`` is done."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Commit what is committed, give up ownership, release resources."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransportOptions:
+    """Settings every transport may read; each ignores what does not apply to it."""
+
+    publish_timeout: float = 5.0  # bounded wait when the outgoing queue is full
+    max_pending: int = 100_000  # outgoing records held while the backend is away
+    kafka_config: dict[str, Any] = field(default_factory=dict)  # librdkafka pass-through
+    ksqldb_url: str | None = None
+    topic: str | None = None  # explicit assets topic, overrides discovery
+    lookback: int = 5_000  # records read back for a snapshot when no ksqlDB answers
+
+
+class Transport(ABC):
+    scheme: str = ""
+
+    def __init__(self, url: str, options: TransportOptions | None = None) -> None:
+        self.url = url
+        self.options = options or TransportOptions()
+
+    @property
+    def display_url(self) -> str:
+        """The URL with any secret masked, safe for logs, CLI and HTTP."""
+        return self.url
+
+    @abstractmethod
+    def publish(self, record: Record, on_delivery: DeliveryCallback | None = None) -> None:
+        """Queue a record for the log; ``on_delivery`` fires once it is durable or failed.
+
+        Raises TransportBusy after a bounded wait when the local queue is full.
+        """
+
+    @abstractmethod
+    def flush(self, timeout: float) -> int:
+        """Wait up to ``timeout`` for queued records; return how many are still pending."""
+
+    @abstractmethod
+    def snapshot(self, asset_uuid: str) -> dict[str, Record]:
+        """The asset's current attributes (last record per ID)."""
+
+    @abstractmethod
+    def follow(self, asset_uuid: str) -> Follower: ...
+
+    @abstractmethod
+    def command_reader(self, asset_uuid: str, group: str) -> CommandReader: ...
+
+    @abstractmethod
+    def check(self, timeout: float) -> Health:
+        """Actively ask the backend whether it answers (CLI, start-up)."""
+
+    @abstractmethod
+    def health(self) -> Health:
+        """The last known state, cheap enough for every /ofa/ready request."""
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+    @abstractmethod
+    def close(self, timeout: float = 5.0) -> None: ...
