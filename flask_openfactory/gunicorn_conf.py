@@ -1,0 +1,78 @@
+"""Gunicorn hooks: start the runtime in each worker, never in the master.
+
+Use as the whole config (``gunicorn -c python:flask_openfactory.gunicorn_conf
+wsgi:app``) or import the hooks into your own ``gunicorn.conf.py``:
+``from flask_openfactory.gunicorn_conf import post_worker_init, worker_exit, on_exit``.
+
+* ``post_worker_init``: the worker starts its runtime at once, so an idle
+  worker still takes part in executing commands.
+* ``worker_exit``: graceful stop (command in flight finishes, result
+  delivered, offsets committed, flush) without publishing ``UNAVAILABLE``:
+  availability belongs to the server, not to one worker.
+* ``on_exit``: the master publishes ``avail=UNAVAILABLE`` once, with a client
+  it creates after its workers are gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+log = logging.getLogger("flask_openfactory.gunicorn")
+
+# Defaults for a config module used as is; a user's own config sets its own.
+bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{os.environ.get('PORT') or '4000'}"
+graceful_timeout = 30
+
+
+def _states(wsgi: Any) -> list[Any]:
+    """The OpenFactory state of the served app (looking through common wrappers)."""
+    seen = set()
+    found = []
+    candidate = wsgi
+    while candidate is not None and id(candidate) not in seen:
+        seen.add(id(candidate))
+        extensions = getattr(candidate, "extensions", None)
+        if isinstance(extensions, dict) and "openfactory" in extensions:
+            found.append(extensions["openfactory"])
+            break
+        candidate = getattr(candidate, "app", None) or getattr(candidate, "wsgi_app", None)
+    return found
+
+
+def _stop_budget(graceful: float) -> float:
+    """Leave the worker time to exit before gunicorn's SIGKILL."""
+    return max(1.0, min(graceful * 0.8, graceful - 2.0))
+
+
+def post_worker_init(worker: Any) -> None:
+    for state in _states(worker.wsgi):
+        try:
+            state.runtime.start()
+        except Exception:
+            log.exception("worker %s: runtime did not start; the first request will retry", os.getpid())
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    budget = _stop_budget(float(server.cfg.graceful_timeout))
+    for state in _states(getattr(worker, "wsgi", None)):
+        state.runtime.stop(budget, publish_unavailable=False)
+
+
+def on_exit(server: Any) -> None:
+    try:
+        app = server.app.wsgi()
+    except Exception:
+        log.exception("could not load the app to publish avail=UNAVAILABLE")
+        return
+    for state in _states(app):
+        runtime = state.runtime
+        try:
+            runtime.set("avail", "UNAVAILABLE")
+            pending = runtime.transport.flush(5.0)
+            if pending:
+                log.error("avail=UNAVAILABLE not delivered before exit")
+            runtime.transport.close(5.0)
+        except Exception:
+            log.exception("could not publish avail=UNAVAILABLE")

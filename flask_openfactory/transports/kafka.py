@@ -1,0 +1,510 @@
+"""``kafka://host:port[,host:port]``: the asset on a real OpenFactory platform.
+
+* One producer per process, created lazily in the process that uses it;
+  asynchronous produce with delivery reports served by a poller thread
+  (never a flush per write), key = asset UUID, Java-compatible murmur2.
+* Commands are read from the one partition that holds our key, never the
+  whole topic: a consumer group named for the asset elects the executor, and
+  each member assigns itself only that partition out of what the group gives
+  it (so it fetches nothing else).
+* Offsets are committed explicitly by the runtime once a command's result is
+  delivered (at least once); without a committed offset the reader starts at
+  the end of the partition and commits that position at once.
+
+Settings in ``kafka_config`` pass through to librdkafka; keys prefixed
+``producer.`` or ``consumer.`` apply to that kind of client only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from ..protocol import Record, RecordError
+from .base import (
+    CommandReader,
+    ConfigurationError,
+    DeliveryCallback,
+    Follower,
+    Health,
+    HealthTracker,
+    LogEntry,
+    Transport,
+    TransportBusy,
+    TransportError,
+    TransportOptions,
+)
+from .partitioning import partition_for_key
+
+log = logging.getLogger("flask_openfactory.kafka")
+
+DEFAULT_TOPIC = "ofa_assets"
+SECRET_HINTS = ("password", "secret", "token", "key.pem", "private")
+
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "partitioner": "murmur2_random",
+    "linger.ms": 5,
+    "enable.idempotence": True,
+    "message.timeout.ms": 300_000,
+    "allow.auto.create.topics": False,  # platform topics are the platform's
+}
+CONSUMER_DEFAULTS: dict[str, Any] = {
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "auto.offset.reset": "latest",
+    "enable.partition.eof": False,
+    "fetch.wait.max.ms": 25,
+    "fetch.min.bytes": 1,
+    "session.timeout.ms": 10_000,
+    "heartbeat.interval.ms": 1_000,
+    "partition.assignment.strategy": "range",
+    "allow.auto.create.topics": False,
+}
+
+
+def parse_bootstrap(url: str) -> str:
+    servers = url.split("://", 1)[1].strip().strip("/")
+    hosts = [s.strip() for s in servers.split(",") if s.strip()]
+    if not hosts:
+        raise ConfigurationError(f"Kafka URL {url!r} names no broker; use kafka://host:port")
+    for host in hosts:
+        name, sep, port = host.rpartition(":")
+        if not sep or not name or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigurationError(f"Kafka URL {url!r}: {host!r} is not host:port")
+    return ",".join(hosts)
+
+
+def mask(config: dict[str, Any]) -> dict[str, Any]:
+    """The config with every secret-looking value replaced, for logs and status."""
+    return {k: ("***" if any(h in k.lower() for h in SECRET_HINTS) else v) for k, v in config.items()}
+
+
+def _split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    common = {k: v for k, v in config.items() if not k.startswith(("producer.", "consumer."))}
+    producer = {**common, **{k[9:]: v for k, v in config.items() if k.startswith("producer.")}}
+    consumer = {**common, **{k[9:]: v for k, v in config.items() if k.startswith("consumer.")}}
+    return producer, consumer
+
+
+class KafkaTransport(Transport):
+    scheme = "kafka"
+
+    def __init__(self, url: str, options: TransportOptions | None = None) -> None:
+        super().__init__(url, options)
+        self.bootstrap = parse_bootstrap(url)
+        self._producer_config, self._consumer_config = _split_config(dict(self.options.kafka_config))
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._producer: Producer | None = None
+        self._poller: threading.Thread | None = None
+        self._closing = threading.Event()
+        self._topic: str | None = self.options.topic
+        self._partitions: int | None = None
+        self._ksql: Any = None
+        self._health = HealthTracker("no broker contact yet")
+        self._stats = {"published": 0, "delivered": 0, "delivery_failures": 0, "queue_full": 0}
+        self._last_failure_log = 0.0
+        self._suppressed_failures = 0
+
+    # -- configuration -------------------------------------------------------------
+
+    @property
+    def display_url(self) -> str:
+        return f"kafka://{self.bootstrap}"
+
+    def _base(self) -> dict[str, Any]:
+        return {"bootstrap.servers": self.bootstrap, "error_cb": self._on_error, "logger": log}
+
+    def consumer_config(self, **overrides: Any) -> dict[str, Any]:
+        return {**self._base(), **CONSUMER_DEFAULTS, **self._consumer_config, **overrides}
+
+    def _ksqldb(self) -> Any:
+        if self._ksql is None and self.options.ksqldb_url:
+            from .ksqldb import KsqlDBClient
+
+            self._ksql = KsqlDBClient(self.options.ksqldb_url)
+        return self._ksql
+
+    @property
+    def topic(self) -> str:
+        """Explicit config, else ksqlDB's ASSETS_STREAM topic, else ``ofa_assets``."""
+        if self._topic is None:
+            client = self._ksqldb()
+            topic = None
+            if client is not None:
+                try:
+                    topic = client.describe_topic("ASSETS_STREAM")
+                except Exception as exc:
+                    log.warning("ksqlDB at %s did not name the assets topic (%s); using %r",
+                                self.options.ksqldb_url, exc, DEFAULT_TOPIC)
+            self._topic = topic or DEFAULT_TOPIC
+        return self._topic
+
+    def partitions(self, timeout: float = 10.0) -> int:
+        """How many partitions the assets topic has (never creates the topic)."""
+        if self._partitions is None:
+            metadata = self.producer().list_topics(self.topic, timeout=timeout)
+            topic = metadata.topics.get(self.topic)
+            if topic is None or topic.error is not None or not topic.partitions:
+                reason = topic.error.str() if topic is not None and topic.error else "no partitions"
+                raise TransportError(f"Kafka at {self.bootstrap}: topic {self.topic!r} is not usable: {reason}")
+            self._partitions = len(topic.partitions)
+        return self._partitions
+
+    def partition_of(self, asset_uuid: str) -> int:
+        return partition_for_key(asset_uuid.encode("utf-8"), self.partitions())
+
+    # -- writes ----------------------------------------------------------------------
+
+    def producer(self) -> Producer:
+        """This process's producer; one inherited through fork is left untouched."""
+        with self._lock:
+            if self._producer is None or self._pid != os.getpid():
+                if self._pid != os.getpid():
+                    from ..runtime import _INHERITED
+
+                    _INHERITED.append(self._producer)
+                    self._pid, self._closing = os.getpid(), threading.Event()
+                    self._lock = threading.Lock()
+                self._producer = Producer({
+                    **self._base(), **PRODUCER_DEFAULTS,
+                    "queue.buffering.max.messages": self.options.max_pending,
+                    **self._producer_config,
+                })
+                self._poller = threading.Thread(target=self._serve, name="ofa-kafka-poll", daemon=True)
+                self._poller.start()
+            return self._producer
+
+    def _serve(self) -> None:
+        """Serve delivery reports and watch the broker (a frozen broker sends no error)."""
+        producer = self._producer
+        next_check = 0.0
+        while producer is not None and producer is self._producer and not self._closing.is_set():
+            producer.poll(0.1)
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + (1.0 if self._health.get().ok else 0.5)
+                self._probe(producer, timeout=2.0)
+
+    def _probe(self, producer: Producer, timeout: float) -> bool:
+        try:
+            producer.list_topics(self.topic, timeout=timeout)
+        except KafkaException as exc:
+            self._health.set(False, f"Kafka at {self.bootstrap} does not answer: {exc.args[0].str()}")
+            return False
+        self._health.set(True, f"Kafka at {self.bootstrap}, topic {self.topic!r}")
+        return True
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
+            self._health.set(False, f"Kafka at {self.bootstrap}: {error.str()}")
+        if error.fatal():
+            log.error("fatal Kafka client error (client will be recreated): %s", error.str())
+            with self._lock:
+                from ..runtime import _INHERITED
+
+                _INHERITED.append(self._producer)  # unusable; never flushed again
+                self._producer = None
+        else:
+            log.debug("Kafka: %s", error.str())
+
+    def publish(self, record: Record, on_delivery: DeliveryCallback | None = None) -> None:
+        value = record.to_wire()
+
+        def report(error: KafkaError | None, message: Message) -> None:
+            if error is None:
+                self._stats["delivered"] += 1
+            else:
+                self._failed(error)
+            if on_delivery is not None:
+                on_delivery(None if error is None else TransportError(f"Kafka: {error.str()}"))
+
+        deadline = time.monotonic() + self.options.publish_timeout
+        while True:
+            producer = self.producer()
+            try:
+                producer.produce(self.topic, value=value, key=record.key, on_delivery=report)
+                self._stats["published"] += 1
+                return
+            except BufferError:
+                self._stats["queue_full"] += 1
+                if time.monotonic() >= deadline:
+                    raise TransportBusy(
+                        f"Kafka at {self.bootstrap}: {self.options.max_pending} records are waiting for the "
+                        f"broker and none was delivered within {self.options.publish_timeout:g}s; "
+                        "the record was not queued"
+                    ) from None
+                time.sleep(0.01)  # the poller frees the queue as deliveries complete
+            except KafkaException as exc:
+                raise TransportError(f"Kafka at {self.bootstrap}: {exc.args[0].str()}") from None
+
+    def _failed(self, error: KafkaError) -> None:
+        self._stats["delivery_failures"] += 1
+        now = time.monotonic()
+        if now - self._last_failure_log >= 10.0:
+            extra = f" ({self._suppressed_failures} more since the last report)" if self._suppressed_failures else ""
+            log.error("Kafka delivery failed: %s%s", error.str(), extra)
+            self._last_failure_log, self._suppressed_failures = now, 0
+        else:
+            self._suppressed_failures += 1
+
+    def flush(self, timeout: float) -> int:
+        if self._producer is None or self._pid != os.getpid():
+            return 0
+        return int(self._producer.flush(timeout))
+
+    # -- reads -----------------------------------------------------------------------
+
+    def _consumer(self, **overrides: Any) -> Consumer:
+        config = self.consumer_config(**overrides)
+        config.setdefault("group.id", f"ofa-reader-{uuid.uuid4()}")  # assign() only: never joins
+        return Consumer(config)
+
+    def snapshot(self, asset_uuid: str) -> dict[str, Record]:
+        """From ksqlDB when configured, else a bounded look-back in our partition."""
+        client = self._ksqldb()
+        if client is not None:
+            try:
+                return _rows_to_records(asset_uuid, client.asset_state(asset_uuid))
+            except Exception as exc:
+                log.warning("ksqlDB snapshot of %s failed (%s); reading back the partition", asset_uuid, exc)
+        return self._lookback(asset_uuid)
+
+    def _lookback(self, asset_uuid: str) -> dict[str, Record]:
+        partition = self.partition_of(asset_uuid)
+        consumer = self._consumer()
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=10.0)
+            start = max(low, high - self.options.lookback)
+            if high <= start:
+                return {}
+            consumer.assign([TopicPartition(self.topic, partition, start)])
+            state: dict[str, Record] = {}
+            position = start
+            deadline = time.monotonic() + 10.0
+            while position < high and time.monotonic() < deadline:
+                for message in _fetch(consumer, 0.5):
+                    if message.error():
+                        continue
+                    position = message.offset() + 1
+                    if message.key() != asset_uuid.encode("utf-8"):
+                        continue
+                    try:
+                        record = Record.from_wire(message.key(), message.value())
+                    except RecordError:
+                        continue
+                    state[record.id] = record
+            return state
+        finally:
+            consumer.close()
+
+    def follow(self, asset_uuid: str) -> Follower:
+        return KafkaFollower(self, asset_uuid)
+
+    def command_reader(self, asset_uuid: str, group: str) -> CommandReader:
+        return KafkaCommandReader(self, asset_uuid, group)
+
+    # -- status ----------------------------------------------------------------------
+
+    def check(self, timeout: float) -> Health:
+        try:
+            producer = self.producer()
+        except KafkaException as exc:
+            return Health(False, f"Kafka at {self.bootstrap}: {exc}")
+        self._probe(producer, timeout)
+        return self._health.get()
+
+    def health(self) -> Health:
+        if self._producer is None:
+            return Health(False, f"Kafka at {self.bootstrap}: not connected in this process")
+        return self._health.get()
+
+    def stats(self) -> dict[str, Any]:
+        pending = len(self._producer) if self._producer is not None and self._pid == os.getpid() else 0
+        return {**self._stats, "pending": pending}
+
+    def close(self, timeout: float = 5.0) -> None:
+        if self._pid != os.getpid():
+            return
+        self._closing.set()
+        if self._poller is not None:
+            self._poller.join(timeout)
+            self._poller = None
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            remaining = producer.flush(max(0.0, timeout))
+            if remaining:
+                log.error("%d record(s) not delivered to Kafka at %s before close", remaining, self.bootstrap)
+        if self._ksql is not None:
+            self._ksql.close()
+
+
+def _fetch(consumer: Consumer, timeout: float, limit: int = 500) -> list[Message]:
+    """Return as soon as one message arrives, plus whatever is already buffered.
+
+    ``consume(n, timeout)`` waits for all ``n`` or the whole timeout, which would
+    put the timeout into every command's round trip.
+    """
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(limit - 1, 0)]
+
+
+def _rows_to_records(asset_uuid: str, rows: list[dict[str, Any]]) -> dict[str, Record]:
+    """ksqlDB answers VALUE as text; Samples come back as numbers when they parse."""
+    state: dict[str, Record] = {}
+    for row in rows:
+        rid, rtype = row.get("ID"), row.get("TYPE")
+        if not isinstance(rid, str) or not isinstance(rtype, str):
+            continue
+        value = row.get("VALUE")
+        if rtype == "Samples" and isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        try:
+            state[rid] = Record.create(asset_uuid, rid, value, tag=str(row.get("TAG") or ""), type=rtype,
+                                       timestamp=str(row.get("TIMESTAMP") or "UNAVAILABLE"))
+        except ValueError:
+            continue
+    return state
+
+
+class KafkaFollower(Follower):
+    """Tails our partition from its end (assign, no group), keeping our key only."""
+
+    def __init__(self, transport: KafkaTransport, asset_uuid: str) -> None:
+        self._key = asset_uuid.encode("utf-8")
+        self._consumer = transport._consumer()
+        tp = TopicPartition(transport.topic, transport.partition_of(asset_uuid))
+        # Resolve "the end" now: OFFSET_END is resolved at the first fetch, which
+        # could be after a result we are about to wait for.
+        _, high = self._consumer.get_watermark_offsets(tp, timeout=10.0, cached=False)
+        self._consumer.assign([TopicPartition(tp.topic, tp.partition, high if high >= 0 else OFFSET_END)])
+
+    def poll(self, timeout: float) -> list[Record]:
+        records = []
+        for message in _fetch(self._consumer, timeout):
+            if message.error() or message.key() != self._key:
+                continue
+            try:
+                records.append(Record.from_wire(message.key(), message.value()))
+            except RecordError:
+                continue
+        return records
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class KafkaCommandReader(CommandReader):
+    """Group membership elects the executor; only our partition is ever fetched."""
+
+    def __init__(self, transport: KafkaTransport, asset_uuid: str, group: str) -> None:
+        self._transport = transport
+        self._key = asset_uuid
+        self._topic = transport.topic
+        self._partition = transport.partition_of(asset_uuid)
+        self._generation = 0
+        self._owns = False
+        self._position = -1
+        self._last_batch = 0
+        self.assignments: list[list[int]] = []  # what the group gave us, for tests and status
+        self.received: dict[int, int] = {}  # records received per partition
+        self._consumer = transport._consumer(**{"group.id": group})
+        self._consumer.subscribe([self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                 on_lost=self._on_revoke)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assignments.append(sorted(tp.partition for tp in partitions))
+        mine = [tp for tp in partitions if tp.partition == self._partition]
+        if not mine:
+            consumer.assign([])
+            return
+        tp = TopicPartition(self._topic, self._partition)
+        committed = consumer.committed([tp], timeout=10.0)[0].offset
+        if committed < 0:  # first owner ever: start at the end, and say so for the next one
+            _, high = consumer.get_watermark_offsets(tp, timeout=10.0)
+            committed = high
+            consumer.commit(offsets=[TopicPartition(self._topic, self._partition, high)], asynchronous=False)
+        consumer.assign([TopicPartition(self._topic, self._partition, committed)])
+        self._position = committed
+        self._owns = True
+        self._generation += 1
+        log.info("this process now executes commands of %s (partition %d from offset %d)",
+                 self._key, self._partition, committed)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._owns:
+            log.info("command log of %s moved to another process", self._key)
+        self._owns = False
+        consumer.unassign()
+
+    @property
+    def owns(self) -> bool:
+        return self._owns
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def poll(self, timeout: float) -> list[LogEntry]:
+        entries = []
+        messages = _fetch(self._consumer, timeout)
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise TransportError(f"Kafka consumer failed: {error.str()}")
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("Kafka consumer: %s", error.str())
+                continue
+            partition = message.partition()
+            self.received[partition] = self.received.get(partition, 0) + 1
+            if not self._owns or partition != self._partition:
+                continue
+            self._position = message.offset() + 1
+            raw_key = message.key()
+            try:
+                key = raw_key.decode("utf-8") if raw_key is not None else None
+            except UnicodeDecodeError:
+                key = None
+            try:
+                entries.append(LogEntry(message.offset(), key, Record.from_wire(raw_key, message.value())))
+            except RecordError as exc:
+                entries.append(LogEntry(message.offset(), key, None, str(exc)))
+        self._last_batch = len(messages)
+        return entries
+
+    def caught_up(self) -> bool:
+        if not self._owns or self._last_batch:
+            return False
+        _, high = self._consumer.get_watermark_offsets(
+            TopicPartition(self._topic, self._partition), timeout=5.0, cached=False)
+        return self._position >= high
+
+    def commit(self, offset: int) -> None:
+        if self._owns:
+            self._consumer.commit(
+                offsets=[TopicPartition(self._topic, self._partition, offset + 1)], asynchronous=True)
+
+    def close(self) -> None:
+        try:
+            self._consumer.close()
+        except RuntimeError:
+            pass

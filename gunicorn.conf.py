@@ -1,0 +1,9 @@
+"""Read by plain ``gunicorn wsgi:app``: the extension's hooks and defaults."""
+
+from flask_openfactory.gunicorn_conf import (  # noqa: F401
+    bind,
+    graceful_timeout,
+    on_exit,
+    post_worker_init,
+    worker_exit,
+)
