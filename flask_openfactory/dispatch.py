@@ -167,6 +167,7 @@ class Dispatcher:
             max_workers=settings.concurrency, thread_name_prefix="ofa-command"
         )
         self._stop = threading.Event()
+        self._first_poll = threading.Event()
         self._thread: threading.Thread | None = None
         self._reader: CommandReader | None = None
         self.owns = False
@@ -175,9 +176,16 @@ class Dispatcher:
 
     # -- lifecycle -------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, wait: float = 10.0) -> None:
+        """Start reading; return once the first attempt at ownership is over.
+
+        On a log with no committed position the owner starts at its end: a
+        command sent after ``start`` returns must not fall before that point.
+        """
         self._thread = threading.Thread(target=self._run, name="ofa-dispatch", daemon=True)
         self._thread.start()
+        if not self._first_poll.wait(wait):
+            log.warning("the command reader did not answer within %.0fs; still trying", wait)
 
     @property
     def alive(self) -> bool:
@@ -207,6 +215,7 @@ class Dispatcher:
                 failures += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self.counters["dispatch_errors"] += 1
+                self._first_poll.set()
                 log.exception("command reader failed; retrying")
                 self._close_reader()
                 self._stop.wait(min(30.0, self.settings.retry_backoff * 2 ** min(failures, 6)))
@@ -217,8 +226,9 @@ class Dispatcher:
         backlog: list[LogEntry] = []
         recovering = False
         while not self._stop.is_set():
-            entries = reader.poll(self.settings.poll_interval)
+            entries = reader.poll(0 if not self._first_poll.is_set() else self.settings.poll_interval)
             self.owns = reader.owns
+            self._first_poll.set()
             if reader.generation != generation:
                 generation = reader.generation
                 recovering, backlog = True, []

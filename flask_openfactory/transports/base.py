@@ -139,6 +139,8 @@ class TransportOptions:
     ksqldb_url: str | None = None
     topic: str | None = None  # explicit assets topic, overrides discovery
     lookback: int = 5_000  # records read back for a snapshot when no ksqlDB answers
+    election: str = "lock"  # Kafka: "lock" (one host, instant takeover) or "group" (several hosts)
+    lock_dir: str | None = None  # where executor lock files live (default: the temp directory)
 
 
 class Transport(ABC):

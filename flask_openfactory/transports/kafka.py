@@ -71,7 +71,8 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "fetch.min.bytes": 1,
     "session.timeout.ms": 10_000,
     "heartbeat.interval.ms": 1_000,
-    "partition.assignment.strategy": "range",
+    # Sticky: a worker joining or leaving does not move the executor role.
+    "partition.assignment.strategy": "cooperative-sticky",
     "allow.auto.create.topics": False,
 }
 
@@ -311,11 +312,33 @@ class KafkaTransport(Transport):
         finally:
             consumer.close()
 
+    def end_offset(self, partition: int) -> int:
+        """The offset after the last record, read rather than trusted.
+
+        Some brokers answer ListOffsets LATEST with the last batch's first
+        offset + 1; starting there would replay old commands. So read forward
+        from the watermark until a fetch comes back empty.
+        """
+        consumer = self._consumer()
+        try:
+            tp = TopicPartition(self.topic, partition)
+            _, end = consumer.get_watermark_offsets(tp, timeout=10.0, cached=False)
+            consumer.assign([TopicPartition(self.topic, partition, max(end, 0))])
+            while True:
+                messages = [m for m in _fetch(consumer, 0.2) if m.error() is None]
+                if not messages:
+                    return max(end, 0)
+                end = messages[-1].offset() + 1
+        finally:
+            consumer.close()
+
     def follow(self, asset_uuid: str) -> Follower:
         return KafkaFollower(self, asset_uuid)
 
     def command_reader(self, asset_uuid: str, group: str) -> CommandReader:
-        return KafkaCommandReader(self, asset_uuid, group)
+        if self.options.election == "group":
+            return KafkaGroupReader(self, asset_uuid, group)
+        return KafkaLockedReader(self, asset_uuid, group)
 
     # -- status ----------------------------------------------------------------------
 
@@ -390,6 +413,7 @@ class KafkaFollower(Follower):
 
     def __init__(self, transport: KafkaTransport, asset_uuid: str) -> None:
         self._key = asset_uuid.encode("utf-8")
+        self._closed = False
         self._consumer = transport._consumer()
         tp = TopicPartition(transport.topic, transport.partition_of(asset_uuid))
         # Resolve "the end" now: OFFSET_END is resolved at the first fetch, which
@@ -398,6 +422,8 @@ class KafkaFollower(Follower):
         self._consumer.assign([TopicPartition(tp.topic, tp.partition, high if high >= 0 else OFFSET_END)])
 
     def poll(self, timeout: float) -> list[Record]:
+        if self._closed:
+            return []
         records = []
         for message in _fetch(self._consumer, timeout):
             if message.error() or message.key() != self._key:
@@ -409,61 +435,53 @@ class KafkaFollower(Follower):
         return records
 
     def close(self) -> None:
-        self._consumer.close()
+        if not self._closed:
+            self._closed = True
+            self._consumer.close()
 
 
-class KafkaCommandReader(CommandReader):
-    """Group membership elects the executor; only our partition is ever fetched."""
+class _PartitionReader(CommandReader):
+    """Reads our one partition from the committed position; subclasses decide ownership."""
 
     def __init__(self, transport: KafkaTransport, asset_uuid: str, group: str) -> None:
         self._transport = transport
         self._key = asset_uuid
+        self._group = group
         self._topic = transport.topic
         self._partition = transport.partition_of(asset_uuid)
         self._generation = 0
         self._owns = False
+        self._closed = False
         self._position = -1
+        self._committed = -1
         self._last_batch = 0
-        self.assignments: list[list[int]] = []  # what the group gave us, for tests and status
-        self.received: dict[int, int] = {}  # records received per partition
-        self._consumer = transport._consumer(**{"group.id": group})
-        self._consumer.subscribe([self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                 on_lost=self._on_revoke)
-
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.assignments.append(sorted(tp.partition for tp in partitions))
-        mine = [tp for tp in partitions if tp.partition == self._partition]
-        if not mine:
-            consumer.assign([])
-            return
-        tp = TopicPartition(self._topic, self._partition)
-        committed = consumer.committed([tp], timeout=10.0)[0].offset
-        if committed < 0:  # first owner ever: start at the end, and say so for the next one
-            _, high = consumer.get_watermark_offsets(tp, timeout=10.0)
-            committed = high
-            consumer.commit(offsets=[TopicPartition(self._topic, self._partition, high)], asynchronous=False)
-        consumer.assign([TopicPartition(self._topic, self._partition, committed)])
-        self._position = committed
-        self._owns = True
-        self._generation += 1
-        log.info("this process now executes commands of %s (partition %d from offset %d)",
-                 self._key, self._partition, committed)
-
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if self._owns:
-            log.info("command log of %s moved to another process", self._key)
-        self._owns = False
-        consumer.unassign()
+        self.received: dict[int, int] = {}  # records fetched per partition, for tests and status
+        self._consumer: Consumer | None = None
 
     @property
     def owns(self) -> bool:
-        return self._owns
+        return self._owns and not self._closed
 
     @property
     def generation(self) -> int:
         return self._generation
 
-    def poll(self, timeout: float) -> list[LogEntry]:
+    def _start_position(self, consumer: Consumer) -> int:
+        """The committed offset; the first owner ever starts at the end and commits it."""
+        tp = TopicPartition(self._topic, self._partition)
+        committed = consumer.committed([tp], timeout=10.0)[0].offset
+        if committed < 0:
+            committed = self._transport.end_offset(self._partition)
+            consumer.commit(offsets=[TopicPartition(self._topic, self._partition, committed)], asynchronous=False)
+        self._position = self._committed = committed
+        self._owns = True
+        self._generation += 1
+        log.info("this process now executes commands of %s (partition %d from offset %d)",
+                 self._key, self._partition, committed)
+        return committed
+
+    def _read(self, timeout: float) -> list[LogEntry]:
+        assert self._consumer is not None
         entries = []
         messages = _fetch(self._consumer, timeout)
         for message in messages:
@@ -492,19 +510,129 @@ class KafkaCommandReader(CommandReader):
         return entries
 
     def caught_up(self) -> bool:
-        if not self._owns or self._last_batch:
+        if not self.owns or self._last_batch or self._consumer is None:
             return False
         _, high = self._consumer.get_watermark_offsets(
             TopicPartition(self._topic, self._partition), timeout=5.0, cached=False)
         return self._position >= high
 
     def commit(self, offset: int) -> None:
-        if self._owns:
+        if self.owns and self._consumer is not None and offset + 1 > self._committed:
+            self._committed = offset + 1
             self._consumer.commit(
                 offsets=[TopicPartition(self._topic, self._partition, offset + 1)], asynchronous=True)
 
-    def close(self) -> None:
+    def _close_consumer(self) -> None:
+        owned, self._owns = self._owns, False
+        consumer, self._consumer = self._consumer, None
+        if consumer is None:
+            return
         try:
-            self._consumer.close()
+            if owned and self._committed >= 0:  # async commits may still be in flight
+                consumer.commit(
+                    offsets=[TopicPartition(self._topic, self._partition, self._committed)], asynchronous=False)
+        except KafkaException as exc:
+            log.warning("final commit of %s failed: %s", self._key, exc)
+        try:
+            consumer.close()
         except RuntimeError:
             pass
+
+
+class KafkaLockedReader(_PartitionReader):
+    """Election by a host lock: instant takeover, no rebalances when workers churn.
+
+    Offsets are still committed under the asset's consumer group (assign and
+    commit, no join), so a restarted deployment resumes where it stopped. One
+    host per asset UUID, which is how the platform deploys replicas.
+    """
+
+    RETRY = 0.1
+
+    def __init__(self, transport: KafkaTransport, asset_uuid: str, group: str) -> None:
+        super().__init__(transport, asset_uuid, group)
+        from .locks import HostLock, lock_path
+
+        self.lock = HostLock(lock_path(transport.options.lock_dir, "kafka", transport.bootstrap,
+                                       self._topic, group, asset_uuid))
+        self._idle = threading.Event()
+
+    def poll(self, timeout: float) -> list[LogEntry]:
+        if self._closed:
+            return []
+        if not self._owns:
+            deadline = time.monotonic() + timeout
+            while not self.lock.try_acquire():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._closed:
+                    return []
+                self._idle.wait(min(self.RETRY, remaining))
+            try:
+                consumer = self._transport._consumer(**{"group.id": self._group})
+                start = self._start_position(consumer)
+                consumer.assign([TopicPartition(self._topic, self._partition, start)])
+                self._consumer = consumer
+            except BaseException:
+                self._owns = False
+                self.lock.release()
+                raise
+        return self._read(timeout)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._idle.set()
+        self._close_consumer()
+        self.lock.close()
+
+
+class KafkaGroupReader(_PartitionReader):
+    """Election by consumer-group membership, for several hosts sharing one UUID.
+
+    Each member assigns itself only our partition out of what the group gives
+    it, so it never fetches other assets' partitions.
+    """
+
+    def __init__(self, transport: KafkaTransport, asset_uuid: str, group: str) -> None:
+        super().__init__(transport, asset_uuid, group)
+        config = transport.consumer_config(**{"group.id": group})
+        self._incremental = "cooperative" in str(config.get("partition.assignment.strategy", ""))
+        self.assignments: list[list[int]] = []  # what the group gave us
+        self._consumer = transport._consumer(**{"group.id": group})
+        self._consumer.subscribe([self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                 on_lost=self._on_revoke)
+
+    def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._incremental:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assignments.append(sorted(tp.partition for tp in partitions))
+        if not any(tp.partition == self._partition for tp in partitions):
+            self._assign(consumer, [])  # fetch none of the others
+            return
+        start = self._start_position(consumer)
+        self._assign(consumer, [TopicPartition(self._topic, self._partition, start)])
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        ours = any(tp.partition == self._partition for tp in partitions)
+        if self._owns and ours:
+            log.info("command log of %s moved to another process", self._key)
+            self._owns = False
+        if not self._incremental:
+            consumer.unassign()
+        else:
+            consumer.incremental_unassign([TopicPartition(self._topic, self._partition)] if ours else [])
+
+    def poll(self, timeout: float) -> list[LogEntry]:
+        if self._closed or self._consumer is None:
+            return []
+        return self._read(timeout)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._close_consumer()  # leaves the group: another member takes over

