@@ -38,9 +38,10 @@ from .commands import (
 )
 from .methods import ArgumentError, MethodSpec
 from .protocol import COMMAND_SUFFIX
+from .logs import AssetLog
 from .transports.base import CommandReader, LogEntry, Transport
 
-log = logging.getLogger("flask_openfactory.dispatch")
+_log = logging.getLogger("flask_openfactory.dispatch")
 
 ContextFactory = Callable[[], AbstractContextManager[Any]]
 
@@ -152,6 +153,7 @@ class Dispatcher:
         on_result: Callable[[CommandResult], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.log = AssetLog(_log, settings.asset_uuid)
         self._transport = transport
         self._methods = methods
         self._context = context or nullcontext
@@ -185,7 +187,7 @@ class Dispatcher:
         self._thread = threading.Thread(target=self._run, name="ofa-dispatch", daemon=True)
         self._thread.start()
         if not self._first_poll.wait(wait):
-            log.warning("the command reader did not answer within %.0fs; still trying", wait)
+            self.log.warning("the command reader did not answer within %.0fs; still trying", wait)
 
     @property
     def alive(self) -> bool:
@@ -197,7 +199,7 @@ class Dispatcher:
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
-                log.warning("command dispatcher did not stop within %.1fs", timeout)
+                self.log.warning("command dispatcher did not stop within %.1fs", timeout)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # -- the loop ----------------------------------------------------------------
@@ -216,7 +218,7 @@ class Dispatcher:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self.counters["dispatch_errors"] += 1
                 self._first_poll.set()
-                log.exception("command reader failed; retrying")
+                self.log.exception("command reader failed; retrying")
                 self._close_reader()
                 self._stop.wait(min(30.0, self.settings.retry_backoff * 2 ** min(failures, 6)))
         self._drain()
@@ -267,7 +269,7 @@ class Dispatcher:
             try:
                 self._reader.close()
             except Exception:
-                log.exception("closing the command reader failed")
+                self.log.exception("closing the command reader failed")
             self._reader = None
             self.owns = False
 
@@ -288,7 +290,7 @@ class Dispatcher:
             return
         if record is None:
             self.counters["records_malformed"] += 1
-            log.warning("skipped undecodable record at %s: %s", offset, entry.error)
+            self.log.warning("skipped undecodable record at %s: %s", offset, entry.error)
             self._offsets.done(offset)
             return
         if is_result(record):
@@ -310,7 +312,7 @@ class Dispatcher:
         cid = envelope.correlation_id
         if cid in self.completed or self._is_running(cid):
             self.counters["commands_duplicate"] += 1
-            log.info("suppressed duplicate command %s (%s)", cid, method_name)
+            self.log.info("suppressed duplicate command %s (%s)", cid, method_name)
             self._offsets.done(offset)
             return
         spec = self._methods().get(method_name)
@@ -340,10 +342,10 @@ class Dispatcher:
         self.counters[f"rejected_{reason}"] += 1
         if cid is None:
             self.counters["commands_unanswerable"] += 1
-            log.warning("dropped command %s at %s with no usable correlation id: %s", method, offset, text)
+            self.log.warning("dropped command %s at %s with no usable correlation id: %s", method, offset, text)
             self._offsets.done(offset)
             return
-        log.warning("rejected command %s %s: %s", method, cid, text)
+        self.log.warning("rejected command %s %s: %s", method, cid, text)
         self._answer(offset, CommandResult(method, cid, sender, REJECTED, error=text))
 
     def _execute(
@@ -374,7 +376,7 @@ class Dispatcher:
             result = CommandResult(running.method, running.correlation_id, running.sender_uuid, OK,
                                    result=json_safe(future.result()), duration_ms=duration)
         else:
-            log.error("method %s (%s) raised %s: %s", running.method, running.correlation_id,
+            self.log.error("method %s (%s) raised %s: %s", running.method, running.correlation_id,
                       type(exc).__name__, exc, exc_info=exc)
             result = CommandResult(running.method, running.correlation_id, running.sender_uuid, ERROR,
                                    error=f"{type(exc).__name__}: {exc}", duration_ms=duration)
@@ -413,7 +415,7 @@ class Dispatcher:
         def delivered(error: Exception | None) -> None:
             if error is not None:
                 self.counters["result_delivery_failures"] += 1
-                log.error("result of %s %s could not be delivered: %s", result.method,
+                self.log.error("result of %s %s could not be delivered: %s", result.method,
                           result.correlation_id, error)
             self._offsets.done(offset)
 
@@ -422,7 +424,7 @@ class Dispatcher:
                 self._transport.publish(record, on_delivery=delivered)
                 break
             except Exception as exc:
-                log.warning("publishing result of %s failed (attempt %d): %s", result.correlation_id,
+                self.log.warning("publishing result of %s failed (attempt %d): %s", result.correlation_id,
                             attempt + 1, exc)
                 if self._stop.wait(self.settings.retry_backoff):
                     pass

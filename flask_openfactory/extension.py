@@ -31,8 +31,11 @@ EXTENSION_KEY = "openfactory"
 class OpenFactoryState:
     """What one app holds in ``app.extensions["openfactory"]``."""
 
-    def __init__(self, extension: "FlaskOpenFactory", runtime: AssetRuntime, url_prefix: str) -> None:
+    def __init__(
+        self, extension: "FlaskOpenFactory", runtime: AssetRuntime, url_prefix: str, config: dict[str, Any]
+    ) -> None:
         self.extension = extension
+        self.runtime_config = config  # the OPENFACTORY_* keys as init_app read them
         self.runtime = runtime
         self.url_prefix = url_prefix
         self.api: Any = None  # the flask-smorest Api that documents /ofa
@@ -112,7 +115,9 @@ class FlaskOpenFactory:
         )
 
         runtime = AssetRuntime(settings, context=app.app_context)
-        state = OpenFactoryState(self, runtime, prefix)
+        state = OpenFactoryState(
+            self, runtime, prefix, {k: v for k, v in app.config.items() if k.startswith("OPENFACTORY_")}
+        )
         app.extensions[EXTENSION_KEY] = state
 
         if config_keys.flag(app.config, "OPENFACTORY_START_ON_REQUEST"):

@@ -47,7 +47,14 @@ def _stop_budget(graceful: float) -> float:
 
 
 def post_worker_init(worker: Any) -> None:
-    for state in _states(worker.wsgi):
+    states = _states(worker.wsgi)
+    error_log = getattr(getattr(worker, "log", None), "error_log", None)
+    if states and error_log is not None:
+        from .logs import route_to
+
+        level = str(states[0].runtime_config.get("OPENFACTORY_LOG_LEVEL", "INFO")).upper()
+        route_to(list(error_log.handlers), level)  # gunicorn's format carries the pid
+    for state in states:
         try:
             state.runtime.start()
         except Exception:

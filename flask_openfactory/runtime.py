@@ -31,11 +31,12 @@ from .commands import (
     result_record,
 )
 from .dispatch import DispatchSettings, Dispatcher
+from .logs import AssetLog
 from .methods import MethodSpec
 from .protocol import METHOD, Record, validate_identifier
 from .transports import Transport, TransportOptions, create_transport
 
-log = logging.getLogger("flask_openfactory.runtime")
+_log = logging.getLogger("flask_openfactory.runtime")
 
 # Clients inherited through fork: kept referenced so that they are never
 # destroyed in the child (destroying an inherited librdkafka handle hangs).
@@ -99,6 +100,7 @@ class AssetRuntime:
     ) -> None:
         validate_identifier("asset UUID", settings.asset_uuid)
         self.settings = settings
+        self.log = AssetLog(_log, settings.asset_uuid)
         self._context = context
         self._attributes: dict[str, Attribute] = {a.id: a for a in standard_attributes()}
         self._standard = frozenset(self._attributes)
@@ -192,7 +194,7 @@ class AssetRuntime:
             self.start_error = None
             self._started = True
             self.started_at = time.time()
-        log.info("asset %s started on %s (pid %d)", self.asset_uuid, self.transport.display_url, os.getpid())
+        self.log.info("asset %s started on %s (pid %d)", self.asset_uuid, self.transport.display_url, os.getpid())
 
     def _start(self) -> None:
         transport = self.transport
@@ -262,7 +264,7 @@ class AssetRuntime:
             try:
                 self.set("avail", UNAVAILABLE)
             except Exception:
-                log.exception("could not publish avail=UNAVAILABLE")
+                self.log.exception("could not publish avail=UNAVAILABLE")
         if self._follower_thread is not None:
             self._follower_thread.join(max(0.1, min(1.0, deadline - time.monotonic())))
             self._follower_thread = None
@@ -270,10 +272,10 @@ class AssetRuntime:
         if transport is not None:
             pending = transport.flush(max(0.1, deadline - time.monotonic()))
             if pending:
-                log.error("%d record(s) were not delivered before the stop deadline", pending)
+                self.log.error("%d record(s) were not delivered before the stop deadline", pending)
             transport.close(max(0.1, deadline - time.monotonic()))
         if started:
-            log.info("asset %s stopped (pid %d)", self.asset_uuid, os.getpid())
+            self.log.info("asset %s stopped (pid %d)", self.asset_uuid, os.getpid())
 
     # -- state -------------------------------------------------------------------------
 
@@ -286,7 +288,7 @@ class AssetRuntime:
                     records = follower.poll(0.2)
                 except Exception:
                     self.counters["follow_errors"] += 1
-                    log.exception("following the asset's log failed; retrying")
+                    self.log.exception("following the asset's log failed; retrying")
                     self._stopping.wait(1.0)
                     continue
                 if records:
@@ -360,7 +362,7 @@ class AssetRuntime:
         try:
             value = spec.func(**kwargs)
         except Exception as exc:
-            log.error("method %s (%s) raised %s: %s", name, cid, type(exc).__name__, exc, exc_info=exc)
+            self.log.error("method %s (%s) raised %s: %s", name, cid, type(exc).__name__, exc, exc_info=exc)
             result = CommandResult(name, cid, sender_uuid, ERROR, error=f"{type(exc).__name__}: {exc}",
                                    duration_ms=(time.monotonic() - started) * 1000.0)
         else:

@@ -45,6 +45,8 @@ def defaults(instance_path: str, environ: Mapping[str, str] | None = None) -> di
         "OPENFACTORY_KAFKA_CONFIG": {},
         "OPENFACTORY_KSQLDB_URL": env.get("KSQLDB_URL") or None,
         "OPENFACTORY_ASSETS_TOPIC": None,
+        "OPENFACTORY_KAFKA_ELECTION": "lock",
+        "OPENFACTORY_LOCK_DIR": None,
         "OPENFACTORY_CONSUMER_GROUP": None,
         "OPENFACTORY_EXECUTE_COMMANDS": True,
         "OPENFACTORY_COMMAND_MAX_AGE": 300.0,
@@ -111,6 +113,15 @@ def _mapping(key: str, value: Any) -> dict[str, Any]:
     return {str(k): v for k, v in value.items()}
 
 
+def _election(key: str, value: Any) -> str:
+    if value not in ("lock", "group"):
+        raise ConfigurationError(
+            f"{key} must be 'lock' (one host per asset, instant takeover) or 'group' "
+            f"(several hosts share the asset UUID), got {value!r}"
+        )
+    return str(value)
+
+
 def _url_prefix(key: str, value: Any) -> str:
     text = _text(key, value)
     if not text.startswith("/") or text.endswith("/") and text != "/":
@@ -140,6 +151,8 @@ def runtime_settings(config: Mapping[str, Any]) -> RuntimeSettings:
         kafka_config=read(config, "OPENFACTORY_KAFKA_CONFIG", _mapping),
         ksqldb_url=read(config, "OPENFACTORY_KSQLDB_URL", _optional_text),
         topic=read(config, "OPENFACTORY_ASSETS_TOPIC", _optional_text),
+        election=read(config, "OPENFACTORY_KAFKA_ELECTION", _election),
+        lock_dir=read(config, "OPENFACTORY_LOCK_DIR", _optional_text),
     )
     return RuntimeSettings(
         asset_uuid=uuid,

@@ -34,14 +34,23 @@ def make_app(**config):
 
 
 def open_fds():
-    return len(os.listdir(f"/proc/{os.getpid()}/fd"))
+    fds = {}
+    for fd in os.listdir(f"/proc/{os.getpid()}/fd"):
+        try:
+            fds[fd] = os.readlink(f"/proc/{os.getpid()}/fd/{fd}")
+        except OSError:
+            pass
+    return fds
 
 
 def test_init_app_creates_no_thread_socket_or_file(tmp_path):
-    threads, fds = threading.active_count(), open_fds()
+    # Compare identities, not counts: threads of earlier tests may still be winding down.
+    threads, fds = set(threading.enumerate()), open_fds()
     app, _ = make_app(OPENFACTORY_TRANSPORT_URL=f"sqlite:///{tmp_path}/never.db")
-    assert threading.active_count() == threads
-    assert open_fds() == fds
+    assert set(threading.enumerate()) - threads == set()
+    opened = {fd: target for fd, target in open_fds().items() if fds.get(fd) != target}
+    opened.pop(next((fd for fd, t in opened.items() if t.startswith("/proc/")), None), None)  # the listdir itself
+    assert opened == {}
     assert not (tmp_path / "never.db").exists()
     assert not app.extensions["openfactory"].runtime.started
 
