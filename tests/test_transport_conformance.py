@@ -31,12 +31,7 @@ from flask_openfactory.transports import (
 )
 from flask_openfactory.transports.memory import memory_log
 
-# The broker settings from test-broker-notes.md: fast joins, fast death detection, low latency.
-KAFKA_TEST_CONFIG = {
-    "consumer.session.timeout.ms": 2000,
-    "consumer.heartbeat.interval.ms": 500,
-    "consumer.fetch.wait.max.ms": 10,
-}
+from kafka_config import KAFKA_TEST_CONFIG
 
 T = TypeVar("T")
 
