@@ -250,6 +250,7 @@ def init_api(app: Flask, state: "OpenFactoryState") -> OpenFactoryApi:
         {"info": {"description": f"HTTP API of OpenFactory asset {runtime.asset_uuid}: state, health and methods."}},
     )
     config.setdefault(f"{CONFIG_PREFIX}MAX_BODY", DEFAULT_MAX_BODY)
+    config.setdefault(f"{CONFIG_PREFIX}SWAGGER_UI_CONFIG", {})
     _check_max_body(config[f"{CONFIG_PREFIX}MAX_BODY"])
 
     api = OpenFactoryApi(app, config_prefix=CONFIG_PREFIX)
@@ -458,7 +459,7 @@ def _ui_blueprint(state: "OpenFactoryState", api: OpenFactoryApi) -> FlaskBluepr
                 title=api.spec.title,
                 spec_url=url_for(f"{api.doc_blueprint_name}.openapi_json"),
                 static_endpoint=f"{UI_BLUEPRINT}.docs_static",
-                config=current_app.config.get(f"{CONFIG_PREFIX}SWAGGER_UI_CONFIG") or {},
+                config=current_app.config[f"{CONFIG_PREFIX}SWAGGER_UI_CONFIG"] or {},
             )
             return current_app.response_class(html, mimetype="text/html")
 

@@ -340,13 +340,13 @@ def status_command(timeout: float, as_json: bool) -> None:
                 records_error = _one_line(exc)
         else:
             records_error = "not read: the transport does not answer"
-        ksqldb = _ksqldb_view(current_app.config.get("OPENFACTORY_KSQLDB_URL"), runtime.asset_uuid,
+        ksqldb = _ksqldb_view(current_app.config["OPENFACTORY_KSQLDB_URL"], runtime.asset_uuid,
                               timeout, session)
     finally:
         session.close()
     report: dict[str, Any] = {
         "asset_uuid": runtime.asset_uuid,
-        "config_name": current_app.config.get("OPENFACTORY_CONFIG_NAME") or "unknown",
+        "config_name": current_app.config["OPENFACTORY_CONFIG_NAME"] or "unknown",
         "transport": transport,
         "attributes": None if records is None else [r.as_dict() for r in records],
         "unpublished_attributes": [] if records is None else _unpublished(runtime, records),

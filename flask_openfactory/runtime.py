@@ -194,7 +194,7 @@ class AssetRuntime:
             self.start_error = None
             self._started = True
             self.started_at = time.time()
-        self.log.info("asset %s started on %s (pid %d)", self.asset_uuid, self.transport.display_url, os.getpid())
+        self.log.info("started on %s", self.transport.display_url)
 
     def _start(self) -> None:
         transport = self.transport
@@ -275,7 +275,7 @@ class AssetRuntime:
                 self.log.error("%d record(s) were not delivered before the stop deadline", pending)
             transport.close(max(0.1, deadline - time.monotonic()))
         if started:
-            self.log.info("asset %s stopped (pid %d)", self.asset_uuid, os.getpid())
+            self.log.info("stopped")
 
     # -- state -------------------------------------------------------------------------
 

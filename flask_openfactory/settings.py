@@ -40,6 +40,7 @@ def platform_uuid(environ: Mapping[str, str]) -> str:
 def defaults(instance_path: str, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     env = os.environ if environ is None else environ
     return {
+        "OPENFACTORY_CONFIG_NAME": None,  # shown by `flask ofa status`
         "OPENFACTORY_APP_UUID": None,  # None: from APP_UUID / SWARM_* (contract section 1)
         "OPENFACTORY_TRANSPORT_URL": f"sqlite:///{os.path.join(instance_path, 'openfactory.sqlite3')}",
         "OPENFACTORY_KAFKA_CONFIG": {},
