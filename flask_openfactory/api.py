@@ -52,7 +52,7 @@ from webargs.flaskparser import FlaskParser, abort  # flask_smorest.abort, typed
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, default_exceptions
 from werkzeug.wrappers import Response
 
-from .methods import MethodSpec, Parameter
+from .methods import MethodSpec, Parameter, json_default
 from .protocol import CONDITION, EVENTS, METHOD, OPENFACTORY, SAMPLES
 from .transports import ConfigurationError, TransportError
 
@@ -423,23 +423,12 @@ def _contract(spec: MethodSpec, api: OpenFactoryApi) -> dict[str, Any]:
                 "name": p.name,
                 "type": p.type_name,
                 "required": p.required,
-                "default": None if p.required else _json_or_repr(p.default),
+                "default": None if p.required else json_default(p.default),
                 "description": p.description,
             }
             for p in spec.parameters
         ],
     }
-
-
-def _json_or_repr(value: Any) -> Any:
-    """A default as JSON: enum members by value, anything unserialisable as repr."""
-    if isinstance(value, enum.Enum):
-        value = value.value
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
-        return repr(value)
-    return value
 
 
 # -- docs and fallbacks (plain blueprint: not part of the OpenAPI document) -----------
@@ -597,7 +586,7 @@ def _parameter_field(p: Parameter) -> fields.Field[Any]:
         default = p.default
         # marshmallow calls a callable load_default: keep the object itself
         kwargs["load_default"] = (lambda d=default: d) if callable(default) else default
-        metadata["default"] = _json_or_repr(default)  # apispec reads metadata["default"] first
+        metadata["default"] = json_default(default)  # apispec reads metadata["default"] first
     if metadata:
         kwargs["metadata"] = metadata
     return _field(p.annotation, **kwargs)

@@ -192,18 +192,9 @@ class CommandResult:
 
     def to_value(self) -> str:
         """The ``_RESULT`` VALUE: a JSON string inside the record's JSON."""
-        return json.dumps(
-            {
-                "correlation_id": self.correlation_id,
-                "sender_uuid": self.sender_uuid,
-                "status": self.status,
-                "result": self.result,
-                "error": self.error,
-                "duration_ms": round(self.duration_ms, 3),
-            },
-            separators=(",", ":"),
-            allow_nan=False,
-        )
+        value = self.as_dict()
+        del value["method"]  # the record's ID carries it
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
+from .commands import json_safe
 from .protocol import validate_identifier
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -70,7 +71,7 @@ class MethodSpec:
                         "description": p.description,
                         "type": p.type_name,
                         "required": p.required,
-                        "default": None if p.required else _json_default(p.default),
+                        "default": None if p.required else json_default(p.default),
                     }
                     for p in self.parameters
                 ],
@@ -103,14 +104,9 @@ class MethodSpec:
         return kwargs
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, enum.Enum):
-        value = value.value
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
-        return repr(value)
-    return value
+def json_default(value: Any) -> Any:
+    """A default as JSON: enum members by value, anything unserialisable as repr."""
+    return json_safe(value.value if isinstance(value, enum.Enum) else value)
 
 
 def _type_name(annotation: Any) -> str:
