@@ -158,14 +158,6 @@ def test_librdkafka_murmur2_random_matches(
         assert len({p for _, p in reports}) > 1  # the keys really were spread out
 
 
-def _process_state(pid: int) -> str:
-    """The one-letter state from /proc (``T`` = stopped), or '' when unknown."""
-    stat = Path(f"/proc/{pid}/stat")
-    if not stat.exists():
-        return ""
-    return stat.read_text().rsplit(")", 1)[1].split()[0]
-
-
 def test_freeze_holds_delivery_until_thaw(kafka_broker: TansuBroker, unique_topic: str) -> None:
     kafka_broker.create_topic(unique_topic, 1)
     producer = Producer(
@@ -174,6 +166,11 @@ def test_freeze_holds_delivery_until_thaw(kafka_broker: TansuBroker, unique_topi
             "partitioner": "murmur2_random",
             "linger.ms": 0,
             "message.timeout.ms": 30000,
+            # Tansu may leave a request that arrived while frozen unanswered
+            # (see TansuBroker.freeze); a short request timeout makes the
+            # producer resend it, and idempotence keeps that from duplicating.
+            "request.timeout.ms": 2000,
+            "enable.idempotence": True,
         }
     )
     delivered: list[tuple[bytes, KafkaError | None]] = []
@@ -188,16 +185,16 @@ def test_freeze_holds_delivery_until_thaw(kafka_broker: TansuBroker, unique_topi
 
     kafka_broker.freeze()
     try:
-        if _process_state(kafka_broker.pid):
-            assert _process_state(kafka_broker.pid) == "T"
+        assert kafka_broker.process_state() in ("T", "")
         producer.produce(unique_topic, key=b"k", value=b"during", on_delivery=on_delivery)
-        # Wait for a delivery report that must not come while the broker is stopped.
+        # Serve delivery reports for a while: none may arrive while the broker is stopped.
         deadline = time.monotonic() + 0.5
-        while time.monotonic() < deadline:
-            producer.poll(deadline - time.monotonic())
+        while (left := deadline - time.monotonic()) > 0:
+            producer.poll(left)
         assert delivered == [(b"before", None)]
     finally:
         kafka_broker.thaw()
+    assert kafka_broker.process_state() != "T"
 
     assert producer.flush(15) == 0
     assert delivered == [(b"before", None), (b"during", None)]
@@ -211,13 +208,43 @@ def test_freeze_holds_delivery_until_thaw(kafka_broker: TansuBroker, unique_topi
         }
     )
     try:
+        # assign(), not subscribe(): no group join needed to read the partition back.
         consumer.assign([TopicPartition(unique_topic, 0, 0)])
         values: list[bytes] = []
         deadline = time.monotonic() + 10
-        while len(values) < 2 and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
+        while len(values) < 2 and (left := deadline - time.monotonic()) > 0:
+            msg = consumer.poll(min(0.5, left))
             if msg is not None and msg.error() is None:
                 values.append(msg.value())
         assert values == [b"before", b"during"]
     finally:
         consumer.close()
+
+
+# -- the test broker's own failure modes ------------------------------------------
+
+
+def test_broker_missing_binary_fails_loudly(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="missing or not executable"):
+        TansuBroker(binary=tmp_path / "no-such-tansu").start()
+
+
+def test_broker_that_exits_fails_loudly(tmp_path: Path) -> None:
+    fake = tmp_path / "tansu"
+    fake.write_text("#!/bin/sh\necho 'cannot bind' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    with pytest.raises(RuntimeError, match="exited with status 3.*cannot bind"):
+        TansuBroker(binary=fake).start()
+
+
+def test_broker_that_never_answers_fails_loudly(tmp_path: Path) -> None:
+    fake = tmp_path / "tansu"
+    fake.write_text("#!/bin/sh\nexec sleep 60\n")
+    fake.chmod(0o755)
+    broker = TansuBroker(binary=fake, startup_timeout=1.0)
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="did not answer metadata"):
+        broker.start()
+    assert time.monotonic() - start < 8
+    with pytest.raises(RuntimeError):
+        broker.pid  # stopped: the process it started is gone
