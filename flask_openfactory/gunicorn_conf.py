@@ -24,6 +24,7 @@ log = logging.getLogger("flask_openfactory.gunicorn")
 # Defaults for a config module used as is; a user's own config sets its own.
 bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{os.environ.get('PORT') or '4000'}"
 graceful_timeout = 30
+ON_EXIT_BUDGET = 3.0  # seconds the master spends publishing avail=UNAVAILABLE after its workers
 
 
 def _states(wsgi: Any) -> list[Any]:
@@ -75,11 +76,10 @@ def on_exit(server: Any) -> None:
         return
     for state in _states(app):
         runtime = state.runtime
-        try:
+        try:  # bounded: the orchestrator's grace period is running out
             runtime.set("avail", "UNAVAILABLE")
-            pending = runtime.transport.flush(5.0)
-            if pending:
+            if runtime.transport.flush(ON_EXIT_BUDGET):
                 log.error("avail=UNAVAILABLE not delivered before exit")
-            runtime.transport.close(5.0)
+            runtime.transport.close(1.0)
         except Exception:
             log.exception("could not publish avail=UNAVAILABLE")
