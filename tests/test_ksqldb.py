@@ -1,8 +1,9 @@
 """Tests for the ksqlDB REST client against a real loopback HTTP server.
 
-No ksqlDB can run here, so a small stdlib server stands in for it and answers
-in ksqlDB's documented REST formats. Every request goes over real HTTP so the
-client's retry, timeout and parsing paths are exercised as in production.
+No ksqlDB can run here, so the stand-in server of ``ksqldb_standin`` (shared
+with the Kafka integration tests) answers in ksqlDB's documented REST formats.
+Every request goes over real HTTP so the client's retry, timeout and parsing
+paths are exercised as in production.
 """
 
 from __future__ import annotations
@@ -12,14 +13,26 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 
+from ksqldb_standin import (
+    KSQL_TYPE,
+    STATE_SCHEMA,
+    KsqlDBStandIn,
+    Received,
+    Reply,
+    StandInHandler,
+    StandInServer,
+    describe_answer,
+    legacy_query,
+    running_standin,
+    start_server,
+    stop_server,
+)
 from flask_openfactory.transports.ksqldb import (
     KsqlDBClient,
     KsqlDBError,
@@ -27,140 +40,21 @@ from flask_openfactory.transports.ksqldb import (
     quote,
 )
 
-KSQL_TYPE = "application/vnd.ksql.v1+json"
-
-
 # -- the stand-in server ------------------------------------------------------
 
 
-@dataclass
-class Received:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
-
-    @property
-    def statement(self) -> str:
-        return self.body["ksql"]
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    body: str | list[str] = ""
-    content_type: str = "application/json"
-
-    @classmethod
-    def json(cls, doc: Any, status: int = 200) -> Reply:
-        return cls(status=status, body=json.dumps(doc))
-
-
-# A responder either returns a Reply or writes to the handler itself.
-Responder = Callable[["_Handler", Received], "Reply | None"]
-
-
-@dataclass
-class FakeKsqlDB:
-    url: str = ""
-    received: list[Received] = field(default_factory=list)
-    routes: dict[str, Responder] = field(default_factory=dict)
-    release: threading.Event = field(default_factory=threading.Event)
-
-    def answer(self, path: str, reply: Reply) -> None:
-        self.routes[path] = lambda _h, _r: reply
-
-    def statements(self, path: str) -> list[str]:
-        return [r.statement for r in self.received if r.path == path]
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        body = json.loads(raw) if raw else None
-        received = Received(self.command, self.path, dict(self.headers.items()), body)
-        fake = self.server.fake
-        fake.received.append(received)
-        responder = fake.routes.get(self.path)
-        if responder is None:
-            self.send_reply(Reply.json({"message": f"no route {self.path}"}, status=404))
-            return
-        reply = responder(self, received)
-        if reply is not None:
-            self.send_reply(reply)
-
-    do_GET = _serve
-    do_POST = _serve
-
-    def send_reply(self, reply: Reply) -> None:
-        self.send_response(reply.status)
-        self.send_header("Content-Type", reply.content_type)
-        if isinstance(reply.body, list):
-            # ksqlDB streams /query answers with chunked encoding.
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            for piece in reply.body:
-                self.write_chunk(piece.encode())
-            self.write_chunk(b"")
-        else:
-            data = reply.body.encode()
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-        self.wfile.flush()
-
-    def write_chunk(self, data: bytes) -> None:
-        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        self.wfile.flush()
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    fake: FakeKsqlDB
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that gave up (timeout tests) leaves a broken pipe behind.
-        pass
-
-
-def _start(fake: FakeKsqlDB, port: int = 0) -> tuple[_Server, threading.Thread]:
-    server = _Server(("127.0.0.1", port), _Handler)
-    server.fake = fake
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    # A short poll interval keeps shutdown() (and so each test's teardown) fast.
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-ksqldb", daemon=True
-    )
-    thread.start()
-    return server, thread
-
-
-def _stop(server: _Server, thread: threading.Thread, fake: FakeKsqlDB) -> None:
-    fake.release.set()
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
-
-
 @pytest.fixture
-def ksqldb() -> Iterator[FakeKsqlDB]:
-    fake = FakeKsqlDB()
-    server, thread = _start(fake)
+def ksqldb() -> Iterator[KsqlDBStandIn]:
+    fake = KsqlDBStandIn()
+    server, thread = start_server(fake)
     try:
         yield fake
     finally:
-        _stop(server, thread, fake)
+        stop_server(server, thread, fake)
 
 
 @pytest.fixture
-def client(ksqldb: FakeKsqlDB) -> Iterator[KsqlDBClient]:
+def client(ksqldb: KsqlDBStandIn) -> Iterator[KsqlDBClient]:
     c = KsqlDBClient(ksqldb.url, timeout=2.0, retries=2, backoff=0.01)
     try:
         yield c
@@ -186,69 +80,6 @@ class CountingSession(requests.Session):
         return super().send(request, **kwargs)
 
 
-# -- ksqlDB answer builders (documented REST shapes) --------------------------
-
-
-def legacy_query(schema: str, rows: list[list[Any]], extra: list[dict[str, Any]] = ()) -> Reply:
-    """HTTP/1.1 /query answer: a JSON array streamed element by element."""
-    elements = [{"header": {"queryId": "query_1700000000000", "schema": schema}}]
-    elements += [{"row": {"columns": r}} for r in rows]
-    elements += list(extra)
-    text = "[" + ",\n".join(json.dumps(e) for e in elements) + "]"
-    # Split into a few chunks at arbitrary points, as a streaming server would.
-    step = max(1, len(text) // 3)
-    return Reply(body=[text[i : i + step] for i in range(0, len(text), step)])
-
-
-def describe_answer(name: str, topic: str) -> list[dict[str, Any]]:
-    return [
-        {
-            "@type": "sourceDescription",
-            "statementText": f"DESCRIBE {name} EXTENDED;",
-            "sourceDescription": {
-                "name": name,
-                "windowType": None,
-                "readQueries": [],
-                "writeQueries": [],
-                "fields": [
-                    {"name": "ASSET_UUID", "schema": {"type": "STRING", "fields": None, "memberSchema": None}, "type": "KEY"},
-                    {"name": "ID", "schema": {"type": "STRING", "fields": None, "memberSchema": None}},
-                    {"name": "VALUE", "schema": {"type": "STRING", "fields": None, "memberSchema": None}},
-                    {"name": "TAG", "schema": {"type": "STRING", "fields": None, "memberSchema": None}},
-                    {"name": "TYPE", "schema": {"type": "STRING", "fields": None, "memberSchema": None}},
-                    {
-                        "name": "ATTRIBUTES",
-                        "schema": {
-                            "type": "MAP",
-                            "fields": None,
-                            "memberSchema": {"type": "STRING", "fields": None, "memberSchema": None},
-                        },
-                    },
-                ],
-                "type": "STREAM",
-                "timestamp": "",
-                "statistics": "",
-                "errorStats": "",
-                "extended": True,
-                "keyFormat": "KAFKA",
-                "valueFormat": "JSON",
-                "topic": topic,
-                "partitions": 1,
-                "replication": 1,
-                "statement": f"CREATE STREAM {name} (ASSET_UUID STRING KEY, ID STRING) WITH (KAFKA_TOPIC='{topic}', VALUE_FORMAT='JSON');",
-                "queryOffsetSummaries": [],
-                "sourceConstraints": [],
-                "clusterStatistics": [],
-                "clusterErrorStats": [],
-            },
-            "warnings": [],
-        }
-    ]
-
-
-STATE_SCHEMA = "`ID` STRING, `VALUE` STRING, `TYPE` STRING, `TAG` STRING, `TIMESTAMP` STRING"
-
-
 # -- quoting ------------------------------------------------------------------
 
 
@@ -271,7 +102,7 @@ def test_quote_rejects_nul() -> None:
         quote("a\x00b")
 
 
-def test_helpers_quote_hostile_uuid(ksqldb: FakeKsqlDB, client: KsqlDBClient) -> None:
+def test_helpers_quote_hostile_uuid(ksqldb: KsqlDBStandIn, client: KsqlDBClient) -> None:
     hostile = "X' OR '1'='1'; DROP STREAM assets_stream; --"
     ksqldb.answer("/query", legacy_query(STATE_SCHEMA, []))
 
@@ -288,7 +119,7 @@ def test_helpers_quote_hostile_uuid(ksqldb: FakeKsqlDB, client: KsqlDBClient) ->
     ]
 
 
-def test_helpers_refuse_nul_before_sending(ksqldb: FakeKsqlDB, client: KsqlDBClient) -> None:
+def test_helpers_refuse_nul_before_sending(ksqldb: KsqlDBStandIn, client: KsqlDBClient) -> None:
     with pytest.raises(ValueError):
         client.asset_state("a\x00b")
     assert ksqldb.received == []
@@ -297,7 +128,7 @@ def test_helpers_refuse_nul_before_sending(ksqldb: FakeKsqlDB, client: KsqlDBCli
 # -- endpoints and request format --------------------------------------------
 
 
-def test_info(ksqldb: FakeKsqlDB, client: KsqlDBClient) -> None:
+def test_info(ksqldb: KsqlDBStandIn, client: KsqlDBClient) -> None:
     info = {
         "KsqlServerInfo": {
             "version": "7.7.0",
@@ -311,7 +142,7 @@ def test_info(ksqldb: FakeKsqlDB, client: KsqlDBClient) -> None:
     assert [(r.method, r.path) for r in ksqldb.received] == [("GET", "/info")]
 
 
-def test_ksql_request_format(ksqldb: FakeKsqlDB, client: KsqlDBClient) -> None:
+def test_ksql_request_format(ksqldb: KsqlDBStandIn, client: KsqlDBClient) -> None:
     answer = [{"@type": "streams", "statementText": "SHOW STREAMS;", "streams": [], "warnings": []}]
     ksqldb.answer("/ksql", Reply.json(answer))
     assert client.ksql("SHOW STREAMS;") == answer
@@ -321,13 +152,13 @@ def test_ksql_request_format(ksqldb: FakeKsqlDB, client: KsqlDBClient) -> None:
     assert req.headers["Accept"] == KSQL_TYPE
 
 
-def test_describe_topic(ksqldb: FakeKsqlDB, client: KsqlDBClient) -> None:
+def test_describe_topic(ksqldb: KsqlDBStandIn, client: KsqlDBClient) -> None:
     ksqldb.answer("/ksql", Reply.json(describe_answer("ASSETS_STREAM", "ofa_assets")))
     assert client.describe_topic("ASSETS_STREAM") == "ofa_assets"
     assert ksqldb.statements("/ksql") == ["DESCRIBE ASSETS_STREAM EXTENDED;"]
 
 
-def test_describe_topic_without_topic_is_a_clear_error(ksqldb: FakeKsqlDB, client: KsqlDBClient) -> None:
+def test_describe_topic_without_topic_is_a_clear_error(ksqldb: KsqlDBStandIn, client: KsqlDBClient) -> None:
     answer = describe_answer("ASSETS_STREAM", "x")
     del answer[0]["sourceDescription"]["topic"]
     ksqldb.answer("/ksql", Reply.json(answer))
@@ -336,13 +167,13 @@ def test_describe_topic_without_topic_is_a_clear_error(ksqldb: FakeKsqlDB, clien
     assert ksqldb.url in str(info.value)
 
 
-def test_describe_topic_rejects_non_identifier(ksqldb: FakeKsqlDB, client: KsqlDBClient) -> None:
+def test_describe_topic_rejects_non_identifier(ksqldb: KsqlDBStandIn, client: KsqlDBClient) -> None:
     with pytest.raises(ValueError):
         client.describe_topic("assets; DROP STREAM x")
     assert ksqldb.received == []
 
 
-def test_ksql_statement_error_400(ksqldb: FakeKsqlDB, client: KsqlDBClient) -> None:
+def test_ksql_statement_error_400(ksqldb: KsqlDBStandIn, client: KsqlDBClient) -> None:
     ksqldb.answer(
         "/ksql",
         Reply.json(
@@ -366,7 +197,7 @@ def test_ksql_statement_error_400(ksqldb: FakeKsqlDB, client: KsqlDBClient) -> N
     assert len(ksqldb.received) == 1  # a 4xx is never retried
 
 
-def test_server_error_is_not_retried(ksqldb: FakeKsqlDB, client: KsqlDBClient) -> None:
+def test_server_error_is_not_retried(ksqldb: KsqlDBStandIn, client: KsqlDBClient) -> None:
     ksqldb.answer("/query", Reply(status=503, body="upstream unavailable", content_type="text/plain"))
     with pytest.raises(KsqlDBError, match="upstream unavailable") as info:
         client.query("SELECT * FROM assets;")
@@ -377,7 +208,7 @@ def test_server_error_is_not_retried(ksqldb: FakeKsqlDB, client: KsqlDBClient) -
 # -- /query parsing -----------------------------------------------------------
 
 
-def test_query_legacy_rows(ksqldb: FakeKsqlDB, client: KsqlDBClient) -> None:
+def test_query_legacy_rows(ksqldb: KsqlDBStandIn, client: KsqlDBClient) -> None:
     rows = [
         ["avail", "AVAILABLE", "Events", "Availability", "2026-05-04T12:34:56.789Z"],
         ["temp", "21.5", "Samples", "Temperature", "2026-05-04T12:34:57.001Z"],
@@ -391,7 +222,7 @@ def test_query_legacy_rows(ksqldb: FakeKsqlDB, client: KsqlDBClient) -> None:
     assert req.headers["Accept"] == KSQL_TYPE
 
 
-def test_query_legacy_complex_schema(ksqldb: FakeKsqlDB, client: KsqlDBClient) -> None:
+def test_query_legacy_complex_schema(ksqldb: KsqlDBStandIn, client: KsqlDBClient) -> None:
     schema = (
         "`ASSET_UUID` STRING KEY, `READINGS` ARRAY<STRUCT<`ID` STRING, `VALUE` STRING>>, "
         "`PRICE` DECIMAL(10, 2), `ODD``NAME` STRING"
@@ -403,7 +234,7 @@ def test_query_legacy_complex_schema(ksqldb: FakeKsqlDB, client: KsqlDBClient) -
     ]
 
 
-def test_query_final_message_ends_answer(ksqldb: FakeKsqlDB, client: KsqlDBClient) -> None:
+def test_query_final_message_ends_answer(ksqldb: KsqlDBStandIn, client: KsqlDBClient) -> None:
     ksqldb.answer(
         "/query",
         legacy_query("`ID` STRING", [["a"]], extra=[{"finalMessage": "Query Completed"}]),
@@ -411,7 +242,7 @@ def test_query_final_message_ends_answer(ksqldb: FakeKsqlDB, client: KsqlDBClien
     assert client.query("SELECT ID FROM t;") == [{"ID": "a"}]
 
 
-def test_query_error_message_element_raises(ksqldb: FakeKsqlDB, client: KsqlDBClient) -> None:
+def test_query_error_message_element_raises(ksqldb: KsqlDBStandIn, client: KsqlDBClient) -> None:
     error = {
         "errorMessage": {
             "@type": "generic_error",
@@ -426,7 +257,7 @@ def test_query_error_message_element_raises(ksqldb: FakeKsqlDB, client: KsqlDBCl
     assert info.value.status == 200
 
 
-def test_query_statement_error_400(ksqldb: FakeKsqlDB, client: KsqlDBClient) -> None:
+def test_query_statement_error_400(ksqldb: KsqlDBStandIn, client: KsqlDBClient) -> None:
     ksqldb.answer(
         "/query",
         Reply.json(
@@ -446,7 +277,7 @@ def test_query_statement_error_400(ksqldb: FakeKsqlDB, client: KsqlDBClient) -> 
     assert len(ksqldb.received) == 1
 
 
-def test_query_http2_delimited_format(ksqldb: FakeKsqlDB, client: KsqlDBClient) -> None:
+def test_query_http2_delimited_format(ksqldb: KsqlDBStandIn, client: KsqlDBClient) -> None:
     body = "\n".join(
         [
             json.dumps(
@@ -463,7 +294,7 @@ def test_query_http2_delimited_format(ksqldb: FakeKsqlDB, client: KsqlDBClient) 
     ]
 
 
-def test_query_http2_error_line_raises(ksqldb: FakeKsqlDB, client: KsqlDBClient) -> None:
+def test_query_http2_error_line_raises(ksqldb: KsqlDBStandIn, client: KsqlDBClient) -> None:
     body = "\n".join(
         [
             json.dumps({"queryId": "q1", "columnNames": ["ID"], "columnTypes": ["STRING"]}),
@@ -491,7 +322,7 @@ def test_query_http2_error_line_raises(ksqldb: FakeKsqlDB, client: KsqlDBClient)
     ],
 )
 def test_query_unexpected_shapes(
-    ksqldb: FakeKsqlDB, client: KsqlDBClient, reply: Reply, expected: str
+    ksqldb: KsqlDBStandIn, client: KsqlDBClient, reply: Reply, expected: str
 ) -> None:
     ksqldb.answer("/query", reply)
     with pytest.raises(KsqlDBError, match=expected) as info:
@@ -499,13 +330,13 @@ def test_query_unexpected_shapes(
     assert ksqldb.url in str(info.value)
 
 
-def test_ksql_answer_must_be_a_list(ksqldb: FakeKsqlDB, client: KsqlDBClient) -> None:
+def test_ksql_answer_must_be_a_list(ksqldb: KsqlDBStandIn, client: KsqlDBClient) -> None:
     ksqldb.answer("/ksql", Reply.json({"hello": "world"}))
     with pytest.raises(KsqlDBError, match="expected a JSON array"):
         client.ksql("SHOW STREAMS;")
 
 
-def test_asset_methods_decodes_json_values(ksqldb: FakeKsqlDB, client: KsqlDBClient) -> None:
+def test_asset_methods_decodes_json_values(ksqldb: KsqlDBStandIn, client: KsqlDBClient) -> None:
     advert = {"description": "Move", "arguments": [{"name": "x", "description": "mm"}]}
     ksqldb.answer(
         "/query",
@@ -517,7 +348,7 @@ def test_asset_methods_decodes_json_values(ksqldb: FakeKsqlDB, client: KsqlDBCli
     assert client.asset_methods("APP") == {"move": advert, "legacy": "not json"}
 
 
-def test_asset_type(ksqldb: FakeKsqlDB, client: KsqlDBClient) -> None:
+def test_asset_type(ksqldb: KsqlDBStandIn, client: KsqlDBClient) -> None:
     ksqldb.answer("/query", legacy_query("`TYPE` STRING", [["OpenFactoryApp"]]))
     assert client.asset_type("APP") == "OpenFactoryApp"
     ksqldb.answer("/query", legacy_query("`TYPE` STRING", []))
@@ -527,8 +358,8 @@ def test_asset_type(ksqldb: FakeKsqlDB, client: KsqlDBClient) -> None:
 # -- availability: timeouts, refused connections, retries ---------------------
 
 
-def test_stalled_answer_times_out(ksqldb: FakeKsqlDB) -> None:
-    def stall(_h: _Handler, _r: Received) -> Reply:
+def test_stalled_answer_times_out(ksqldb: KsqlDBStandIn) -> None:
+    def stall(_h: StandInHandler, _r: Received) -> Reply:
         ksqldb.release.wait(timeout=10)
         return Reply.json([])
 
@@ -545,8 +376,8 @@ def test_stalled_answer_times_out(ksqldb: FakeKsqlDB) -> None:
     assert ksqldb.url in str(info.value)
 
 
-def test_stall_in_the_middle_of_the_body_times_out(ksqldb: FakeKsqlDB) -> None:
-    def half_then_stall(h: _Handler, _r: Received) -> None:
+def test_stall_in_the_middle_of_the_body_times_out(ksqldb: KsqlDBStandIn) -> None:
+    def half_then_stall(h: StandInHandler, _r: Received) -> None:
         h.send_response(200)
         h.send_header("Content-Type", "application/json")
         h.send_header("Transfer-Encoding", "chunked")
@@ -585,9 +416,9 @@ def test_connection_refused_retries_then_unavailable(retries: int) -> None:
 
 def test_retry_recovers_when_server_comes_up() -> None:
     port = _closed_port()
-    fake = FakeKsqlDB()
+    fake = KsqlDBStandIn()
     fake.answer("/info", Reply.json({"KsqlServerInfo": {"serverStatus": "RUNNING"}}))
-    started: list[tuple[_Server, threading.Thread]] = []
+    started: list[tuple[StandInServer, threading.Thread]] = []
 
     class StartServerOnRefusal(CountingSession):
         """Brings the server up after the first refused attempt, like a slow container."""
@@ -597,7 +428,7 @@ def test_retry_recovers_when_server_comes_up() -> None:
                 return super().send(request, **kwargs)
             except requests.exceptions.ConnectionError:
                 if not started:
-                    started.append(_start(fake, port))
+                    started.append(start_server(fake, port))
                 raise
 
     session = StartServerOnRefusal()
@@ -610,13 +441,13 @@ def test_retry_recovers_when_server_comes_up() -> None:
         assert len(fake.received) == 1
     finally:
         for server, thread in started:
-            _stop(server, thread, fake)
+            stop_server(server, thread, fake)
 
 
 # -- sessions -------------------------------------------------------------------
 
 
-def test_one_session_reused_and_recreated_after_close(ksqldb: FakeKsqlDB) -> None:
+def test_one_session_reused_and_recreated_after_close(ksqldb: KsqlDBStandIn) -> None:
     sessions: list[CountingSession] = []
 
     def factory() -> CountingSession:
@@ -636,7 +467,7 @@ def test_one_session_reused_and_recreated_after_close(ksqldb: FakeKsqlDB) -> Non
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_forked_child_gets_its_own_session(ksqldb: FakeKsqlDB) -> None:
+def test_forked_child_gets_its_own_session(ksqldb: KsqlDBStandIn) -> None:
     sessions: list[CountingSession] = []
 
     def factory() -> CountingSession:
@@ -681,3 +512,57 @@ def test_constructor_validates_arguments() -> None:
         KsqlDBClient("http://x", timeout=0)
     with pytest.raises(ValueError):
         KsqlDBClient("http://x", retries=-1)
+
+
+# -- the stand-in in platform mode (what the Kafka integration tests rely on) -----
+
+
+def test_platform_mode_answers_the_client_helpers_from_its_tables() -> None:
+    hostile = "X' OR '1'='1"
+    with running_standin("ofa_assets_test") as standin:
+        standin.set_attribute("APP-1", "avail", "AVAILABLE", type="Events", tag="Availability",
+                              timestamp="2026-05-04T12:34:56.789Z")
+        standin.set_attribute("APP-1", "temp", 21.5, type="Samples", tag="Temperature",
+                              timestamp="2026-05-04T12:34:57.001Z")
+        advert = {"description": "Move", "arguments": [{"name": "x", "description": "mm"}]}
+        standin.set_attribute("APP-1", "move", json.dumps(advert), type="Method", tag="Method",
+                              timestamp="2026-05-04T12:34:57.002Z")
+        standin.set_attribute(hostile, "avail", "UNAVAILABLE", type="Events", tag="Availability",
+                              timestamp="2026-05-04T12:34:58.000Z")
+        standin.set_asset_type("APP-1", "OpenFactoryApp")
+        with KsqlDBClient(standin.url, timeout=2.0) as client:
+            assert client.info()["KsqlServerInfo"]["serverStatus"] == "RUNNING"
+            assert client.describe_topic("ASSETS_STREAM") == "ofa_assets_test"
+            assert client.asset_state("APP-1") == [
+                {"ID": "avail", "VALUE": "AVAILABLE", "TYPE": "Events", "TAG": "Availability",
+                 "TIMESTAMP": "2026-05-04T12:34:56.789Z"},
+                {"ID": "temp", "VALUE": "21.5", "TYPE": "Samples", "TAG": "Temperature",
+                 "TIMESTAMP": "2026-05-04T12:34:57.001Z"},
+            ]
+            assert client.asset_methods("APP-1") == {"move": advert}
+            assert client.asset_type("APP-1") == "OpenFactoryApp"
+            assert client.asset_type("APP-2") is None
+            # Quoted correctly, the hostile UUID selects exactly its own rows.
+            assert [r["VALUE"] for r in client.asset_state(hostile)] == ["UNAVAILABLE"]
+            with pytest.raises(KsqlDBError, match="does not exist") as info:
+                client.describe_topic("OTHER_STREAM")
+            assert info.value.error_code == 40001
+
+
+def test_platform_mode_materializes_raw_records_like_ksqldb() -> None:
+    def value(attr: str, v: Any, kind: str = "Events") -> bytes:
+        return json.dumps({"ID": attr, "VALUE": v, "TAG": "T", "TYPE": kind,
+                           "attributes": {"timestamp": "2026-05-04T12:00:00.000Z"}}).encode()
+
+    with running_standin("t") as standin:
+        applied = standin.materialize([
+            (b"A", value("avail", "AVAILABLE")), (b"A", value("avail", "UNAVAILABLE")),
+            (b"A", value("AssetType", "OpenFactoryApp", "OpenFactory")), (b"A", None), (None, b"{}"),
+            (b"B", b"not json"),
+        ])
+        assert applied == 3
+        with KsqlDBClient(standin.url, timeout=2.0) as client:
+            rows = {r["ID"]: r["VALUE"] for r in client.asset_state("A")}
+            assert rows == {"avail": "UNAVAILABLE", "AssetType": "OpenFactoryApp"}
+            assert client.asset_type("A") == "OpenFactoryApp"
+            assert client.asset_state("B") == []

@@ -53,6 +53,8 @@ from .partitioning import partition_for_key
 log = logging.getLogger("flask_openfactory.kafka")
 
 DEFAULT_TOPIC = "ofa_assets"
+FETCH_LIMIT = 500  # records handed over per fetch
+END_SCAN_SECONDS = 5.0  # a flood of writes must not hold up finding the end
 SECRET_HINTS = ("password", "secret", "token", "key.pem", "private")
 
 PRODUCER_DEFAULTS: dict[str, Any] = {
@@ -317,18 +319,24 @@ class KafkaTransport(Transport):
 
         Some brokers answer ListOffsets LATEST with the last batch's first
         offset + 1; starting there would replay old commands. So read forward
-        from the watermark until a fetch comes back empty.
+        from the watermark until a fetch drains what the broker sent: the batch
+        holding the watermark arrives whole. Not "until a fetch comes back
+        empty": on a partition other assets write to all the time, that never
+        happens (start hung and the first commands were skipped).
         """
         consumer = self._consumer()
         try:
             tp = TopicPartition(self.topic, partition)
             _, end = consumer.get_watermark_offsets(tp, timeout=10.0, cached=False)
             consumer.assign([TopicPartition(self.topic, partition, max(end, 0))])
+            deadline = time.monotonic() + END_SCAN_SECONDS
             while True:
-                messages = [m for m in _fetch(consumer, 0.2) if m.error() is None]
-                if not messages:
+                fetched = _fetch(consumer, 0.2)
+                messages = [m for m in fetched if m.error() is None]
+                if messages:
+                    end = messages[-1].offset() + 1
+                if len(fetched) < FETCH_LIMIT or time.monotonic() >= deadline:
                     return max(end, 0)
-                end = messages[-1].offset() + 1
         finally:
             consumer.close()
 
@@ -375,7 +383,7 @@ class KafkaTransport(Transport):
             self._ksql.close()
 
 
-def _fetch(consumer: Consumer, timeout: float, limit: int = 500) -> list[Message]:
+def _fetch(consumer: Consumer, timeout: float, limit: int = FETCH_LIMIT) -> list[Message]:
     """Return as soon as one message arrives, plus whatever is already buffered.
 
     ``consume(n, timeout)`` waits for all ``n`` or the whole timeout, which would
@@ -510,7 +518,14 @@ class _PartitionReader(CommandReader):
         return entries
 
     def caught_up(self) -> bool:
-        if not self.owns or self._last_batch or self._consumer is None:
+        """The last fetch drained what was buffered and reached the watermark read now.
+
+        Not "the last fetch was empty": while anything writes to the partition
+        (other assets, a steady stream of commands) that never happens, and a
+        new owner never started executing. The batch holding the watermark
+        arrives whole, so a drained fetch that reached it read all of it.
+        """
+        if not self.owns or self._last_batch >= FETCH_LIMIT or self._consumer is None:
             return False
         _, high = self._consumer.get_watermark_offsets(
             TopicPartition(self._topic, self._partition), timeout=5.0, cached=False)
@@ -600,8 +615,25 @@ class KafkaGroupReader(_PartitionReader):
         self._incremental = "cooperative" in str(config.get("partition.assignment.strategy", ""))
         self.assignments: list[list[int]] = []  # what the group gave us
         self._consumer = transport._consumer(**{"group.id": group})
+        self._mark_start(self._consumer)
         self._consumer.subscribe([self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_revoke)
+
+    def _mark_start(self, consumer: Consumer) -> None:
+        """A group that never committed starts where the log ends now, before joining.
+
+        The join completes a second or more after ``start`` returns; a first
+        owner that took "the end" only then skipped every command sent
+        meanwhile. Best effort: a broker may refuse a commit from a non-member
+        while another member joins, and that member then marks the start.
+        """
+        tp = TopicPartition(self._topic, self._partition)
+        try:
+            if consumer.committed([tp], timeout=10.0)[0].offset < 0:
+                end = self._transport.end_offset(self._partition)
+                consumer.commit(offsets=[TopicPartition(self._topic, self._partition, end)], asynchronous=False)
+        except KafkaException as exc:
+            log.info("could not mark the start of the command log of %s before joining: %s", self._key, exc)
 
     def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._incremental:
