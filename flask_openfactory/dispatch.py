@@ -150,7 +150,6 @@ class Dispatcher:
         methods: Callable[[], dict[str, MethodSpec]],
         context: ContextFactory | None = None,
         counters: Counter[str] | None = None,
-        on_result: Callable[[CommandResult], None] | None = None,
     ) -> None:
         self.settings = settings
         self.log = AssetLog(_log, settings.asset_uuid)
@@ -158,7 +157,6 @@ class Dispatcher:
         self._methods = methods
         self._context = context or nullcontext
         self.counters: Counter[str] = counters if counters is not None else Counter()
-        self._on_result = on_result
         self.completed = Deduper(settings.dedupe_size)
         self._offsets = OffsetTracker()
         self._running: dict[int, _Running] = {}
@@ -170,6 +168,7 @@ class Dispatcher:
         )
         self._stop = threading.Event()
         self._first_poll = threading.Event()
+        self._drain_until = float("inf")
         self._thread: threading.Thread | None = None
         self._reader: CommandReader | None = None
         self.owns = False
@@ -195,6 +194,7 @@ class Dispatcher:
 
     def stop(self, timeout: float) -> None:
         """Stop taking commands, let those in flight finish, commit, release the log."""
+        self._drain_until = time.monotonic() + max(0.0, timeout - 0.2)  # leave time to commit and close
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -254,7 +254,7 @@ class Dispatcher:
             self._commit(reader)
 
     def _drain(self) -> None:
-        deadline = time.monotonic() + self.settings.timeout
+        deadline = min(self._drain_until, time.monotonic() + self.settings.timeout)
         while self._offsets.pending() and time.monotonic() < deadline:
             self._expire_deadlines()
             if self._reader is not None:
@@ -431,5 +431,3 @@ class Dispatcher:
         else:
             self.counters["result_delivery_failures"] += 1
             self._offsets.done(offset)
-        if self._on_result is not None:
-            self._on_result(result)
