@@ -18,6 +18,9 @@ Routes (prefix ``/ofa``)::
     POST /ofa/methods/<name>      run a method (one route per method)
     GET  /ofa/openapi.json        the OpenAPI document
     GET  /ofa/docs                Swagger UI (static files under /ofa/docs/static/)
+    GET  /ofa/metrics             Prometheus text format (the ``metrics`` extra)
+
+Access control (bearer tokens, the host app's hook) is in ``auth``.
 
 Errors are JSON ``{"code", "status", "message", "errors"?}``. Routing 404 and
 405 never reach a blueprint's error handler in Flask (the blueprint is not
@@ -40,6 +43,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import marshmallow as ma
+from werkzeug.routing import PathConverter
 from flask import Flask, current_app, jsonify, request, send_from_directory, url_for
 from flask import Blueprint as FlaskBlueprint
 from flask import json as flask_json
@@ -52,9 +56,12 @@ from webargs.flaskparser import FlaskParser, abort  # flask_smorest.abort, typed
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, default_exceptions
 from werkzeug.wrappers import Response
 
+from .auth import METHOD_ROUTE, READ_ROUTE, SCHEME_NAME, AccessPolicy, security_doc
+from .auth import install as install_access
 from .methods import MethodSpec, Parameter, json_default
+from .metrics import INSTALL_HINT, AppMetrics, app_metrics
 from .protocol import CONDITION, EVENTS, METHOD, OPENFACTORY, SAMPLES
-from .transports import ConfigurationError, TransportError
+from .transports import ConfigurationError, Health, TransportError
 
 if TYPE_CHECKING:
     from .extension import OpenFactoryState
@@ -69,6 +76,12 @@ METHODS_BLUEPRINT = "openfactory_methods"
 SENDER_HEADER = "X-OpenFactory-Sender"
 CORRELATION_HEADER = "X-Correlation-ID"
 DEFAULT_SENDER = "http"
+
+class AnyPathConverter(PathConverter):
+    """Like ``path``, newlines included (``%0A`` in a URL), so the catch-all sees every path."""
+
+    regex = "[^/][\\s\\S]*?"
+
 
 # Methods the catch-all answers with JSON 404/405; any other verb inside the
 # prefix gets Flask's routing error, i.e. the host app's error page.
@@ -171,6 +184,9 @@ class OpenFactoryApi(Api):  # type: ignore[misc]
 
     def __init__(self, app: Flask | None = None, **kwargs: Any) -> None:
         self.method_endpoints: dict[str, str] = {}  # method name -> endpoint
+        self.endpoint_methods: dict[str, str] = {}  # endpoint -> method name (access control)
+        self.access = AccessPolicy()
+        self.metrics: AppMetrics | None = None  # None without prometheus-client
         self.schema_names: set[str] = set(_FIXED_SCHEMA_NAMES)
         self.blueprint_count = 0
         self._ui_env: Environment | None = None
@@ -253,12 +269,41 @@ def init_api(app: Flask, state: "OpenFactoryState") -> OpenFactoryApi:
     config.setdefault(f"{CONFIG_PREFIX}SWAGGER_UI_CONFIG", {})
     _check_max_body(config[f"{CONFIG_PREFIX}MAX_BODY"])
 
+    access = AccessPolicy.from_config(config)
     api = OpenFactoryApi(app, config_prefix=CONFIG_PREFIX)
+    api.access = access
+    api.metrics = app_metrics(runtime)
+    if access.tokens is not None:
+        api.spec.components.security_scheme(SCHEME_NAME, {
+            "type": "http", "scheme": "bearer",
+            "description": "One of OPENFACTORY_API_TOKENS, as 'Authorization: Bearer <token>'",
+        })
     api.spec.tag({"name": "asset", "description": f"State and health of asset {runtime.asset_uuid}"})
     api.spec.tag({"name": "methods", "description": "The asset's methods: contracts and calls"})
     api.register_blueprint(_api_blueprint(state, api))
+    app.url_map.converters.setdefault("ofa_anypath", AnyPathConverter)  # for the catch-all
     app.register_blueprint(_ui_blueprint(state, api))
+    install_access(app, access, lambda endpoint: _route_kind(api, endpoint))
     return api
+
+
+def _route_kind(api: OpenFactoryApi, endpoint: str | None) -> tuple[str, str | None] | None:
+    """What an endpoint of ours is for access control; None: always open (or not ours)."""
+    if endpoint is None:
+        return None  # routing failed: the JSON 404/405 tells nothing
+    if endpoint in api.endpoint_methods:
+        return METHOD_ROUTE, api.endpoint_methods[endpoint]
+    blueprint, _, name = endpoint.rpartition(".")
+    if blueprint == API_BLUEPRINT:
+        return None if name == "health" else (READ_ROUTE, None)  # orchestrators probe /health bare
+    if blueprint == api.doc_blueprint_name:
+        return READ_ROUTE, None
+    if blueprint == UI_BLUEPRINT:
+        if name == "docs":
+            return READ_ROUTE, None
+        if name == "unknown_method":  # no probing for method names without a token
+            return METHOD_ROUTE, (request.view_args or {}).get("name")
+    return None  # Swagger UI's static files, the JSON 404/405 fallbacks, the host app
 
 
 def _check_max_body(value: Any) -> None:
@@ -341,7 +386,16 @@ def _guard(blueprint: FlaskBlueprint) -> FlaskBlueprint:
     blueprint.register_error_handler(HTTPException, _json_error)
     blueprint.register_error_handler(TransportError, _transport_error)
     blueprint.before_request(_limit_body)
+    blueprint.before_request(_check_query_string)
     return blueprint
+
+
+def _check_query_string() -> None:
+    """werkzeug decodes a raw (not %-encoded) query string as strict UTF-8: a stray byte would be a 500."""
+    try:
+        request.query_string.decode()
+    except UnicodeDecodeError:
+        abort(400, message="the query string is not UTF-8: percent-encode it")
 
 
 # -- fixed routes ----------------------------------------------------------------------
@@ -356,6 +410,7 @@ def _api_blueprint(state: "OpenFactoryState", api: OpenFactoryApi) -> Blueprint:
         description=f"OpenFactory asset {runtime.asset_uuid}",
     )
     _guard(blp)
+    read = _secured(blp, api.access, READ_ROUTE)
 
     @blp.route("/health", tags=["asset"])
     @blp.response(200, HealthSchema)
@@ -368,6 +423,7 @@ def _api_blueprint(state: "OpenFactoryState", api: OpenFactoryApi) -> Blueprint:
         return {"status": "alive", "asset_uuid": runtime.asset_uuid, "pid": os.getpid()}
 
     @blp.route("/ready", tags=["asset"])
+    @read
     @blp.response(200, ReadinessSchema)
     @blp.alt_response(503, schema=ReadinessSchema, description="Not ready: see the failing checks")
     def ready() -> tuple[dict[str, Any], int]:
@@ -376,10 +432,12 @@ def _api_blueprint(state: "OpenFactoryState", api: OpenFactoryApi) -> Blueprint:
             is_ready, checks = runtime.readiness()
         except Exception as exc:  # a probe must answer, not crash
             log.exception("readiness check failed")
-            is_ready, checks = False, {"readiness": {"ok": False, "detail": f"{type(exc).__name__}: {exc}"}}
+            failed = Health(False, f"{type(exc).__name__}: {exc}")
+            is_ready, checks = False, {"readiness": failed.as_dict()}
         return {"ready": is_ready, "checks": checks}, 200 if is_ready else 503
 
     @blp.route("/attributes", tags=["asset"])
+    @read
     @blp.arguments(AttributeQuerySchema, location="query")
     @blp.response(200, AttributeRecordSchema(many=True))
     @blp.alt_response(503, schema=ErrorSchema, description="The asset's log is unreachable")
@@ -392,6 +450,7 @@ def _api_blueprint(state: "OpenFactoryState", api: OpenFactoryApi) -> Blueprint:
         return [r.as_dict() for r in runtime.records() if wanted is None or r.type == wanted]
 
     @blp.route("/attributes/<attribute_id>", tags=["asset"])
+    @read
     @blp.response(200, AttributeRecordSchema)
     @blp.alt_response(404, schema=ErrorSchema, description="No such attribute")
     @blp.alt_response(503, schema=ErrorSchema, description="The asset's log is unreachable")
@@ -403,12 +462,46 @@ def _api_blueprint(state: "OpenFactoryState", api: OpenFactoryApi) -> Blueprint:
         return record.as_dict()
 
     @blp.route("/methods", tags=["methods"])
+    @read
     @blp.response(200, MethodContractSchema(many=True))
     def methods() -> list[dict[str, Any]]:
         """Every method of the asset and its contract"""
         return [_contract(spec, api) for spec in runtime.methods.values()]
 
+    @blp.route("/metrics", tags=["asset"])
+    @read
+    @blp.doc(responses={
+        "200": {"description": "Prometheus text format (OpenMetrics when asked for in Accept)",
+                "content": {"text/plain": {"schema": {"type": "string"}}}},
+        "404": {"description": "prometheus-client is not installed (the 'metrics' extra)",
+                "content": {"application/json": {"schema": ErrorSchema}}},
+    })
+    def metrics() -> ResponseReturnValue:
+        """Metrics in Prometheus text format
+
+        Counters and state of this process; method results and durations of
+        the asset, read back from its log (the same from every process).
+        """
+        if api.metrics is None:
+            abort(404, message=f"metrics are not available: {INSTALL_HINT}")
+        body, content_type = api.metrics.render(request.headers.get("Accept"))
+        return current_app.response_class(body, content_type=content_type)
+
     return blp
+
+
+def _secured(blp: Blueprint, access: AccessPolicy, kind: str) -> Callable[[Any], Any]:
+    """Document the bearer requirement (and its 401/403) on operations that have one."""
+    doc = security_doc(access, kind)
+
+    def decorate(view: Any) -> Any:
+        if not doc:
+            return view
+        view = blp.alt_response(401, schema=ErrorSchema, description="No or malformed bearer token")(view)
+        view = blp.alt_response(403, schema=ErrorSchema, description="Token not valid, or refused")(view)
+        return blp.doc(**doc)(view)
+
+    return decorate
 
 
 def _contract(spec: MethodSpec, api: OpenFactoryApi) -> dict[str, Any]:
@@ -481,7 +574,7 @@ def _ui_blueprint(state: "OpenFactoryState", api: OpenFactoryApi) -> FlaskBluepr
 
         bp.add_url_rule("", "not_found", not_found, methods=_CATCH_ALL_METHODS)
         bp.add_url_rule("/", "not_found_slash", not_found, methods=_CATCH_ALL_METHODS)
-        bp.add_url_rule("/<path:rest>", "not_found_path", not_found, methods=_CATCH_ALL_METHODS)
+        bp.add_url_rule("/<ofa_anypath:rest>", "not_found_path", not_found, methods=_CATCH_ALL_METHODS)
     return bp
 
 
@@ -609,7 +702,13 @@ class _BodyParser(FlaskParser):
     def _raw_load_json(self, req: Any) -> Any:
         if not req.get_data(cache=True):
             return webargs_core.missing
-        return super()._raw_load_json(req)
+        try:
+            return super()._raw_load_json(req)
+        except (ValueError, RecursionError) as exc:
+            if isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)):
+                raise  # webargs answers these with its 400
+            # nesting past the decoder's limit, or an int over Python's 4300-digit limit
+            abort(400, exc=exc, messages={"json": ["Invalid JSON body."]})
 
 
 class _MethodBlueprint(Blueprint):  # type: ignore[misc]
@@ -709,12 +808,14 @@ def add_method_routes(state: "OpenFactoryState", specs: Iterable[MethodSpec]) ->
             (503, "The result could not be published"),
         ):
             view = blp.alt_response(code, schema=ErrorSchema, description=why)(view)
+        view = _secured(blp, api.access, METHOD_ROUTE)(view)
         view = blp.doc(summary=spec.signature_text(), description=spec.description or spec.name)(view)
         blp.route(f"/methods/{spec.name}", endpoint=endpoint, methods=["POST"], tags=["methods"],
                   parameters=[dict(p) for p in _HEADER_PARAMETERS])(view)
         endpoints[spec.name] = f"{name}.{endpoint}"
     api.register_blueprint(blp)
     api.method_endpoints.update(endpoints)
+    api.endpoint_methods.update({endpoint: method for method, endpoint in endpoints.items()})
 
 
 def _method_view(state: "OpenFactoryState", spec: MethodSpec) -> Callable[[dict[str, Any]], Any]:

@@ -28,9 +28,10 @@ UNAVAILABLE = "UNAVAILABLE"
 
 
 def _runtime() -> "AssetRuntime":
-    from .globals import current_openfactory
+    """The current app's runtime (imported late: globals needs Flask, declarations do not)."""
+    from .globals import _find_runtime
 
-    return current_openfactory._get_current_object()  # type: ignore[no-any-return]
+    return _find_runtime()
 
 
 class Attribute:

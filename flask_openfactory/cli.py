@@ -474,7 +474,8 @@ def call_command(method: str, arguments: tuple[str, ...], target: str | None, ti
         session.close()
 
     report: dict[str, Any] = {"method": method, "target": target_uuid, "sender_uuid": sender_uuid,
-                              "arguments": args, "correlation_id": correlation_id, "transport": url}
+                              "arguments": args, "correlation_id": correlation_id, "transport": url,
+                              "signed": runtime.settings.command_secret is not None}
     if no_wait:
         report.update(status="SENT", result=None, error=None, duration_ms=None)
         code = EXIT_OK

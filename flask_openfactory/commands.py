@@ -57,6 +57,15 @@ class Envelope:
     timestamp: datetime
     signature: str | None
     arguments: dict[str, str] = field(default_factory=dict)
+    # header.timestamp exactly as received when it was a string: a signature covers
+    # that text, which re-formatting the parsed datetime would not reproduce.
+    raw_timestamp: str | None = None
+
+    def timestamp_text(self) -> str:
+        """The timestamp as it travels: the received text, else the ISO 8601 form we write."""
+        if self.raw_timestamp is not None:
+            return self.raw_timestamp
+        return self.timestamp.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
     def to_json(self) -> str:
         """Compact JSON, as the reference's pydantic serialisation writes it."""
@@ -65,9 +74,7 @@ class Envelope:
                 "header": {
                     "correlation_id": self.correlation_id,
                     "sender_uuid": self.sender_uuid,
-                    "timestamp": self.timestamp.astimezone(timezone.utc)
-                    .isoformat()
-                    .replace("+00:00", "Z"),
+                    "timestamp": self.timestamp_text(),
                     "signature": self.signature,
                 },
                 "arguments": self.arguments,
@@ -118,7 +125,7 @@ def parse_envelope(raw: Any) -> Envelope:
     if isinstance(raw, (bytes, str)):
         try:
             raw = json.loads(raw)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nesting past the decoder's limit
             raise EnvelopeError(f"command VALUE is not a JSON envelope: {exc}") from None
     if not isinstance(raw, dict):
         raise EnvelopeError(f"command envelope must be a JSON object, got {type(raw).__name__}")
@@ -177,6 +184,7 @@ def parse_envelope(raw: Any) -> Envelope:
         timestamp=timestamp,
         signature=signature.strip() if isinstance(signature, str) else None,
         arguments={k.strip(): v.strip() for k, v in arguments.items()},
+        raw_timestamp=header["timestamp"] if isinstance(header.get("timestamp"), str) else None,
     )
 
 
@@ -214,7 +222,7 @@ class CommandResult:
             raise ValueError(f"{record.id!r} is not a result attribute")
         try:
             data = json.loads(record.value) if isinstance(record.value, str) else None
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
         if not isinstance(data, dict) or data.get("status") not in (OK, ERROR, REJECTED):
             raise ValueError(f"result record {record.id!r} has a malformed VALUE")
@@ -273,7 +281,7 @@ def result_correlation_id(record: Record) -> str | None:
         return None
     try:
         data = json.loads(record.value)
-    except ValueError:
+    except (ValueError, RecursionError):  # a poison _RESULT must not stop the dispatcher
         return None
     cid = data.get("correlation_id") if isinstance(data, dict) else None
     return cid if isinstance(cid, str) else None

@@ -28,6 +28,7 @@ from .commands import (
     OK,
     REJECTED,
     CommandResult,
+    Envelope,
     EnvelopeError,
     is_command,
     is_result,
@@ -38,6 +39,7 @@ from .commands import (
 )
 from .methods import ArgumentError, MethodSpec
 from .protocol import COMMAND_SUFFIX
+from .signing import MAX_CLOCK_SKEW, SigningKeys, envelope_message
 from .logs import AssetLog
 from .transports.base import CommandReader, LogEntry, Transport
 
@@ -56,6 +58,9 @@ class DispatchSettings:
     dedupe_size: int = 10_000
     poll_interval: float = 0.2
     retry_backoff: float = 0.5
+    signing_keys: SigningKeys | None = field(default=None, repr=False)  # None: signatures not checked
+    allowed_senders: frozenset[str] | None = None  # None: any sender
+    max_clock_skew: float = MAX_CLOCK_SKEW  # signed commands from further ahead are refused
 
 
 class Deduper:
@@ -246,10 +251,13 @@ class Dispatcher:
                         if cid:
                             self.completed.add(cid)
                 entries, backlog, recovering = backlog, [], False
+                redelivered = True
+            else:
+                redelivered = False
             for entry in entries:
                 if self._stop.is_set():
                     return  # not marked done: the next owner gets it
-                self._handle(entry)
+                self._handle(entry, redelivered=redelivered)
             self._expire_deadlines()
             self._commit(reader)
 
@@ -280,7 +288,8 @@ class Dispatcher:
 
     # -- one entry ---------------------------------------------------------------
 
-    def _handle(self, entry: LogEntry) -> None:
+    def _handle(self, entry: LogEntry, *, redelivered: bool = False) -> None:
+        """One log entry; ``redelivered``: part of the backlog read again after gaining ownership."""
         offset = entry.offset
         self._offsets.add(offset)
         record = entry.record
@@ -310,7 +319,25 @@ class Dispatcher:
             self._reject(offset, method_name, exc.correlation_id, exc.sender_uuid, "invalid_envelope", exc.reason)
             return
         cid = envelope.correlation_id
-        if cid in self.completed or self._is_running(cid):
+        refusal = self._refusal(envelope, method_name)
+        if refusal is not None:
+            reason, text = refusal
+            if self._is_running(cid) or cid in self.completed:  # this order: see _settle
+                # A _RESULT under a known id would be read as the genuine command's answer.
+                self.counters[f"rejected_{reason}"] += 1
+                self.log.warning("refused command %s %s without answering (id already used): %s",
+                                 method_name, cid, text)
+                self._offsets.done(offset)
+            else:
+                self._reject(offset, method_name, cid, envelope.sender_uuid, reason, text)
+            return
+        if (self.settings.signing_keys is not None and not redelivered
+                and cid in self.completed and not self._is_running(cid)):
+            # Signed: a new record with an answered id is a replay, not a redelivery.
+            self._reject(offset, method_name, cid, envelope.sender_uuid, "replayed",
+                         f"replayed: command {cid} was already answered")
+            return
+        if self._is_running(cid) or cid in self.completed:  # this order: see _settle
             self.counters["commands_duplicate"] += 1
             self.log.info("suppressed duplicate command %s (%s)", cid, method_name)
             self._offsets.done(offset)
@@ -325,12 +352,36 @@ class Dispatcher:
             self._reject(offset, method_name, cid, envelope.sender_uuid, "expired",
                          f"expired: the command is {age:.1f}s old, the limit is {self.settings.max_age:g}s")
             return
+        if self.settings.signing_keys is not None and -age > self.settings.max_clock_skew:
+            self._reject(offset, method_name, cid, envelope.sender_uuid, "from_the_future",
+                         f"from_the_future: the command is dated {-age:.1f}s ahead, "
+                         f"the tolerance is {self.settings.max_clock_skew:g}s")
+            return
         try:
             kwargs = spec.convert_arguments(envelope.arguments)
         except ArgumentError as exc:
             self._reject(offset, method_name, cid, envelope.sender_uuid, "bad_arguments", str(exc))
             return
         self._execute(offset, spec, kwargs, cid, envelope.sender_uuid)
+
+    def _refusal(self, envelope: Envelope, method: str) -> tuple[str, str] | None:
+        """Signature, then sender: ``(reason, text)`` when the command must not run."""
+        keys = self.settings.signing_keys
+        if keys is not None:
+            if not envelope.signature:  # null or ""
+                return "unsigned", "unsigned: this asset executes only signed commands"
+            if envelope.raw_timestamp is None:
+                return "missing_timestamp", (
+                    "missing_timestamp: a signed command needs header.timestamp as an ISO 8601 string")
+            message = envelope_message(envelope, self.settings.asset_uuid, method)
+            if not keys.verify(message, envelope.signature):
+                return "bad_signature", (
+                    "bad_signature: not signed with a shared secret for this asset and method")
+        allowed = self.settings.allowed_senders
+        if allowed is not None and envelope.sender_uuid not in allowed:
+            return "sender_not_allowed", (
+                f"sender_not_allowed: sender {envelope.sender_uuid!r} may not command this asset")
+        return None
 
     def _is_running(self, cid: str) -> bool:
         with self._lock:
@@ -401,6 +452,8 @@ class Dispatcher:
         with self._lock:
             if running.answered:
                 return  # a late finish after a timeout was already reported
+            # completed before no longer running: a duplicate read meanwhile must see one or the other
+            self.completed.add(running.correlation_id)
             running.answered = True
             self._running.pop(running.offset, None)
         self._answer(running.offset, result)
@@ -408,7 +461,7 @@ class Dispatcher:
     def _answer(self, offset: int, result: CommandResult) -> None:
         """Publish the result; the position is done once it is durable."""
         self.counters[f"commands_{result.status.lower()}"] += 1
-        if result.correlation_id:
+        if result.correlation_id:  # answered, even REJECTED: that id never runs later
             self.completed.add(result.correlation_id)
         record = result_record(self.settings.asset_uuid, result)
 

@@ -139,7 +139,10 @@ def _convert(annotation: Any, text: str, name: str) -> Any:
     if annotation is int:
         if not _INT.match(stripped):
             raise fail("int")
-        return int(stripped)
+        try:
+            return int(stripped)
+        except ValueError:  # more digits than Python's int-string limit (4300)
+            raise fail("int") from None
     if annotation is float:
         try:
             number = float(stripped)
@@ -163,7 +166,7 @@ def _convert(annotation: Any, text: str, name: str) -> Any:
         container = origin or annotation
         try:
             value = json.loads(stripped)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting past the decoder's limit
             raise fail(f"JSON {container.__name__}") from None
         if not isinstance(value, container):
             raise fail(f"JSON {container.__name__}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Union
@@ -32,11 +33,25 @@ class RecordError(ValueError):
     """A record that does not follow the contract (bad JSON, missing field, bad type)."""
 
 
+_second: list[Any] = [-1, ""]  # the last whole second formatted, and its text
+
+
+def _now_timestamp() -> str:
+    """``format_timestamp()`` for now, without a datetime: every attribute set pays this."""
+    ns = time.time_ns()
+    second, millis = divmod(ns // 1_000_000, 1000)
+    cached = _second
+    if cached[0] != second:
+        cached[1] = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+        cached[0] = second
+    return f"{cached[1]}{millis:03d}Z"
+
+
 def format_timestamp(moment: datetime | None = None) -> str:
     """UTC, ISO 8601, three fractional digits truncated (not rounded), literal ``Z``."""
     if moment is None:
-        moment = datetime.now(timezone.utc)
-    elif moment.tzinfo is None:
+        return _now_timestamp()
+    if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     else:
         moment = moment.astimezone(timezone.utc)
@@ -98,6 +113,39 @@ def check_value(value: Any) -> JSONScalar:
     )
 
 
+_quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_FRAGMENTS: dict[tuple[str, str, str], tuple[str, str]] = {}
+
+
+def _fragments(rid: str, tag: str, rtype: str) -> tuple[str, str]:
+    key = (rid, tag, rtype)
+    found = _FRAGMENTS.get(key)
+    if found is None:
+        if len(_FRAGMENTS) > 50_000:  # IDs are declared, so this only guards odd callers
+            _FRAGMENTS.clear()
+        found = _FRAGMENTS[key] = (
+            f'{{"ID": {_quote(rid)}, "VALUE": ',
+            f', "TAG": {_quote(tag)}, "TYPE": {_quote(rtype)}, "attributes": {{"timestamp": ',
+        )
+    return found
+
+
+def _json_scalar(value: JSONScalar) -> str:
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, str):
+        return _quote(value)  # type: ignore[no-any-return]
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"attribute value {value!r} is not representable in JSON")
+        return float.__repr__(value)
+    return int.__repr__(value)
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """One attribute record of one asset, as it travels on the assets topic."""
@@ -126,17 +174,13 @@ class Record:
         return cls(asset_uuid, id, check_value(value), tag, type, timestamp or format_timestamp())
 
     def to_wire(self) -> bytes:
-        """The record's Kafka value: exactly the contract's fields and casing."""
-        return json.dumps(
-            {
-                "ID": self.id,
-                "VALUE": self.value,
-                "TAG": self.tag,
-                "TYPE": self.type,
-                "attributes": {"timestamp": self.timestamp},
-            },
-            allow_nan=False,
-        ).encode("utf-8")
+        """The record's Kafka value: exactly the contract's fields and casing.
+
+        Byte for byte what ``json.dumps`` of the record's dict writes, built
+        from fragments cached per (ID, TAG, TYPE): this runs on every write.
+        """
+        head, tail = _fragments(self.id, self.tag, self.type)
+        return f"{head}{_json_scalar(self.value)}{tail}{_quote(self.timestamp)}}}}}".encode("ascii")
 
     @property
     def key(self) -> bytes:
@@ -162,7 +206,9 @@ class Record:
         try:
             asset_uuid = key.decode("utf-8") if isinstance(key, bytes) else key
             data = json.loads(value)
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            # RecursionError: nesting deeper than the decoder's limit; a
+            # poison record must not kill, and so stall, every reader of the log
             raise RecordError(f"record value is not JSON: {exc}") from None
         if not isinstance(data, dict):
             raise RecordError(f"record value must be a JSON object, got {type(data).__name__}")

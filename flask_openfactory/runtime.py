@@ -33,8 +33,10 @@ from .commands import (
 from .dispatch import DispatchSettings, Dispatcher
 from .logs import AssetLog
 from .methods import MethodSpec
-from .protocol import METHOD, Record, validate_identifier
-from .transports import Transport, TransportOptions, create_transport
+from .metrics import MethodResults
+from .protocol import METHOD, Record, format_timestamp, validate_identifier
+from .signing import SigningKeys, sign_envelope
+from .transports import Health, Transport, TransportOptions, create_transport
 
 _log = logging.getLogger("flask_openfactory.runtime")
 
@@ -69,6 +71,16 @@ class RuntimeSettings:
     application_version: str = "latest"
     application_manufacturer: str = "OpenFactoryIO"
     application_license: str = "Polyform Noncommercial License 1.0.0"
+    # Signs outgoing commands and, when set, makes only signed ones run; never shown.
+    command_secret: SigningKeys | None = field(default=None, repr=False)
+    allowed_senders: frozenset[str] | None = None  # None: any sender may command this asset
+
+    def __post_init__(self) -> None:
+        """Accept plain values (a secret string or list, any iterable of senders) too."""
+        if self.command_secret is not None and not isinstance(self.command_secret, SigningKeys):
+            object.__setattr__(self, "command_secret", SigningKeys(self.command_secret))
+        if self.allowed_senders is not None and not isinstance(self.allowed_senders, frozenset):
+            object.__setattr__(self, "allowed_senders", frozenset(self.allowed_senders))
 
     @property
     def group(self) -> str:
@@ -111,7 +123,6 @@ class AssetRuntime:
         """Everything that belongs to one process; rebuilt after a fork."""
         self._pid = os.getpid()
         self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
         self._cache: dict[str, Record] = {}
         self._transport: Transport | None = None
         self._started = False
@@ -119,6 +130,8 @@ class AssetRuntime:
         self._follower_thread: threading.Thread | None = None
         self._dispatcher: Dispatcher | None = None
         self.counters: Counter[str] = Counter()
+        self.method_results = MethodResults()  # results seen on the log, for metrics
+        self._check_states: dict[str, tuple[Any, float]] = {}  # readiness check -> (state, since)
         self.started_at: float | None = None
         self.start_error: str | None = None
 
@@ -175,6 +188,7 @@ class AssetRuntime:
                 self._transport = create_transport(
                     self.settings.transport_url, self.settings.transport_options
                 )
+                self._transport.on_failure = self._delivery_failed
             return self._transport
 
     def start(self) -> None:
@@ -215,6 +229,8 @@ class AssetRuntime:
                     timeout=self.settings.command_timeout,
                     concurrency=self.settings.command_concurrency,
                     dedupe_size=self.settings.dedupe_size,
+                    signing_keys=self.settings.command_secret,
+                    allowed_senders=self.settings.allowed_senders,
                 ),
                 transport=transport,
                 methods=lambda: self._methods,
@@ -281,7 +297,7 @@ class AssetRuntime:
 
     def _follow(self, transport: Transport) -> None:
         """Apply records written by other processes (and echoes of our own)."""
-        follower = transport.follow(self.asset_uuid)
+        follower = transport.follow(self.asset_uuid, skip_own_writes=True)
         try:
             while not self._stopping.is_set():
                 try:
@@ -293,24 +309,27 @@ class AssetRuntime:
                     continue
                 if records:
                     self._apply(records)
+                self._commands_check()  # stamps an ownership change within one poll
         finally:
             follower.close()
 
     def _apply(self, records: Iterable[Record]) -> None:
-        with self._changed:
+        records = list(records)
+        for record in records:
+            if is_result(record):
+                self._observe_result(record)
+        with self._lock:
             for record in records:
                 current = self._cache.get(record.id)
                 if current is None or not _older(record, current):
                     self._cache[record.id] = record
-            self._changed.notify_all()
 
     def _publish(self, record: Record) -> None:
-        self.transport.publish(record, on_delivery=self._delivered)
+        self.transport.publish(record)  # failures come back through transport.on_failure
         self.counters["records_published"] += 1
 
-    def _delivered(self, error: Exception | None) -> None:
-        if error is not None:
-            self.counters["delivery_failures"] += 1
+    def _delivery_failed(self, error: Exception) -> None:
+        self.counters["delivery_failures"] += 1
 
     def get(self, attr_id: str) -> Record | None:
         self._check_process()
@@ -330,14 +349,12 @@ class AssetRuntime:
         if attribute is None:
             known = ", ".join(sorted(self._attributes)) or "none"
             raise KeyError(f"attribute {attr_id!r} is not declared on asset {self.asset_uuid!r} (declared: {known})")
-        record = Record.create(
-            self.asset_uuid, attr_id, attribute.check(value), tag=attribute.check_tag(tag), type=attribute.type
-        )
+        # Checked by the declaration already: build the record directly (hot path).
+        record = Record(self.asset_uuid, attr_id, attribute.check(value), attribute.check_tag(tag),
+                        attribute.type, format_timestamp())
         self._check_process()
         self._publish(record)
-        with self._changed:
-            self._cache[attr_id] = record
-            self._changed.notify_all()
+        self._cache[attr_id] = record  # one dict store: atomic, readers need no lock
         return record
 
     def records(self) -> list[Record]:
@@ -385,10 +402,13 @@ class AssetRuntime:
 
         With ``wait``, follow the target's log for the matching ``_RESULT``
         (None if none came in time). Needs no started runtime (the CLI uses it).
+        Signed when ``command_secret`` is configured.
         """
         validate_identifier("target asset UUID", target_uuid)
         validate_identifier("method name", method)
         envelope = new_envelope(sender_uuid or self.asset_uuid, dict(arguments or {}))
+        if self.settings.command_secret is not None:
+            envelope = sign_envelope(envelope, target_uuid, method, self.settings.command_secret)
         transport = self.transport
         follower = transport.follow(target_uuid) if wait else None
         try:
@@ -410,25 +430,78 @@ class AssetRuntime:
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Whether this process can serve the asset, and what is missing since when."""
+        checks = self.health_checks()
+        return all(h.ok for h in checks.values()), {name: h.as_dict() for name, h in checks.items()}
+
+    def health_checks(self) -> dict[str, Health]:
+        """Each readiness check; its ``since`` moves only when its state changes."""
         self._check_process()
-        checks: dict[str, Any] = {}
-        checks["runtime"] = {
-            "ok": self._started,
-            "detail": "started" if self._started else (self.start_error or "not started in this process"),
-        }
-        if self._transport is not None or self._started:
-            checks["transport"] = self.transport.health().as_dict()
+        checks: dict[str, Health] = {}
+        if self._started:
+            checks["runtime"] = self._stamp("runtime", True, "started", since=self.started_at)
         else:
-            checks["transport"] = {"ok": False, "detail": "not connected in this process"}
-        if self.settings.execute_commands and self._started:
-            dispatcher = self._dispatcher
-            alive = dispatcher is not None and dispatcher.alive
-            checks["commands"] = {
-                "ok": alive,
-                "detail": ("executing (this process owns the command log)" if dispatcher and dispatcher.owns
-                           else "standing by (another process executes)") if alive else "dispatcher not running",
-            }
-        return all(check["ok"] for check in checks.values()), checks
+            checks["runtime"] = self._stamp("runtime", False, self.start_error or "not started in this process")
+        if self._transport is not None or self._started:
+            health = self.transport.health()
+            checks["transport"] = self._stamp("transport", health.ok, health.detail, since=health.since)
+        else:
+            checks["transport"] = self._stamp("transport", False, "not connected in this process")
+        commands = self._commands_check()
+        if commands is not None:
+            checks["commands"] = commands
+        return checks
+
+    def _commands_check(self) -> Health | None:
+        if not (self.settings.execute_commands and self._started):
+            return None
+        dispatcher = self._dispatcher
+        alive = dispatcher is not None and dispatcher.alive
+        owns = alive and dispatcher is not None and dispatcher.owns
+        detail = ("executing (this process owns the command log)" if owns
+                  else "standing by (another process executes)") if alive else "dispatcher not running"
+        return self._stamp("commands", alive, detail, state=owns)
+
+    def _stamp(self, name: str, ok: bool, detail: str, *, state: Any = None, since: float | None = None) -> Health:
+        """The check with the time its (ok, state) last changed, as this process saw it.
+
+        A source that knows when the change happened (a transport's tracker,
+        the start time) gives ``since``; otherwise the first sighting counts.
+        """
+        key = (ok, state)
+        with self._lock:
+            seen = self._check_states.get(name)
+            if seen is None or seen[0] != key:
+                seen = self._check_states[name] = (key, time.time() if since is None else since)
+        return Health(ok, detail, seen[1])
+
+    def _observe_result(self, record: Record) -> None:
+        try:
+            result = CommandResult.from_record(record)
+        except Exception:  # anyone may write to the log: a bad result must not stop following
+            return
+        self.method_results.observe(result.method, str(result.status), result.duration_ms, self._methods)
+
+    def consumer_state(self) -> dict[str, Any] | None:
+        """The command dispatcher of this process (metrics); None when it executes nothing."""
+        self._check_process()
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            return None
+        reader = dispatcher._reader
+        # every transport keeps its next read offset there; CommandReader has no public position yet
+        position = getattr(reader, "_position", None) if reader is not None else None
+        return {
+            "alive": dispatcher.alive,
+            "owns": dispatcher.alive and dispatcher.owns,
+            "recoveries": dispatcher.recoveries,
+            "position": position if isinstance(position, int) and not isinstance(position, bool) else None,
+        }
+
+    def transport_stats(self) -> dict[str, Any]:
+        """This process's transport statistics, without creating a transport."""
+        self._check_process()
+        transport = self._transport
+        return dict(transport.stats()) if transport is not None else {}
 
     def status(self) -> dict[str, Any]:
         ready, checks = self.readiness()

@@ -8,11 +8,16 @@ name rather than later in a worker.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from typing import Any, Callable, Mapping
+
+from werkzeug.utils import import_string
 
 from .protocol import validate_identifier
 from .runtime import RuntimeSettings
+from .signing import MIN_SECRET_LENGTH, SigningKeys
 from .transports import ConfigurationError, TransportOptions, scheme_of
 
 PREFIX = "OPENFACTORY_"
@@ -54,6 +59,8 @@ def defaults(instance_path: str, environ: Mapping[str, str] | None = None) -> di
         "OPENFACTORY_COMMAND_TIMEOUT": 60.0,
         "OPENFACTORY_COMMAND_CONCURRENCY": 1,
         "OPENFACTORY_DEDUPE_SIZE": 10_000,
+        "OPENFACTORY_COMMAND_SECRET": None,  # None: commands are not signed nor checked
+        "OPENFACTORY_ALLOWED_SENDERS": None,  # None: any sender
         "OPENFACTORY_PUBLISH_TIMEOUT": 5.0,
         "OPENFACTORY_MAX_PENDING": 100_000,
         "OPENFACTORY_STOP_TIMEOUT": 10.0,
@@ -61,6 +68,9 @@ def defaults(instance_path: str, environ: Mapping[str, str] | None = None) -> di
         "OPENFACTORY_URL_PREFIX": "/ofa",
         "OPENFACTORY_ROOT_PATH": env.get("OPENFACTORY_ROOT_PATH") or None,
         "OPENFACTORY_PROXY_FIX": True,
+        "OPENFACTORY_API_TOKENS": None,  # None: method routes open; else bearer tokens (never shown)
+        "OPENFACTORY_PROTECT_READ_ROUTES": False,  # True: read routes need a token too (not /health)
+        "OPENFACTORY_AUTHORIZE": None,  # the host app's own check, see flask_openfactory.auth
         "OPENFACTORY_LOG_LEVEL": "INFO",
         "OPENFACTORY_APPLICATION_VERSION": env.get("APPLICATION_VERSION") or "latest",
         "OPENFACTORY_APPLICATION_MANUFACTURER": env.get("APPLICATION_MANUFACTURER") or "OpenFactoryIO",
@@ -83,6 +93,8 @@ def _number(kind: type, minimum: float) -> Callable[[str, Any], Any]:
                 raise ConfigurationError(f"{key} must be a {kind.__name__}, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
             raise ConfigurationError(f"{key} must be a {kind.__name__}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigurationError(f"{key} must be a finite number, got {value!r}")
         if value < minimum:
             raise ConfigurationError(f"{key} must be at least {minimum:g}, got {value!r}")
         return kind(value)
@@ -130,8 +142,52 @@ def _url_prefix(key: str, value: Any) -> str:
     return "" if text == "/" else text
 
 
+def _secret(key: str, value: Any) -> SigningKeys | None:
+    """A secret string, or a list of them (the first signs, any verifies); errors never quote it."""
+    if value is None or value == "" or value == [] or value == ():
+        return None
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise ConfigurationError(f"{key} must be a string or a list of strings, got {type(value).__name__}")
+    for index, item in enumerate(items):
+        where = key if isinstance(value, str) else f"{key}[{index}]"
+        if not isinstance(item, str):
+            raise ConfigurationError(f"{where} must be a string, got {type(item).__name__} (quote it)")
+        if item != item.strip():
+            raise ConfigurationError(f"{where} has leading or trailing white space (a stray newline?)")
+        if len(item) < MIN_SECRET_LENGTH:
+            raise ConfigurationError(
+                f"{where} must be at least {MIN_SECRET_LENGTH} characters, got {len(item)} "
+                "(e.g. python -c 'import secrets; print(secrets.token_hex(32))')"
+            )
+    return SigningKeys(items)
+
+
+def _senders(key: str, value: Any) -> frozenset[str] | None:
+    """None (anyone), a list of sender UUIDs, or one comma-separated string of them."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple, set, frozenset)):
+        raise ConfigurationError(f"{key} must be None or a list of sender UUIDs, got {type(value).__name__}")
+    senders = set()
+    for item in items:
+        if not isinstance(item, str) or not item.strip():
+            if isinstance(value, str):
+                continue  # "A, B," from an environment variable
+            raise ConfigurationError(f"{key} entries must be non-empty strings, got {item!r}")
+        senders.add(item.strip())
+    return frozenset(senders)
+
+
 def read(config: Mapping[str, Any], key: str, parse: Callable[[str, Any], Any]) -> Any:
-    return parse(key, config[key])
+    try:
+        return parse(key, config[key])
+    except ConfigurationError:
+        raise
+    except (ValueError, OverflowError) as exc:
+        # e.g. float(10**400), or a 5000-digit int that even repr() refuses: still the key's fault
+        raise ConfigurationError(f"{key} has an unusable value ({type(exc).__name__}: {exc})") from None
 
 
 def runtime_settings(config: Mapping[str, Any]) -> RuntimeSettings:
@@ -169,6 +225,8 @@ def runtime_settings(config: Mapping[str, Any]) -> RuntimeSettings:
         application_version=read(config, "OPENFACTORY_APPLICATION_VERSION", _text),
         application_manufacturer=read(config, "OPENFACTORY_APPLICATION_MANUFACTURER", _text),
         application_license=read(config, "OPENFACTORY_APPLICATION_LICENSE", _text),
+        command_secret=read(config, "OPENFACTORY_COMMAND_SECRET", _secret),
+        allowed_senders=read(config, "OPENFACTORY_ALLOWED_SENDERS", _senders),
     )
 
 
@@ -185,3 +243,56 @@ def root_path(config: Mapping[str, Any]) -> str | None:
     if value is not None and not value.startswith("/"):
         raise ConfigurationError(f"OPENFACTORY_ROOT_PATH must start with '/', got {value!r}")
     return value
+
+
+# Bearer tokens are RFC 6750 "token68": anything else could never be sent in the header.
+_TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+MIN_TOKEN_LENGTH = 16  # a short token is guessed by trying
+
+
+def _tokens(key: str, value: Any) -> tuple[str, ...] | None:
+    """None (open), a list of tokens, or one comma-separated string of them; errors never quote one."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple, set, frozenset)):
+        raise ConfigurationError(f"{key} must be None or a list of bearer tokens, got {type(value).__name__}")
+    tokens: list[str] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            raise ConfigurationError(f"{key}[{index}] must be a string, got {type(item).__name__}")
+        token = item.strip()
+        if not token and isinstance(value, str):
+            continue  # "a, b," from an environment variable
+        if not _TOKEN68.fullmatch(token) or len(token) < MIN_TOKEN_LENGTH:
+            raise ConfigurationError(
+                f"{key}[{index}] is not a usable bearer token: at least {MIN_TOKEN_LENGTH} letters, digits "
+                "or -._~+/ with optional trailing '=' "
+                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        tokens.append(token)
+    if not tokens:
+        raise ConfigurationError(f"{key} lists no token; use None to leave the method routes open")
+    return tuple(dict.fromkeys(tokens))
+
+
+def _callable(key: str, value: Any) -> Callable[..., Any] | None:
+    """A callable, or "package.module:name" / "package.module.name" naming one."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = import_string(value)
+        except ImportError as exc:
+            raise ConfigurationError(f"{key}: cannot import {value!r}: {exc}") from None
+    if not callable(value):
+        raise ConfigurationError(f"{key} must be a callable or an import string naming one, got {value!r}")
+    return value  # type: ignore[no-any-return]
+
+
+def api_tokens(config: Mapping[str, Any]) -> tuple[str, ...] | None:
+    return read(config, "OPENFACTORY_API_TOKENS", _tokens)  # type: ignore[no-any-return]
+
+
+def authorize_hook(config: Mapping[str, Any]) -> Callable[..., Any] | None:
+    return read(config, "OPENFACTORY_AUTHORIZE", _callable)  # type: ignore[no-any-return]

@@ -164,6 +164,15 @@ def assert_json_error(response: TestResponse, code: int) -> dict[str, Any]:
     return body  # type: ignore[no-any-return]
 
 
+SINCE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+
+
+def without_since(body: dict[str, Any]) -> dict[str, Any]:
+    """A readiness answer without the times (checked on their own): every check has one."""
+    assert all(SINCE.fullmatch(check["since"]) for check in body["checks"].values()), body
+    return {**body, "checks": {n: {k: v for k, v in c.items() if k != "since"} for n, c in body["checks"].items()}}
+
+
 def published(app: Flask, attr_id: str) -> Record | None:
     """What the asset's log holds now (the runtime's own view follows it asynchronously)."""
     log = memory_log(app.config["OPENFACTORY_TRANSPORT_URL"].split("://", 1)[1])
@@ -206,22 +215,26 @@ def test_ready_when_started(client: FlaskClient) -> None:
     assert response.status_code == 200
     body = response.get_json()
     assert body["ready"] is True
-    assert body["checks"]["runtime"] == {"ok": True, "detail": "started"}
+    assert {k: v for k, v in body["checks"]["runtime"].items() if k != "since"} == {"ok": True, "detail": "started"}
     assert body["checks"]["transport"]["ok"] is True
-    assert all(set(check) <= {"ok", "detail", "since"} for check in body["checks"].values())
+    assert all(set(check) == {"ok", "detail", "since"} for check in body["checks"].values())
+    assert all(SINCE.fullmatch(check["since"]) for check in body["checks"].values())
 
 
 def test_not_ready_before_start(build: Callable[..., Flask]) -> None:
     app = build(start=False, OPENFACTORY_START_ON_REQUEST=False)
     response = app.test_client().get("/ofa/ready")
     assert response.status_code == 503
-    assert response.get_json() == {
+    body = response.get_json()
+    assert without_since(body) == {
         "ready": False,
         "checks": {
             "runtime": {"ok": False, "detail": "not started in this process"},
             "transport": {"ok": False, "detail": "not connected in this process"},
         },
     }
+    # "since when": stable while the state does not change
+    assert app.test_client().get("/ofa/ready").get_json() == body
 
 
 def test_a_failing_readiness_check_is_503_not_500(
@@ -234,7 +247,7 @@ def test_a_failing_readiness_check_is_503_not_500(
     with caplog.at_level(logging.CRITICAL, logger="flask_openfactory"):
         response = client.get("/ofa/ready")
     assert response.status_code == 503
-    assert response.get_json() == {
+    assert without_since(response.get_json()) == {
         "ready": False,
         "checks": {"readiness": {"ok": False, "detail": "TransportError: health probe failed"}},
     }

@@ -135,7 +135,7 @@ class TransportOptions:
 
     publish_timeout: float = 5.0  # bounded wait when the outgoing queue is full
     max_pending: int = 100_000  # outgoing records held while the backend is away
-    kafka_config: dict[str, Any] = field(default_factory=dict)  # librdkafka pass-through
+    kafka_config: dict[str, Any] = field(default_factory=dict, repr=False)  # librdkafka pass-through: SASL secrets
     ksqldb_url: str | None = None
     topic: str | None = None  # explicit assets topic, overrides discovery
     lookback: int = 5_000  # records read back for a snapshot when no ksqlDB answers
@@ -149,6 +149,8 @@ class Transport(ABC):
     def __init__(self, url: str, options: TransportOptions | None = None) -> None:
         self.url = url
         self.options = options or TransportOptions()
+        # Told about records that fail after ``publish`` returned (asynchronous transports).
+        self.on_failure: Callable[[Exception], None] | None = None
 
     @property
     def display_url(self) -> str:
@@ -171,7 +173,12 @@ class Transport(ABC):
         """The asset's current attributes (last record per ID)."""
 
     @abstractmethod
-    def follow(self, asset_uuid: str) -> Follower: ...
+    def follow(self, asset_uuid: str, *, skip_own_writes: bool = False) -> Follower:
+        """New records of the asset from now on.
+
+        ``skip_own_writes`` is a hint: a transport may then leave out records
+        this instance wrote (the runtime applied them already), to save decoding.
+        """
 
     @abstractmethod
     def command_reader(self, asset_uuid: str, group: str) -> CommandReader: ...

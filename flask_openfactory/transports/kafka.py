@@ -57,9 +57,16 @@ FETCH_LIMIT = 500  # records handed over per fetch
 END_SCAN_SECONDS = 5.0  # a flood of writes must not hold up finding the end
 SECRET_HINTS = ("password", "secret", "token", "key.pem", "private")
 
+# Headers on the attribute records we write (the value format is the contract's,
+# untouched): our own readers skip them undecoded. The command reader needs only
+# commands and results; a follower already applied its own process's writes.
+KIND_HEADER = "ofa-kind"
+ORIGIN_HEADER = "ofa-origin"
+ATTRIBUTE_KIND = b"attribute"
+
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "partitioner": "murmur2_random",
-    "linger.ms": 5,
+    "linger.ms": 1,  # batches under load; a command result is not held back 5 ms
     "enable.idempotence": True,
     "message.timeout.ms": 300_000,
     "allow.auto.create.topics": False,  # platform topics are the platform's
@@ -122,6 +129,8 @@ class KafkaTransport(Transport):
         self._stats = {"published": 0, "delivered": 0, "delivery_failures": 0, "queue_full": 0}
         self._last_failure_log = 0.0
         self._suppressed_failures = 0
+        self.origin = uuid.uuid4().hex.encode("ascii")  # this transport instance, one per process
+        self._attribute_headers = [(KIND_HEADER, ATTRIBUTE_KIND), (ORIGIN_HEADER, self.origin)]
 
     # -- configuration -------------------------------------------------------------
 
@@ -224,22 +233,39 @@ class KafkaTransport(Transport):
         else:
             log.debug("Kafka: %s", error.str())
 
+    def _report(self, error: KafkaError | None, message: Message) -> None:
+        """Delivery report of a plain write (one bound method: no closure per record)."""
+        if error is None:
+            self._stats["delivered"] += 1
+        else:
+            self._failed(error)
+
     def publish(self, record: Record, on_delivery: DeliveryCallback | None = None) -> None:
         value = record.to_wire()
+        rid = record.id
+        headers = None if rid.endswith(("_CMD", "_RESULT")) else self._attribute_headers
+        report: Any = self._report
+        if on_delivery is not None:
 
-        def report(error: KafkaError | None, message: Message) -> None:
-            if error is None:
-                self._stats["delivered"] += 1
-            else:
-                self._failed(error)
-            if on_delivery is not None:
+            def report(error: KafkaError | None, message: Message) -> None:
+                self._report(error, message)
                 on_delivery(None if error is None else TransportError(f"Kafka: {error.str()}"))
 
+        producer = self._producer
+        if producer is not None and self._pid == os.getpid() and self._topic is not None:
+            try:  # the hot path: no lock, no property
+                producer.produce(self._topic, value=value, key=record.key, headers=headers, on_delivery=report)
+                self._stats["published"] += 1
+                return
+            except BufferError:
+                pass
+            except KafkaException as exc:
+                raise TransportError(f"Kafka at {self.bootstrap}: {exc.args[0].str()}") from None
         deadline = time.monotonic() + self.options.publish_timeout
         while True:
             producer = self.producer()
             try:
-                producer.produce(self.topic, value=value, key=record.key, on_delivery=report)
+                producer.produce(self.topic, value=value, key=record.key, headers=headers, on_delivery=report)
                 self._stats["published"] += 1
                 return
             except BufferError:
@@ -256,6 +282,8 @@ class KafkaTransport(Transport):
 
     def _failed(self, error: KafkaError) -> None:
         self._stats["delivery_failures"] += 1
+        if self.on_failure is not None:
+            self.on_failure(TransportError(f"Kafka: {error.str()}"))
         now = time.monotonic()
         if now - self._last_failure_log >= 10.0:
             extra = f" ({self._suppressed_failures} more since the last report)" if self._suppressed_failures else ""
@@ -340,8 +368,8 @@ class KafkaTransport(Transport):
         finally:
             consumer.close()
 
-    def follow(self, asset_uuid: str) -> Follower:
-        return KafkaFollower(self, asset_uuid)
+    def follow(self, asset_uuid: str, *, skip_own_writes: bool = False) -> Follower:
+        return KafkaFollower(self, asset_uuid, skip_own_writes=skip_own_writes)
 
     def command_reader(self, asset_uuid: str, group: str) -> CommandReader:
         if self.options.election == "group":
@@ -383,6 +411,15 @@ class KafkaTransport(Transport):
             self._ksql.close()
 
 
+def _header(message: Message, name: str) -> bytes | None:
+    headers = message.headers()
+    if headers:
+        for key, value in headers:
+            if key == name:
+                return value  # type: ignore[no-any-return]
+    return None
+
+
 def _fetch(consumer: Consumer, timeout: float, limit: int = FETCH_LIMIT) -> list[Message]:
     """Return as soon as one message arrives, plus whatever is already buffered.
 
@@ -419,8 +456,9 @@ def _rows_to_records(asset_uuid: str, rows: list[dict[str, Any]]) -> dict[str, R
 class KafkaFollower(Follower):
     """Tails our partition from its end (assign, no group), keeping our key only."""
 
-    def __init__(self, transport: KafkaTransport, asset_uuid: str) -> None:
+    def __init__(self, transport: KafkaTransport, asset_uuid: str, *, skip_own_writes: bool = False) -> None:
         self._key = asset_uuid.encode("utf-8")
+        self._origin = transport.origin if skip_own_writes else None
         self._closed = False
         self._consumer = transport._consumer()
         tp = TopicPartition(transport.topic, transport.partition_of(asset_uuid))
@@ -436,6 +474,8 @@ class KafkaFollower(Follower):
         for message in _fetch(self._consumer, timeout):
             if message.error() or message.key() != self._key:
                 continue
+            if self._origin is not None and _header(message, ORIGIN_HEADER) == self._origin:
+                continue  # written by this process, already applied
             try:
                 records.append(Record.from_wire(message.key(), message.value()))
             except RecordError:
@@ -454,6 +494,7 @@ class _PartitionReader(CommandReader):
     def __init__(self, transport: KafkaTransport, asset_uuid: str, group: str) -> None:
         self._transport = transport
         self._key = asset_uuid
+        self._key_bytes = asset_uuid.encode("utf-8")
         self._group = group
         self._topic = transport.topic
         self._partition = transport.partition_of(asset_uuid)
@@ -506,14 +547,19 @@ class _PartitionReader(CommandReader):
                 continue
             self._position = message.offset() + 1
             raw_key = message.key()
+            if raw_key != self._key_bytes:  # another asset's record: count it, never decode it
+                try:
+                    key = raw_key.decode("utf-8") if raw_key is not None else None
+                except UnicodeDecodeError:
+                    key = None
+                entries.append(LogEntry(message.offset(), key, None, "record of another asset"))
+                continue
+            if _header(message, KIND_HEADER) == ATTRIBUTE_KIND:
+                continue  # our own attribute write: neither a command nor a result
             try:
-                key = raw_key.decode("utf-8") if raw_key is not None else None
-            except UnicodeDecodeError:
-                key = None
-            try:
-                entries.append(LogEntry(message.offset(), key, Record.from_wire(raw_key, message.value())))
+                entries.append(LogEntry(message.offset(), self._key, Record.from_wire(raw_key, message.value())))
             except RecordError as exc:
-                entries.append(LogEntry(message.offset(), key, None, str(exc)))
+                entries.append(LogEntry(message.offset(), self._key, None, str(exc)))
         self._last_batch = len(messages)
         return entries
 

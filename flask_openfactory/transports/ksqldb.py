@@ -321,7 +321,7 @@ class KsqlDBClient:
         text = response.content.decode("utf-8", errors="replace")
         try:
             doc = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             doc = None
         if isinstance(doc, dict):
             err = _error_from_object(doc, url, response.status_code)
@@ -347,7 +347,7 @@ class KsqlDBClient:
         text = self._text(response)
         try:
             return json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise KsqlDBError(
                 f"expected {expected} from ksqlDB, got text that is not JSON: {_snippet(text)!r}",
                 url=response.url,
@@ -453,7 +453,7 @@ class KsqlDBClient:
             if isinstance(value, str):
                 try:
                     value = json.loads(value)
-                except ValueError:
+                except (ValueError, RecursionError):
                     pass
             methods[str(name)] = value
         return methods
@@ -491,7 +491,7 @@ def _parse_query_answer(text: str, url: str, status: int | None) -> list[dict[st
     if body[0] == "[":
         try:
             doc = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise _shape_error(
                 url, status, f"expected a JSON array, got invalid JSON: {_snippet(body)!r}"
             ) from None
@@ -499,7 +499,7 @@ def _parse_query_answer(text: str, url: str, status: int | None) -> list[dict[st
     if body[0] == "{":
         try:
             single = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return _parse_delimited(body.splitlines(), url, status)
         if isinstance(single, dict):
             return _parse_delimited([body], url, status)
@@ -561,7 +561,7 @@ def _parse_delimited(lines: list[str], url: str, status: int | None) -> list[dic
             continue
         try:
             element = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise _shape_error(url, status, f"line {number} is not JSON: {_snippet(line)!r}") from None
         if isinstance(element, list):
             if columns is None:

@@ -185,7 +185,7 @@ class MemoryTransport(Transport):
         with self.log.changed:
             return dict(self.log.state.get(asset_uuid, {}))
 
-    def follow(self, asset_uuid: str) -> Follower:
+    def follow(self, asset_uuid: str, *, skip_own_writes: bool = False) -> Follower:
         return MemoryFollower(self.log, asset_uuid)
 
     def command_reader(self, asset_uuid: str, group: str) -> CommandReader:

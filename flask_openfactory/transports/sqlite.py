@@ -428,7 +428,7 @@ class SqliteTransport(Transport):
                 continue  # only decodable records are ever stored; tolerate a hand-edited row
         return found
 
-    def follow(self, asset_uuid: str) -> Follower:
+    def follow(self, asset_uuid: str, *, skip_own_writes: bool = False) -> Follower:
         follower = SqliteFollower(self, asset_uuid)
         self._children.add(follower)
         return follower

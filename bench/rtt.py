@@ -1,0 +1,166 @@
+"""Command round trip: another asset's ``_CMD`` until the app's ``_RESULT`` is read.
+
+The caller behaves like another asset: it writes the contract's command
+record with the extension's producer settings and flushes (it waits for the
+answer anyway), then reads the target's partition with the shared consumer
+settings. The baseline is one raw produce -> consume hop with the same
+clients on the same broker, interleaved with the commands sample by sample.
+A command is two such hops plus the app's work, so a ratio near 2 is the floor.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from flask_openfactory.commands import command_record, new_envelope
+from flask_openfactory.transports.partitioning import partition_for_key
+
+from .common import RAW_CONSUMER_CONFIG, RAW_PRODUCER_CONFIG, Broker, log, scratch_dir, unique_name
+
+WAIT = 10.0
+CALLER = "BENCH-CALLER"
+
+
+@dataclass
+class RttResult:
+    command_ms: list[float] = field(default_factory=list)
+    raw_ms: list[float] = field(default_factory=list)
+    timeouts: int = 0
+
+
+def _tail(bootstrap: str, topic: str, partition: int) -> Consumer:
+    """A consumer at the current end of one partition (assign, no group join)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}", **RAW_CONSUMER_CONFIG})
+    tp = TopicPartition(topic, partition)
+    _, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+    consumer.assign([TopicPartition(topic, partition, max(high, 0))])
+    return consumer
+
+
+Match = Callable[[bytes | None, bytes | None], bool]
+
+
+def _wait_for(consumer: Consumer, match: Match) -> bool:
+    deadline = time.monotonic() + WAIT
+    while (remaining := deadline - time.monotonic()) > 0:
+        message = consumer.poll(min(remaining, 0.5))
+        if message is None or message.error():
+            continue
+        if match(message.key(), message.value()):
+            return True
+    return False
+
+
+def _is_result_of(target: bytes, method: str, cid: str) -> Match:
+    def match(key: bytes | None, value: bytes | None) -> bool:
+        if key != target or value is None:
+            return False
+        data = json.loads(value)
+        if data.get("ID") != method + "_RESULT":
+            return False
+        return bool(json.loads(data["VALUE"]).get("correlation_id") == cid)
+
+    return match
+
+
+def _is_nonce(key: bytes, nonce: bytes) -> Match:
+    def match(k: bytes | None, v: bytes | None) -> bool:
+        return k == key and v == nonce
+
+    return match
+
+
+def _same_partition_key(target: bytes, partitions: int) -> bytes:
+    wanted = partition_for_key(target, partitions)
+    for i in range(10_000):
+        key = f"BENCH-RTT-RAW-{i}".encode("ascii")
+        if partition_for_key(key, partitions) == wanted:
+            return key
+    raise RuntimeError("no key for the target's partition")
+
+
+def measure_rtt(bootstrap: str, topic: str, target_uuid: str, method: str, partitions: int, samples: int,
+                warmup: int, into: RttResult) -> None:
+    """Alternate one raw hop and one command, ``warmup`` + ``samples`` times.
+
+    Three unanswered commands in a row mean the app is not executing
+    commands at all: stop rather than wait out every remaining sample.
+    """
+    unanswered = 0
+    producer = Producer({"bootstrap.servers": bootstrap, **RAW_PRODUCER_CONFIG})
+    target = target_uuid.encode("utf-8")
+    raw_key = _same_partition_key(target, partitions)
+    partition = partition_for_key(target, partitions)
+    results_in = _tail(bootstrap, topic, partition)
+    raw_in = _tail(bootstrap, topic, partition)
+    try:
+        for i in range(warmup + samples):
+            nonce = uuid.uuid4().hex.encode("ascii")
+            started = time.perf_counter()
+            producer.produce(topic, key=raw_key, value=nonce)
+            producer.flush(WAIT)
+            got = _wait_for(raw_in, _is_nonce(raw_key, nonce))
+            raw_ms = (time.perf_counter() - started) * 1000.0
+
+            envelope = new_envelope(CALLER)
+            value = command_record(target_uuid, method, envelope).to_wire()
+            started = time.perf_counter()
+            producer.produce(topic, key=target, value=value)
+            producer.flush(WAIT)
+            answered = _wait_for(results_in, _is_result_of(target, method, envelope.correlation_id))
+            command_ms = (time.perf_counter() - started) * 1000.0
+            unanswered = 0 if answered else unanswered + 1
+            if unanswered >= 3:
+                raise RuntimeError(f"{target_uuid} answered none of the last 3 commands")
+            if i < warmup:
+                continue
+            if got:
+                into.raw_ms.append(raw_ms)
+            if answered:
+                into.command_ms.append(command_ms)
+            else:
+                into.timeouts += 1
+    finally:
+        results_in.close()
+        raw_in.close()
+        producer.flush(5)
+
+
+def run_rtt(broker: Broker, *, samples: int, warmup: int, block: int) -> RttResult:
+    """Figures command_rtt_*: the app under ``gunicorn -w 2``, idle, as in production."""
+    from .apps import TRIVIAL_METHOD
+    from .web import Gunicorn, ext_env
+
+    result = RttResult()
+    partitions = 8
+    done = 0
+    while done < samples:
+        size = min(block, samples - done)
+        broker.restart()
+        topic = broker.create_topic(unique_name("bench-rtt"), partitions)
+        env = ext_env(broker.bootstrap, topic, "BENCH-RTT", scratch_dir("locks-"))
+        server = Gunicorn("bench.apps:ext_app()", env).start("/ofa/ready")
+        try:
+            measure_rtt(broker.bootstrap, topic, "BENCH-RTT", TRIVIAL_METHOD, partitions, size, warmup, result)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}; server log: {server.log_tail(1500)}") from None
+        finally:
+            server.close()
+        done += size
+        log(f"command round trips: {done}/{samples} ({result.timeouts} timed out)")
+    return result
+
+
+def send_commands(bootstrap: str, topic: str, target_uuid: str, method: str, count: int) -> None:
+    """Fire ``count`` commands without waiting (used while the broker is flooded)."""
+    producer = Producer({"bootstrap.servers": bootstrap, **RAW_PRODUCER_CONFIG})
+    for _ in range(count):
+        value = command_record(target_uuid, method, new_envelope(CALLER)).to_wire()
+        producer.produce(topic, key=target_uuid.encode("utf-8"), value=value)
+    producer.flush(WAIT)

@@ -1,0 +1,302 @@
+"""Real gunicorn servers (``-w 2``, sync workers) for the HTTP and memory figures.
+
+Both apps run under the same command line and the same config module (the
+extension's hooks, which do nothing for an app without the extension); only
+the app differs. Both servers stay up and the load alternates between them
+in short slices, the idle one frozen with SIGSTOP: pairs of slices seconds
+apart see the same machine (which may be shared), and a frozen server's
+background threads cannot steal CPU from the one under load. Every process
+is signalled by the pid we started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .common import KAFKA_CONFIG, ROOT, children_of, free_port, log, rss_mb, scratch_dir, unique_name
+from .loadgen import Load, python_load, wrk_load
+
+if TYPE_CHECKING:
+    from .common import Broker
+
+
+def ext_env(bootstrap: str, topic: str, asset_uuid: str, lock_dir: str) -> dict[str, str]:
+    """The platform's environment for the production config, plus FLASK_OPENFACTORY_* overrides."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASK_", "OPENFACTORY_"))}
+    env.update({
+        "KAFKA_BROKER": bootstrap,
+        "APP_UUID": asset_uuid,
+        "SECRET_KEY": "bench-only-secret",
+        "FLASK_OPENFACTORY_ASSETS_TOPIC": topic,
+        "FLASK_OPENFACTORY_KAFKA_CONFIG": json.dumps(KAFKA_CONFIG),
+        "FLASK_OPENFACTORY_LOCK_DIR": lock_dir,
+        "PYTHONPATH": str(ROOT),
+    })
+    return env
+
+
+class _BindFailed(RuntimeError):
+    """gunicorn could not bind the port it was given."""
+
+
+class Gunicorn:
+    """One gunicorn master on a free loopback port."""
+
+    def __init__(self, app_spec: str, env: dict[str, str], *, workers: int = 2) -> None:
+        self.app_spec = app_spec
+        self.env = env
+        self.workers = workers
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.worker_pids: list[int] = []
+        self.paused = False
+        self.log_path = Path(scratch_dir("gunicorn-")) / "error.log"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "gunicorn",
+            "-w", str(self.workers),
+            "-b", f"127.0.0.1:{self.port}",
+            "--no-control-socket",
+            "-c", "python:flask_openfactory.gunicorn_conf",
+            "--chdir", str(ROOT),
+            "--error-logfile", str(self.log_path),
+            "--log-level", "warning",
+            self.app_spec,
+        ]
+
+    def start(self, ready_path: str, timeout: float = 60.0) -> Gunicorn:
+        """Start and wait until ``ready_path`` answers 200 and every worker is up.
+
+        A port found free can be taken before gunicorn binds it (by a client's
+        ephemeral port under load): then try another one.
+        """
+        for _ in range(3):
+            try:
+                return self._start(ready_path, timeout)
+            except _BindFailed:
+                log(f"gunicorn {self.app_spec}: port {self.port} was taken; retrying")
+        raise RuntimeError(f"gunicorn {self.app_spec}: no free port after 3 attempts")
+
+    def _start(self, ready_path: str, timeout: float) -> Gunicorn:
+        self.port = free_port()
+        self.log_path.write_text("")
+        self.proc = subprocess.Popen(self.command(), env=self.env, cwd=ROOT, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                tail = self.log_tail()
+                self.proc = None
+                if "Address already in use" in tail or "Connection in use" in tail:
+                    raise _BindFailed(tail)
+                raise RuntimeError(f"gunicorn {self.app_spec} exited: {tail}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{ready_path}", timeout=5) as r:
+                    if r.status == 200 and len(children_of(self.proc.pid)) >= self.workers:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"gunicorn {self.app_spec} not ready in {timeout:g}s: {self.log_tail()}")
+            time.sleep(0.1)
+        self.worker_pids = children_of(self.proc.pid)
+        log(f"gunicorn {self.app_spec}: master {self.proc.pid}, workers {self.worker_pids}, port {self.port}")
+        return self
+
+    def _pids(self) -> list[int]:
+        return ([self.proc.pid] if self.proc is not None else []) + self.worker_pids
+
+    def pause(self) -> None:
+        """Freeze master and workers (sockets stay open; nothing runs)."""
+        for pid in self._pids():
+            os.kill(pid, signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        for pid in self._pids():
+            os.kill(pid, signal.SIGCONT)
+        self.paused = False
+
+    def cpu_seconds(self) -> float:
+        """CPU used so far by master and workers (utime + stime)."""
+        total = 0
+        for pid in self._pids():
+            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def worker_rss_mb(self) -> float:
+        """The largest worker (the one executing commands holds an extra consumer)."""
+        return max(rss_mb(pid) for pid in self.worker_pids)
+
+    def log_tail(self, limit: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-limit:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """SIGTERM to the master (graceful, runs the hooks); SIGKILL by pid if it lingers."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if self.paused:
+            for pid in [proc.pid, *self.worker_pids]:
+                try:
+                    os.kill(pid, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+                except ProcessLookupError:
+                    pass
+            self.paused = False
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        for pid in self.worker_pids:
+            try:
+                os.kill(pid, signal.SIGKILL)  # only if a worker outlived its master
+            except ProcessLookupError:
+                pass
+        log(f"gunicorn {self.app_spec}: master {proc.pid} stopped")
+
+    def close(self) -> None:
+        """Stop, then remove the log file."""
+        self.stop()
+        try:
+            self.log_path.unlink()
+        except OSError:
+            pass
+
+
+@dataclass
+class HttpResult:
+    """Per-slice loads; the user-route figure is the median of the paired ratios."""
+
+    tool: str
+    ext_user: list[Load] = field(default_factory=list)
+    plain_user: list[Load] = field(default_factory=list)
+    ext_method: list[Load] = field(default_factory=list)
+    ext_rss: float = 0.0
+    plain_rss: float = 0.0
+    ext_cpu_us: list[float] = field(default_factory=list)  # server CPU per request, per slice
+    plain_cpu_us: list[float] = field(default_factory=list)
+    method_cpu_us: list[float] = field(default_factory=list)
+
+
+class LoadRunner:
+    """The chosen load generator, with the same settings for every target."""
+
+    def __init__(self, wrk: str | None, connections: int) -> None:
+        self.wrk = wrk
+        self.connections = connections
+        self.tool = "wrk" if wrk else "python"
+
+    def run(self, port: int, method: str, path: str, body: str | None, duration: float) -> Load:
+        if self.wrk:
+            return wrk_load(self.wrk, "127.0.0.1", port, method, path, body, duration, self.connections)
+        return python_load("127.0.0.1", port, method, path, body, duration, self.connections)
+
+    def measure(self, port: int, method: str, path: str, body: str | None, duration: float,
+                warmup: float) -> Load:
+        if warmup > 0:
+            self.run(port, method, path, body, warmup)
+        load = self.run(port, method, path, body, duration)
+        if load.ok == 0 or load.errors > load.ok * 0.01:
+            raise RuntimeError(f"{method} {path}: {load.ok} ok, {load.errors} errors")
+        return load
+
+
+def _check_method_route(port: int, path: str) -> None:
+    """The method route must answer OK before its throughput means anything."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=b"{}", method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = json.loads(response.read())
+    if body.get("status") != "OK":
+        raise RuntimeError(f"POST {path} answered {body}")
+
+
+def run_web(broker: Broker, *, slices: int, slice_seconds: int, method_slices: int, method_seconds: int,
+            warmup: int, connections: int, wrk: str | None) -> HttpResult:
+    """User route in alternating slices (ext, plain, plain, ext, ...), then the method route.
+
+    Each method-route slice gets a fresh broker, topic and server: every call
+    publishes a ``_RESULT`` into the app's partition and Tansu's fetch cost
+    grows with the batches in a partition (the rate halves within ~10 s).
+    Worker RSS is the largest seen on any extension server, after its load.
+    """
+    from .apps import TRIVIAL_METHOD, USER_ROUTE
+
+    runner = LoadRunner(wrk, connections)
+    result = HttpResult(tool=runner.tool)
+    method_path = f"/ofa/methods/{TRIVIAL_METHOD}"
+
+    def ext_server() -> Gunicorn:
+        broker.restart()
+        topic = broker.create_topic(unique_name("bench-http"), 8)
+        env = ext_env(broker.bootstrap, topic, "BENCH-HTTP", scratch_dir("locks-"))
+        return Gunicorn("bench.apps:ext_app()", env)
+
+    ext = ext_server()
+    plain = Gunicorn("bench.apps:plain_app()", ext.env)
+    try:
+        ext.start("/ofa/ready")
+        ext.pause()
+        plain.start(USER_ROUTE)
+        plain.pause()
+        servers = {"ext": ext, "plain": plain}
+        for name in servers:
+            servers[name].resume()
+            runner.run(servers[name].port, "GET", USER_ROUTE, None, warmup)
+            servers[name].pause()
+        for i in range(slices):
+            order = ("ext", "plain") if i % 2 == 0 else ("plain", "ext")
+            for name in order:
+                server = servers[name]
+                server.resume()
+                cpu = server.cpu_seconds()
+                load = runner.measure(server.port, "GET", USER_ROUTE, None, slice_seconds, 0)
+                cpu = server.cpu_seconds() - cpu
+                server.pause()
+                (result.ext_user if name == "ext" else result.plain_user).append(load)
+                (result.ext_cpu_us if name == "ext" else result.plain_cpu_us).append(cpu / load.ok * 1e6)
+            log(f"http slice {i + 1}/{slices}: user route extension {result.ext_user[-1].rps:,.0f} req/s, "
+                f"plain Flask {result.plain_user[-1].rps:,.0f} req/s")
+        for server in servers.values():
+            server.resume()
+        result.plain_rss = plain.worker_rss_mb()
+        result.ext_rss = ext.worker_rss_mb()
+    finally:
+        plain.close()
+        ext.close()
+    for i in range(method_slices):
+        ext = ext_server()
+        try:
+            ext.start("/ofa/ready")
+            _check_method_route(ext.port, method_path)
+            runner.run(ext.port, "POST", method_path, "{}", warmup)
+            cpu = ext.cpu_seconds()
+            load = runner.measure(ext.port, "POST", method_path, "{}", method_seconds, 0)
+            result.method_cpu_us.append((ext.cpu_seconds() - cpu) / load.ok * 1e6)
+            result.ext_method.append(load)
+            result.ext_rss = max(result.ext_rss, ext.worker_rss_mb())
+        finally:
+            ext.close()
+        log(f"http method route {i + 1}/{method_slices}: {load.rps:,.0f} req/s")
+    log(f"http: worker RSS extension {result.ext_rss:.1f} MB, plain {result.plain_rss:.1f} MB")
+    return result

@@ -1,0 +1,292 @@
+"""``GET <prefix>/metrics``: the runtime's state in Prometheus text format.
+
+prometheus-client is an optional extra (``pip install flask-openfactory[metrics]``):
+this module imports it only when an app builds its metrics, so that the
+runtime can record method results (``MethodResults``) without it.
+
+Each app gets its own ``CollectorRegistry`` (two apps in one process must not
+mix their numbers) holding one collector that reads the runtime at scrape
+time: nothing is counted twice and nothing runs between scrapes.
+
+Two scopes, named in each family's help text:
+
+* per process: what this process did (records it published, commands it
+  executed as the executor, HTTP calls it served, its transport);
+* per asset: method results read back from the asset's log, by method and
+  status, with their durations. Every process of the asset follows the log,
+  so any gunicorn worker a scrape lands on reports the same numbers (counted
+  from the moment that process started following).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Container, Iterator
+
+if TYPE_CHECKING:
+    from .runtime import AssetRuntime
+
+NAMESPACE = "openfactory"
+# Seconds; machines answer in milliseconds to minutes (the default timeout is 60 s).
+DURATION_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                                       300.0)
+OTHER_METHOD = "_other"  # results of methods this app does not declare: bounded labels
+STATUSES = ("OK", "ERROR", "REJECTED")
+INSTALL_HINT = "install the 'metrics' extra for GET /metrics: pip install 'flask-openfactory[metrics]'"
+
+
+@dataclass(slots=True)
+class _Histogram:
+    buckets: list[int]
+    total: float = 0.0
+    count: int = 0
+
+
+@dataclass(slots=True)
+class ResultsSnapshot:
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (method, status) -> results
+    durations: dict[str, _Histogram] = field(default_factory=dict)  # method -> histogram (OK and ERROR)
+
+
+class MethodResults:
+    """Method results seen on the asset's log, by method and status, with durations.
+
+    Labels stay bounded whatever other assets write: a method this app does not
+    declare counts as ``_other``, an unknown status as ``OTHER`` (a flood of
+    commands with random method names must not grow memory).
+    """
+
+    def __init__(self, buckets: tuple[float, ...] = DURATION_BUCKETS) -> None:
+        self.buckets = buckets
+        self._lock = threading.Lock()
+        self._data = ResultsSnapshot()
+
+    def observe(self, method: str, status: str, duration_ms: float | None, known: Container[str]) -> None:
+        method = method if method in known else OTHER_METHOD
+        status = status if status in STATUSES else "OTHER"
+        with self._lock:
+            key = (method, status)
+            self._data.counts[key] = self._data.counts.get(key, 0) + 1
+            if status == "REJECTED" or duration_ms is None or not math.isfinite(duration_ms) or duration_ms < 0:
+                return  # a rejected command never ran: no duration
+            seconds = duration_ms / 1000.0
+            histogram = self._data.durations.get(method)
+            if histogram is None:
+                histogram = self._data.durations[method] = _Histogram([0] * len(self.buckets))
+            index = bisect.bisect_left(self.buckets, seconds)  # bucket "le": upper bounds are inclusive
+            if index < len(self.buckets):
+                histogram.buckets[index] += 1
+            histogram.total += seconds
+            histogram.count += 1
+
+    def snapshot(self) -> ResultsSnapshot:
+        with self._lock:
+            return ResultsSnapshot(
+                dict(self._data.counts),
+                {m: _Histogram(list(h.buckets), h.total, h.count) for m, h in self._data.durations.items()},
+            )
+
+
+# -- the collector ----------------------------------------------------------------------
+
+# Runtime counters with a family of their own; every other counter goes to
+# openfactory_runtime_events_total{event} so that a new one is never lost.
+_SIMPLE_COUNTERS: dict[str, tuple[str, str]] = {
+    "records_published": ("records_published", "Records this process queued for the asset's log"),
+    "delivery_failures": ("delivery_failures", "Records of this process the log did not accept in the end"),
+    "result_delivery_failures": ("result_delivery_failures",
+                                 "Command results this process could not deliver to the log"),
+    "commands_received": ("commands_received", "Commands this process read as the asset's executor"),
+    "commands_duplicate": ("commands_duplicate", "Duplicate commands this process suppressed (already answered)"),
+    "commands_timed_out": ("commands_timed_out", "Commands this process reported as timed out"),
+    "commands_unanswerable": ("commands_unanswerable",
+                              "Commands this process dropped for lack of a usable correlation id"),
+}
+_LABELLED_COUNTERS: dict[str, tuple[str, str, str]] = {  # counter prefix -> (family, label, help)
+    "commands_": ("commands_answered", "status", "Commands this process answered as the executor, by status"),
+    "rejected_": ("commands_rejected", "reason", "Commands this process rejected, by reason"),
+    "records_": ("records_skipped", "reason", "Records of the command log this process skipped, by reason"),
+    "http_": ("http_calls", "status", "Method calls this process served over HTTP, by status"),
+}
+_LABELLED_VALUES: dict[str, frozenset[str]] = {
+    "commands_": frozenset({"ok", "error", "rejected"}),
+    "records_": frozenset({"malformed", "foreign"}),
+    "http_": frozenset({"ok", "error"}),
+}
+
+
+def _labelled(name: str) -> tuple[str, str] | None:
+    """(prefix, label value) when ``name`` belongs to a labelled family."""
+    for prefix in _LABELLED_COUNTERS:
+        if name.startswith(prefix):
+            value = name[len(prefix):]
+            allowed = _LABELLED_VALUES.get(prefix)
+            if value and (allowed is None or value in allowed):
+                return prefix, value
+    return None
+
+
+class RuntimeCollector:
+    """Reads one runtime at scrape time (a prometheus-client custom collector)."""
+
+    def __init__(self, runtime: "AssetRuntime") -> None:
+        self.runtime = runtime
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+
+        runtime = self.runtime
+
+        def name(suffix: str) -> str:
+            return f"{NAMESPACE}_{suffix}"
+
+        info = InfoMetricFamily(name("asset"), "The asset this app is")
+        info.add_metric([], {
+            "asset_uuid": runtime.asset_uuid,
+            "application_version": runtime.settings.application_version,
+            "transport": runtime.settings.transport_url.split("://", 1)[0],  # the scheme: URLs may hold secrets
+        })
+        yield info
+
+        counters = dict(runtime.counters)
+        simple = {key: CounterMetricFamily(name(family), text) for key, (family, text) in _SIMPLE_COUNTERS.items()}
+        labelled = {prefix: CounterMetricFamily(name(family), text, labels=[label])
+                    for prefix, (family, label, text) in _LABELLED_COUNTERS.items()}
+        events = CounterMetricFamily(name("runtime_events"), "Other runtime counters of this process, by event",
+                                     labels=["event"])
+        for key in _SIMPLE_COUNTERS:
+            simple[key].add_metric([], counters.pop(key, 0))
+        for prefix, allowed in _LABELLED_VALUES.items():
+            for value in sorted(allowed):
+                labelled[prefix].add_metric([value], counters.pop(prefix + value, 0))
+        for key, count in sorted(counters.items()):
+            where = _labelled(key)
+            if where is not None:
+                labelled[where[0]].add_metric([where[1]], count)
+            else:
+                events.add_metric([key], count)
+        yield from simple.values()
+        yield from labelled.values()
+        yield events
+
+        yield from self._results(runtime)
+        yield from self._readiness(runtime, GaugeMetricFamily)
+        yield from self._consumer(runtime, GaugeMetricFamily)
+        yield from self._transport(runtime, GaugeMetricFamily)
+
+    def _results(self, runtime: "AssetRuntime") -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+        data = runtime.method_results.snapshot()
+        for method in runtime.methods:  # declared methods from zero, so that rate() sees the first one
+            for status in STATUSES:
+                data.counts.setdefault((method, status), 0)
+        results = CounterMetricFamily(
+            f"{NAMESPACE}_method_results",
+            "Method results on the asset's log (commands and HTTP calls, any process), by method and status",
+            labels=["method", "status"])
+        for (method, status), count in sorted(data.counts.items()):
+            results.add_metric([method, status], count)
+        yield results
+        durations = HistogramMetricFamily(
+            f"{NAMESPACE}_method_duration_seconds",
+            "Run time of methods (results OK and ERROR on the asset's log), by method", labels=["method"])
+        bounds = runtime.method_results.buckets
+        for method, histogram in sorted(data.durations.items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip(bounds, histogram.buckets):
+                cumulative += count
+                buckets.append((_le(bound), cumulative))
+            buckets.append(("+Inf", histogram.count))
+            durations.add_metric([method], buckets, histogram.total)
+        yield durations
+
+    def _readiness(self, runtime: "AssetRuntime", gauge: Callable[..., Any]) -> Iterator[Any]:
+        checks = runtime.health_checks()
+        ready = gauge(f"{NAMESPACE}_ready", "1 when this process is ready to serve the asset (GET /ready)")
+        ready.add_metric([], float(all(c.ok for c in checks.values())))
+        ok = gauge(f"{NAMESPACE}_check_ok", "Readiness checks of this process: 1 ok, 0 failing", labels=["check"])
+        since = gauge(f"{NAMESPACE}_check_since_timestamp_seconds",
+                      "When each readiness check last changed state (Unix time)", labels=["check"])
+        for check, health in checks.items():
+            ok.add_metric([check], float(health.ok))
+            since.add_metric([check], health.since)
+        yield ready
+        yield ok
+        yield since
+        transport = checks.get("transport")
+        if transport is not None:
+            up = gauge(f"{NAMESPACE}_transport_up", "1 when this process's transport (the broker) answers")
+            up.add_metric([], float(transport.ok))
+            yield up
+            changed = gauge(f"{NAMESPACE}_transport_since_timestamp_seconds",
+                            "When the transport last went up or down (Unix time)")
+            changed.add_metric([], transport.since)
+            yield changed
+
+    def _consumer(self, runtime: "AssetRuntime", gauge: Callable[..., Any]) -> Iterator[Any]:
+        state = runtime.consumer_state()
+        if state is None:
+            return  # this process executes no commands
+        from prometheus_client.core import CounterMetricFamily
+
+        for key, suffix, text in (
+            ("alive", "command_dispatcher_up", "1 while this process's command dispatcher runs"),
+            ("owns", "command_executor", "1 when this process executes the asset's commands, 0 standing by"),
+            ("position", "command_position", "Next position of the asset's command log this process reads"),
+        ):
+            value = state.get(key)
+            if value is None:
+                continue
+            family = gauge(f"{NAMESPACE}_{suffix}", text)
+            family.add_metric([], float(value))
+            yield family
+        recoveries = CounterMetricFamily(f"{NAMESPACE}_command_recoveries",
+                                         "Times this process took over the command log (recovery passes)")
+        recoveries.add_metric([], float(state.get("recoveries") or 0))
+        yield recoveries
+
+    def _transport(self, runtime: "AssetRuntime", gauge: Callable[..., Any]) -> Iterator[Any]:
+        stats = runtime.transport_stats()
+        numbers = {k: v for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if not numbers:
+            return
+        family = gauge(f"{NAMESPACE}_transport_stat",
+                       "The transport's own statistics in this process (published, delivered, pending...)",
+                       labels=["stat"])
+        for key, value in sorted(numbers.items()):
+            family.add_metric([key], float(value))
+        yield family
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))
+
+
+@dataclass
+class AppMetrics:
+    """One app's registry: its runtime collector and this process's resource use."""
+
+    registry: Any
+
+    def render(self, accept: str | None) -> tuple[bytes, str]:
+        """The exposition the client asked for (OpenMetrics or Prometheus text) and its content type."""
+        from prometheus_client.exposition import choose_encoder
+
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
+
+
+def app_metrics(runtime: "AssetRuntime") -> AppMetrics | None:
+    """A registry for one app, or None without prometheus-client."""
+    try:
+        from prometheus_client import CollectorRegistry, ProcessCollector
+    except ImportError:
+        return None
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RuntimeCollector(runtime))
+    ProcessCollector(registry=registry)  # memory, CPU, file descriptors: the soak's questions
+    return AppMetrics(registry)

@@ -1,0 +1,43 @@
+"""The benchmark's quick mode runs end to end and prints every figure.
+
+No timing threshold here: the numbers depend on the machine and on what else
+runs on it. This only guards the command the README documents.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FIGURES = (
+    "publish_ratio_vs_raw",
+    "publish_ratio_vs_flush_per_write",
+    "http_user_route_ratio",
+    "http_method_route_rps",
+    "command_rtt_p50_ms",
+    "command_rtt_p99_ms",
+    "command_rtt_ratio_p50",
+    "consumer_foreign_records",
+    "worker_boot_ms",
+    "worker_rss_mb",
+    "publish_scaling_1000_attrs",
+)
+
+
+def test_quick_bench_prints_every_figure(tmp_path: Path) -> None:
+    results = tmp_path / "results.txt"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--output", str(results)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-6000:]}"
+    lines = proc.stdout.splitlines()
+    values = dict(line.split(": ", 1) for line in lines if line.split(": ", 1)[0] in FIGURES)
+    assert sorted(values) == sorted(FIGURES), proc.stdout
+    for value in values.values():
+        float(value)  # a plain number, never "error"
+    assert "HTTP load generator: " in proc.stdout
+    assert results.read_text(encoding="utf-8") == proc.stdout
