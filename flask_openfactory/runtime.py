@@ -16,7 +16,7 @@ from collections import Counter
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from .attributes import UNAVAILABLE, Attribute, EventAttribute, PlatformAttribute
 from .commands import (
@@ -37,6 +37,9 @@ from .metrics import MethodResults
 from .protocol import METHOD, Record, format_timestamp, validate_identifier
 from .signing import SigningKeys, sign_envelope
 from .transports import Health, Transport, TransportOptions, create_transport
+
+if TYPE_CHECKING:
+    from .remote import RemoteAsset
 
 _log = logging.getLogger("flask_openfactory.runtime")
 
@@ -426,6 +429,12 @@ class AssetRuntime:
             if follower is not None:
                 follower.close()
 
+    def asset(self, asset_uuid: str) -> "RemoteAsset":
+        """Another asset: its current state and methods, and ``.call(...)`` to command it."""
+        from .remote import RemoteAsset
+
+        return RemoteAsset(self, asset_uuid)
+
     # -- status ------------------------------------------------------------------------
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
@@ -488,13 +497,11 @@ class AssetRuntime:
         if dispatcher is None:
             return None
         reader = dispatcher._reader
-        # every transport keeps its next read offset there; CommandReader has no public position yet
-        position = getattr(reader, "_position", None) if reader is not None else None
         return {
             "alive": dispatcher.alive,
             "owns": dispatcher.alive and dispatcher.owns,
             "recoveries": dispatcher.recoveries,
-            "position": position if isinstance(position, int) and not isinstance(position, bool) else None,
+            "position": reader.position if reader is not None else None,
         }
 
     def transport_stats(self) -> dict[str, Any]:

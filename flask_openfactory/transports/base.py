@@ -116,6 +116,12 @@ class CommandReader(ABC):
     @abstractmethod
     def poll(self, timeout: float) -> list[LogEntry]: ...
 
+    @property
+    def position(self) -> int | None:
+        """The next offset this reader will read (for status and metrics)."""
+        value = getattr(self, "_position", None)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
     @abstractmethod
     def caught_up(self) -> bool:
         """True once every entry written before this call has been returned."""
@@ -171,6 +177,10 @@ class Transport(ABC):
     @abstractmethod
     def snapshot(self, asset_uuid: str) -> dict[str, Record]:
         """The asset's current attributes (last record per ID)."""
+
+    def methods(self, asset_uuid: str) -> dict[str, Any]:
+        """The asset's method advertisements (VALUE as stored), by method name."""
+        return {rid: r.value for rid, r in self.snapshot(asset_uuid).items() if r.type == "Method"}
 
     @abstractmethod
     def follow(self, asset_uuid: str, *, skip_own_writes: bool = False) -> Follower:

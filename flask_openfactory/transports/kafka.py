@@ -314,6 +314,16 @@ class KafkaTransport(Transport):
                 log.warning("ksqlDB snapshot of %s failed (%s); reading back the partition", asset_uuid, exc)
         return self._lookback(asset_uuid)
 
+    def methods(self, asset_uuid: str) -> dict[str, Any]:
+        """From ksqlDB when configured (its state query leaves methods out)."""
+        client = self._ksqldb()
+        if client is not None:
+            try:
+                return dict(client.asset_methods(asset_uuid))
+            except Exception as exc:
+                log.warning("ksqlDB methods of %s failed (%s); reading back the partition", asset_uuid, exc)
+        return {rid: r.value for rid, r in self._lookback(asset_uuid).items() if r.type == "Method"}
+
     def _lookback(self, asset_uuid: str) -> dict[str, Record]:
         partition = self.partition_of(asset_uuid)
         consumer = self._consumer()
