@@ -1,6 +1,6 @@
 """Read by plain ``gunicorn wsgi:app``: the extension's hooks and defaults."""
 
-from flask_openfactory.gunicorn_conf import (  # noqa: F401
+from flask_openfactory.gunicorn_conf import (  # noqa: F401  (gunicorn reads these names)
     bind,
     graceful_timeout,
     on_exit,

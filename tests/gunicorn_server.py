@@ -33,6 +33,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Pro
 
 from flask_openfactory.commands import CommandResult, command_record, is_result, new_envelope
 from flask_openfactory.protocol import Record, RecordError
+from waiting import wait_for  # noqa: F401  (re-exported to the gunicorn tests)
 
 T = TypeVar("T")
 _client_log = logging.getLogger("gunicorn_server.kafka")  # librdkafka's lines, captured by pytest
@@ -57,16 +58,6 @@ _DROPPED = {"APP_UUID", "KAFKA_BROKER", "SECRET_KEY", "KSQLDB_URL", "WEB_CONCURR
             "APPLICATION_VERSION", "APPLICATION_MANUFACTURER", "APPLICATION_LICENSE"}
 
 
-def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.02) -> T:
-    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 def free_port() -> int:

@@ -24,7 +24,7 @@ from flask_smorest import Api
 from flask_smorest import Blueprint as SmorestBlueprint
 from werkzeug.test import TestResponse
 
-from flask_openfactory import AssetBlueprint, FlaskOpenFactory, SampleAttribute, TransportError, ofa_method
+from flask_openfactory import AssetBlueprint, FlaskOpenFactory, SampleAttribute, TransportError
 from flask_openfactory.protocol import Record
 from flask_openfactory.runtime import AssetRuntime
 from flask_openfactory.transports.memory import memory_log

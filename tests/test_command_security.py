@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -41,6 +41,7 @@ from flask_openfactory.protocol import OPENFACTORY, Record
 from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
 from flask_openfactory.signing import SigningKeys, canonical_message, sign_envelope
 from flask_openfactory.transports.base import Follower
+from waiting import wait_for
 
 SECRET = "factory-floor-shared-secret-0001"
 MACHINE = "CNC-MACHINE-01"
@@ -139,13 +140,6 @@ def results(transport_url: str, runtimes: list[AssetRuntime]) -> Iterator[Result
         follower.close()
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def signed(arguments: dict[str, Any], *, method: str = "move", target: str = MACHINE,

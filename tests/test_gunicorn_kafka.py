@@ -193,7 +193,6 @@ def test_sigkill_of_the_executing_worker_mid_stream(deployment: Deployment) -> N
     victim = deployment.executor(server)
     rate, before_kill, after_kill, cap = 50.0, 40, 60, 1500
     sent: dict[str, str] = {}
-    taken_over: list[float] = []
 
     def new_executor_answered(seen: list[Seen]) -> bool:
         """A result written by a worker other than the victim (the takeover happened)."""

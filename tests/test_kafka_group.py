@@ -37,20 +37,12 @@ from flask_openfactory.transports.base import LogEntry, Transport
 from flask_openfactory.transports.kafka import KafkaGroupReader
 from flask_openfactory.transports.partitioning import partition_for_key
 from kafka_config import KAFKA_TEST_CONFIG
+from waiting import wait_for
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.02) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what}: not within {timeout:g} s")
-        time.sleep(interval)
 
 
 def command(asset: str, n: int, cid: str | None = None) -> tuple[str, bytes]:

@@ -41,6 +41,7 @@ from flask_openfactory.transports.kafka import KafkaGroupReader, KafkaLockedRead
 from flask_openfactory.transports.partitioning import partition_for_key
 from kafka_config import KAFKA_TEST_CONFIG
 from ksqldb_standin import running_standin
+from waiting import wait_for
 
 T = TypeVar("T")
 
@@ -55,16 +56,6 @@ FAST_CONSUMER = {"fetch.wait.max.ms": 10, "fetch.min.bytes": 1, "enable.auto.com
 # -- helpers ---------------------------------------------------------------------------
 
 
-def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.02) -> T:
-    """The first truthy value of ``predicate``; fails naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what}: not within {timeout:g} s")
-        time.sleep(interval)
 
 
 def now_ts() -> str:

@@ -24,6 +24,7 @@ from flask_openfactory.protocol import Record
 from flask_openfactory.runtime import AssetRuntime
 from flask_openfactory.transports.base import Health
 from flask_openfactory.transports.memory import MemoryTransport
+from waiting import wait_for
 
 ASSET = "METRICS-ASSET"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -98,12 +99,6 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples[(name, frozenset(labels.items()))]
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def results_seen(runtime: AssetRuntime) -> int:

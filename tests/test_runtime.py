@@ -2,7 +2,6 @@
 
 import json
 import threading
-import time
 import uuid
 
 import pytest
@@ -12,16 +11,9 @@ from flask_openfactory.commands import CommandResult, command_record, new_envelo
 from flask_openfactory.methods import spec_of
 from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
 from flask_openfactory.transports.memory import memory_log
+from waiting import wait_for
 
 
-def wait_for(predicate, timeout=5.0, interval=0.01):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 calls: list = []

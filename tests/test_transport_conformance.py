@@ -32,6 +32,7 @@ from flask_openfactory.transports import (
 from flask_openfactory.transports.memory import memory_log
 
 from kafka_config import KAFKA_TEST_CONFIG
+from waiting import wait_for
 
 T = TypeVar("T")
 
@@ -162,17 +163,6 @@ def transport_factory(request: pytest.FixtureRequest) -> Iterator[TransportFacto
 # --- helpers --------------------------------------------------------------------
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.01) -> T:
-    """Return the first truthy value of ``predicate``; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"condition {getattr(predicate, '__name__', predicate)} not met in {timeout}s")
-        if interval:
-            time.sleep(interval)
 
 
 def record(key: str, attribute: str, value: object, type: str = EVENTS) -> Record:

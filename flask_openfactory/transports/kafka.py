@@ -22,7 +22,7 @@ import os
 import threading
 import time
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 from confluent_kafka import (
     OFFSET_END,
@@ -240,16 +240,20 @@ class KafkaTransport(Transport):
         else:
             self._failed(error)
 
+    def _reporter(self, on_delivery: DeliveryCallback) -> Callable[[KafkaError | None, Message], None]:
+        """A delivery report that also tells the caller (results: commit once durable)."""
+
+        def report(error: KafkaError | None, message: Message) -> None:
+            self._report(error, message)
+            on_delivery(None if error is None else TransportError(f"Kafka: {error.str()}"))
+
+        return report
+
     def publish(self, record: Record, on_delivery: DeliveryCallback | None = None) -> None:
         value = record.to_wire()
         rid = record.id
         headers = None if rid.endswith(("_CMD", "_RESULT")) else self._attribute_headers
-        report: Any = self._report
-        if on_delivery is not None:
-
-            def report(error: KafkaError | None, message: Message) -> None:
-                self._report(error, message)
-                on_delivery(None if error is None else TransportError(f"Kafka: {error.str()}"))
+        report: Any = self._report if on_delivery is None else self._reporter(on_delivery)
 
         producer = self._producer
         if producer is not None and self._pid == os.getpid() and self._topic is not None:
