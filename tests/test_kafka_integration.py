@@ -794,3 +794,29 @@ def test_publishing_to_a_missing_topic_fails_delivery_and_creates_nothing(
     assert "nknown topic" in str(outcome[0]), outcome
     admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap})
     assert unique_topic not in admin.list_topics(timeout=10).topics
+
+
+def test_delivery_failures_are_counted_and_shown_by_readiness(kafka_broker, unique_topic) -> None:
+    """Records the broker cannot take fail in the end: counted, and /ofa/ready's detail says so."""
+    from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
+    from flask_openfactory.transports import TransportOptions
+
+    kafka_broker.create_topic(unique_topic, 1)
+    options = TransportOptions(topic=unique_topic, kafka_config={"producer.message.timeout.ms": 300,
+                                                                 "producer.enable.idempotence": False})
+    runtime = AssetRuntime(RuntimeSettings(asset_uuid="FAILS", transport_url="kafka://" + kafka_broker.bootstrap,
+                                           transport_options=options, execute_commands=False))
+    runtime.start()
+    try:
+        kafka_broker.freeze()
+        try:
+            for _ in range(5):
+                runtime.set("avail", "AVAILABLE")
+            wait_for(lambda: runtime.counters["delivery_failures"] >= 5, 10.0, "delivery failures counted")
+        finally:
+            kafka_broker.thaw()
+        _, checks = runtime.readiness()
+        assert "failed delivery in this process" in checks["transport"]["detail"]
+        assert runtime.transport.stats()["delivery_failures"] >= 5
+    finally:
+        runtime.stop(5.0, publish_unavailable=False)

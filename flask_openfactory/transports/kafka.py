@@ -129,6 +129,7 @@ class KafkaTransport(Transport):
         self._stats = {"published": 0, "delivered": 0, "delivery_failures": 0, "queue_full": 0}
         self._last_failure_log = 0.0
         self._suppressed_failures = 0
+        self._last_failure = ""
         self.origin = uuid.uuid4().hex.encode("ascii")  # this transport instance, one per process
         self._attribute_headers = [(KIND_HEADER, ATTRIBUTE_KIND), (ORIGIN_HEADER, self.origin)]
 
@@ -286,6 +287,7 @@ class KafkaTransport(Transport):
 
     def _failed(self, error: KafkaError) -> None:
         self._stats["delivery_failures"] += 1
+        self._last_failure = f"{error.str()} at {time.strftime('%H:%M:%SZ', time.gmtime())}"
         if self.on_failure is not None:
             self.on_failure(TransportError(f"Kafka: {error.str()}"))
         now = time.monotonic()
@@ -398,12 +400,16 @@ class KafkaTransport(Transport):
         except KafkaException as exc:
             return Health(False, f"Kafka at {self.bootstrap}: {exc}")
         self._probe(producer, timeout)
-        return self._health.get()
+        return self.health()
 
     def health(self) -> Health:
         if self._producer is None:
             return Health(False, f"Kafka at {self.bootstrap}: not connected in this process")
-        return self._health.get()
+        health = self._health.get()
+        failures = self._stats["delivery_failures"]
+        if failures:
+            health.detail += f"; {failures} record(s) failed delivery in this process, last: {self._last_failure}"
+        return health
 
     def stats(self) -> dict[str, Any]:
         pending = len(self._producer) if self._producer is not None and self._pid == os.getpid() else 0
