@@ -233,8 +233,15 @@ class CommandResult:
             status=data["status"],
             result=data.get("result"),
             error=data.get("error"),
-            duration_ms=float(data.get("duration_ms") or 0.0),
+            duration_ms=_number(data.get("duration_ms")),
         )
+
+
+def _number(value: Any) -> float:
+    """A duration read from someone's record: anything not a finite number counts as 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0.0
+    return float(value) if value == value and abs(value) != float("inf") else 0.0
 
 
 def json_safe(value: Any) -> Any:

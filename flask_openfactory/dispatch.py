@@ -38,7 +38,7 @@ from .commands import (
     result_record,
 )
 from .methods import ArgumentError, MethodSpec
-from .protocol import COMMAND_SUFFIX
+from .protocol import COMMAND_SUFFIX, validate_identifier
 from .signing import MAX_CLOCK_SKEW, SigningKeys, envelope_message
 from .logs import AssetLog
 from .transports.base import CommandReader, LogEntry, Transport
@@ -61,6 +61,14 @@ class DispatchSettings:
     signing_keys: SigningKeys | None = field(default=None, repr=False)  # None: signatures not checked
     allowed_senders: frozenset[str] | None = None  # None: any sender
     max_clock_skew: float = MAX_CLOCK_SKEW  # signed commands from further ahead are refused
+
+
+def _routable(name: str) -> bool:
+    try:
+        validate_identifier("method name", name)
+    except ValueError:
+        return False
+    return True
 
 
 class Deduper:
@@ -316,18 +324,18 @@ class Dispatcher:
         try:
             envelope = parse_envelope(record.value)
         except EnvelopeError as exc:
-            self._reject(offset, method_name, exc.correlation_id, exc.sender_uuid, "invalid_envelope", exc.reason)
+            cid = exc.correlation_id
+            if cid is not None and (self._is_running(cid) or cid in self.completed):
+                self._refuse_silently(offset, method_name, cid, "invalid_envelope", exc.reason)
+            else:
+                self._reject(offset, method_name, cid, exc.sender_uuid, "invalid_envelope", exc.reason)
             return
         cid = envelope.correlation_id
         refusal = self._refusal(envelope, method_name)
         if refusal is not None:
             reason, text = refusal
             if self._is_running(cid) or cid in self.completed:  # this order: see _settle
-                # A _RESULT under a known id would be read as the genuine command's answer.
-                self.counters[f"rejected_{reason}"] += 1
-                self.log.warning("refused command %s %s without answering (id already used): %s",
-                                 method_name, cid, text)
-                self._offsets.done(offset)
+                self._refuse_silently(offset, method_name, cid, reason, text)
             else:
                 self._reject(offset, method_name, cid, envelope.sender_uuid, reason, text)
             return
@@ -343,6 +351,11 @@ class Dispatcher:
             self._offsets.done(offset)
             return
         spec = self._methods().get(method_name)
+        if spec is None and not _routable(method_name):
+            self.counters["records_unroutable"] += 1  # answering would write an unroutable ID
+            self.completed.add(cid)  # refused: this id never runs later either
+            self._offsets.done(offset)
+            return
         if spec is None:
             self._reject(offset, method_name, cid, envelope.sender_uuid, "unknown_method",
                          f"unknown method {method_name!r}")
@@ -382,6 +395,12 @@ class Dispatcher:
             return "sender_not_allowed", (
                 f"sender_not_allowed: sender {envelope.sender_uuid!r} may not command this asset")
         return None
+
+    def _refuse_silently(self, offset: int, method: str, cid: str, reason: str, text: str) -> None:
+        """Counted, not answered: a _RESULT under a known id would pass for the genuine answer."""
+        self.counters[f"rejected_{reason}"] += 1
+        self.log.warning("refused command %s %s without answering (id already used): %s", method, cid, text)
+        self._offsets.done(offset)
 
     def _is_running(self, cid: str) -> bool:
         with self._lock:
@@ -466,21 +485,21 @@ class Dispatcher:
         record = result_record(self.settings.asset_uuid, result)
 
         def delivered(error: Exception | None) -> None:
-            if error is not None:
-                self.counters["result_delivery_failures"] += 1
-                self.log.error("result of %s %s could not be delivered: %s", result.method,
-                          result.correlation_id, error)
-            self._offsets.done(offset)
+            if error is None:
+                self._offsets.done(offset)
+                return
+            # Not done: the position stays uncommitted, so the next owner of the log
+            # answers this command again (at least once) rather than never.
+            self.counters["result_delivery_failures"] += 1
+            self.log.error("result of %s %s could not be delivered: %s", result.method,
+                           result.correlation_id, error)
 
         for attempt in range(3):
             try:
                 self._transport.publish(record, on_delivery=delivered)
-                break
+                return
             except Exception as exc:
                 self.log.warning("publishing result of %s failed (attempt %d): %s", result.correlation_id,
-                            attempt + 1, exc)
-                if self._stop.wait(self.settings.retry_backoff):
-                    pass
-        else:
-            self.counters["result_delivery_failures"] += 1
-            self._offsets.done(offset)
+                                 attempt + 1, exc)
+                time.sleep(self.settings.retry_backoff)  # also while stopping: a result is worth it
+        self.counters["result_delivery_failures"] += 1

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any, Iterable
 
-from flask import Flask
+from flask import Flask, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import settings as config_keys
@@ -26,6 +26,7 @@ from .runtime import AssetRuntime
 log = logging.getLogger("flask_openfactory")
 
 EXTENSION_KEY = "openfactory"
+HEALTH_ENDPOINT = "openfactory.health"  # the API blueprint's liveness route
 
 
 class OpenFactoryState:
@@ -53,6 +54,9 @@ class OpenFactoryState:
             add_method_routes(self, methods)
 
     def ensure_started(self) -> None:
+        """Before each request; liveness never waits on a start that may be slow or failing."""
+        if request.endpoint == HEALTH_ENDPOINT:
+            return
         self._guard.ensure()
 
 

@@ -33,18 +33,22 @@ class RecordError(ValueError):
     """A record that does not follow the contract (bad JSON, missing field, bad type)."""
 
 
-_second: list[Any] = [-1, ""]  # the last whole second formatted, and its text
+_second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text
 
 
 def _now_timestamp() -> str:
-    """``format_timestamp()`` for now, without a datetime: every attribute set pays this."""
-    ns = time.time_ns()
-    second, millis = divmod(ns // 1_000_000, 1000)
-    cached = _second
-    if cached[0] != second:
-        cached[1] = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
-        cached[0] = second
-    return f"{cached[1]}{millis:03d}Z"
+    """``format_timestamp()`` for now, without a datetime: every attribute set pays this.
+
+    The cache is one tuple, rebound whole, so threads never see a second and
+    the text of another.
+    """
+    global _second
+    second, millis = divmod(time.time_ns() // 1_000_000, 1000)
+    cached_second, text = _second
+    if cached_second != second:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+        _second = (second, text)
+    return f"{text}{millis:03d}Z"
 
 
 def format_timestamp(moment: datetime | None = None) -> str:

@@ -8,10 +8,12 @@ clients untouched and makes its own.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
 import time
+import weakref
 from collections import Counter
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -37,15 +39,13 @@ from .metrics import MethodResults
 from .protocol import METHOD, Record, format_timestamp, validate_identifier
 from .signing import SigningKeys, sign_envelope
 from .transports import Health, Transport, TransportOptions, create_transport
+from .transports.base import KEEP_ALIVE
 
 if TYPE_CHECKING:
     from .remote import RemoteAsset
 
 _log = logging.getLogger("flask_openfactory.runtime")
 
-# Clients inherited through fork: kept referenced so that they are never
-# destroyed in the child (destroying an inherited librdkafka handle hangs).
-_INHERITED: list[Any] = []
 
 AVAILABLE = "AVAILABLE"
 ASSET_TYPE = "OpenFactoryApp"
@@ -141,9 +141,9 @@ class AssetRuntime:
     def _check_process(self) -> None:
         if self._pid != os.getpid():
             if self._transport is not None:
-                _INHERITED.append(self._transport)
+                KEEP_ALIVE.append(self._transport)
             if self._dispatcher is not None:
-                _INHERITED.append(self._dispatcher)
+                KEEP_ALIVE.append(self._dispatcher)
             self._reset_process_state()
 
     # -- declarations (before start) ----------------------------------------------
@@ -185,6 +185,9 @@ class AssetRuntime:
     @property
     def transport(self) -> Transport:
         """This process's transport, created on first use."""
+        transport = self._transport
+        if transport is not None and self._pid == os.getpid():
+            return transport  # every set() comes here: no lock once it exists
         self._check_process()
         with self._lock:
             if self._transport is None:
@@ -207,10 +210,12 @@ class AssetRuntime:
                 self._start()
             except Exception as exc:
                 self.start_error = f"{type(exc).__name__}: {exc}"
+                self._abandon_start()
                 raise
             self.start_error = None
             self._started = True
             self.started_at = time.time()
+            _stop_at_exit(self)
         self.log.info("started on %s", self.transport.display_url)
 
     def _start(self) -> None:
@@ -241,6 +246,16 @@ class AssetRuntime:
                 counters=self.counters,
             )
             self._dispatcher.start()
+
+    def _abandon_start(self) -> None:
+        """A failed start leaves no thread behind (the start guard will try again)."""
+        self._stopping.set()
+        dispatcher, self._dispatcher = self._dispatcher, None
+        if dispatcher is not None:
+            dispatcher.stop(1.0)
+        if self._follower_thread is not None:
+            self._follower_thread.join(1.0)
+            self._follower_thread = None
 
     def _publish_identity(self, snapshot: Mapping[str, Record]) -> None:
         """Metadata every start; user attributes keep the platform's last value."""
@@ -300,21 +315,24 @@ class AssetRuntime:
 
     def _follow(self, transport: Transport) -> None:
         """Apply records written by other processes (and echoes of our own)."""
-        follower = transport.follow(self.asset_uuid, skip_own_writes=True)
-        try:
-            while not self._stopping.is_set():
-                try:
-                    records = follower.poll(0.2)
-                except Exception:
-                    self.counters["follow_errors"] += 1
-                    self.log.exception("following the asset's log failed; retrying")
-                    self._stopping.wait(1.0)
-                    continue
+        follower = None
+        while not self._stopping.is_set():
+            try:
+                if follower is None:
+                    follower = transport.follow(self.asset_uuid, skip_own_writes=True)
+                records = follower.poll(0.2)
                 if records:
                     self._apply(records)
                 self._commands_check()  # stamps an ownership change within one poll
-        finally:
-            follower.close()
+            except Exception:  # the shared state depends on this thread: reopen, never die
+                self.counters["follow_errors"] += 1
+                self.log.exception("following the asset's log failed; reopening")
+                if follower is not None:
+                    _close_quietly(follower)
+                    follower = None
+                self._stopping.wait(1.0)
+        if follower is not None:
+            _close_quietly(follower)
 
     def _apply(self, records: Iterable[Record]) -> None:
         records = list(records)
@@ -523,6 +541,28 @@ class AssetRuntime:
             "checks": checks,
             "counters": stats,
         }
+
+
+def _stop_at_exit(runtime: AssetRuntime) -> None:
+    """Servers without our hooks (``flask run``, waitress) stop the runtime at process exit:
+    ``avail=UNAVAILABLE`` is published and pending records flushed. A no-op when gunicorn's
+    ``worker_exit`` stopped it already; a weak reference keeps the runtime collectable."""
+    ref = weakref.ref(runtime)
+    pid = os.getpid()
+
+    def stop() -> None:
+        target = ref()
+        if target is not None and os.getpid() == pid and target.started:
+            target.stop(min(target.settings.stop_timeout, 5.0))
+
+    atexit.register(stop)
+
+
+def _close_quietly(follower: Any) -> None:
+    try:
+        follower.close()
+    except Exception:
+        _log.exception("closing a follower failed")
 
 
 def _older(record: Record, current: Record) -> bool:

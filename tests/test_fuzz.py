@@ -39,7 +39,7 @@ from flask_openfactory import AssetBlueprint, FlaskOpenFactory
 from flask_openfactory import settings as config_keys
 from flask_openfactory.commands import Envelope, EnvelopeError, parse_envelope
 from flask_openfactory.methods import ArgumentError, Parameter, build_spec, ofa_method, spec_of
-from flask_openfactory.protocol import RECORD_TYPES, Record, RecordError
+from flask_openfactory.protocol import RECORD_TYPES, Record, RecordError, validate_identifier
 from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
 from flask_openfactory.transports import ConfigurationError, TransportOptions
 from flask_openfactory.transports.ksqldb import KsqlDBClient, KsqlDBError, _parse_query_answer
@@ -938,9 +938,14 @@ class StreamBuilder:
         method = rng.choice(["FZ_MOVE", "fz_move ", "fz_move_CMD", "fz.move", "avail", "fz_movee", " ", "é",
                              self.g.text(10) + "q", "x" * 2000])
         self.command(method, {"header": self.header(cid), "arguments": {"seq": "-1"}})
-        self.s.expected["rejected_unknown_method"] += 1
-        self.s.expected["commands_rejected"] += 1
-        self.s.rejected[cid] = "unknown_method"
+        try:
+            validate_identifier("method", method)
+        except ValueError:  # answering would publish an ID the fan-out layer cannot route
+            self.s.expected["records_unroutable"] += 1
+        else:
+            self.s.expected["rejected_unknown_method"] += 1
+            self.s.expected["commands_rejected"] += 1
+            self.s.rejected[cid] = "unknown_method"
         self.sent.append((cid, method, {"seq": "-1"}))
 
     def expired(self) -> None:

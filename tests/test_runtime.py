@@ -238,3 +238,21 @@ def test_fork_child_starts_its_own_runtime(log_name, runtimes, tmp_path):
     os.waitpid(pid, 0)
     assert status == b"\x00"
     wait_for(lambda: rt.get("x").value == 7.0, timeout=2.0)
+
+
+def test_a_process_that_exits_without_gunicorn_hooks_publishes_unavailable(tmp_path):
+    """``flask run`` or waitress: nothing calls stop(), the interpreter's exit does."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "exit.db"
+    script = (
+        "from flask_openfactory.runtime import AssetRuntime, RuntimeSettings\n"
+        f"rt = AssetRuntime(RuntimeSettings(asset_uuid='EXIT', transport_url='sqlite:///{db}'))\n"
+        "rt.start()\n"
+        "assert rt.get('avail').value == 'AVAILABLE'\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    from flask_openfactory.transports import create_transport
+
+    assert create_transport(f"sqlite:///{db}").snapshot("EXIT")["avail"].value == "UNAVAILABLE"

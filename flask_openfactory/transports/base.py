@@ -18,9 +18,13 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..protocol import Record
+from ..protocol import Record, RecordError
 
 DeliveryCallback = Callable[[Exception | None], None]
+
+# Clients inherited through fork, or dropped after a fatal error: kept referenced
+# so that they are never destroyed (destroying an inherited librdkafka handle hangs).
+KEEP_ALIVE: list[Any] = []
 
 
 class TransportError(RuntimeError):
@@ -48,6 +52,14 @@ class LogEntry:
     key: str | None
     record: Record | None
     error: str | None = None
+
+
+def decode_entry(offset: int, key: str | None, value: bytes | str | None) -> LogEntry:
+    """A stored (key, value) as a LogEntry: undecodable values carry the reason."""
+    try:
+        return LogEntry(offset, key, Record.from_wire(key, value))
+    except RecordError as exc:
+        return LogEntry(offset, key, None, str(exc))
 
 
 @dataclass(slots=True)

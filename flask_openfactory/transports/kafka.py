@@ -41,6 +41,7 @@ from .base import (
     DeliveryCallback,
     Follower,
     Health,
+    KEEP_ALIVE,
     HealthTracker,
     LogEntry,
     Transport,
@@ -143,7 +144,14 @@ class KafkaTransport(Transport):
         return {"bootstrap.servers": self.bootstrap, "error_cb": self._on_error, "logger": log}
 
     def consumer_config(self, **overrides: Any) -> dict[str, Any]:
-        return {**self._base(), **CONSUMER_DEFAULTS, **self._consumer_config, **overrides}
+        base = {**self._base(), "error_cb": self._on_consumer_error}
+        return {**base, **CONSUMER_DEFAULTS, **self._consumer_config, **overrides}
+
+    def _on_consumer_error(self, error: KafkaError) -> None:
+        """Consumers report here: their fatal errors surface in poll(), the producer stays."""
+        if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
+            self._health.set(False, f"Kafka at {self.bootstrap}: {error.str()}")
+        log.debug("Kafka consumer: %s", error.str())
 
     def _ksqldb(self) -> Any:
         if self._ksql is None and self.options.ksqldb_url:
@@ -159,10 +167,12 @@ class KafkaTransport(Transport):
             client = self._ksqldb()
             topic = None
             if client is not None:
+                from .ksqldb import KsqlDBUnavailable
+
                 try:
                     topic = client.describe_topic("ASSETS_STREAM")
-                except Exception as exc:
-                    log.warning("ksqlDB at %s did not name the assets topic (%s); using %r",
+                except KsqlDBUnavailable as exc:  # unreachable: the platform's default name
+                    log.warning("ksqlDB at %s cannot be reached (%s); using %r",
                                 self.options.ksqldb_url, exc, DEFAULT_TOPIC)
             self._topic = topic or DEFAULT_TOPIC
         return self._topic
@@ -188,9 +198,7 @@ class KafkaTransport(Transport):
         with self._lock:
             if self._producer is None or self._pid != os.getpid():
                 if self._pid != os.getpid():
-                    from ..runtime import _INHERITED
-
-                    _INHERITED.append(self._producer)
+                    KEEP_ALIVE.append(self._producer)
                     self._pid, self._closing = os.getpid(), threading.Event()
                     self._lock = threading.Lock()
                 self._producer = Producer({
@@ -207,10 +215,13 @@ class KafkaTransport(Transport):
         producer = self._producer
         next_check = 0.0
         while producer is not None and producer is self._producer and not self._closing.is_set():
-            producer.poll(0.1)
-            if time.monotonic() >= next_check:
-                next_check = time.monotonic() + (1.0 if self._health.get().ok else 0.5)
-                self._probe(producer, timeout=2.0)
+            try:
+                producer.poll(0.1)  # re-raises what a delivery callback raised
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + (1.0 if self._health.get().ok else 0.5)
+                    self._probe(producer, timeout=2.0)
+            except Exception:  # this thread serves every delivery report: it must not die
+                log.exception("Kafka delivery report or probe failed")
 
     def _probe(self, producer: Producer, timeout: float) -> bool:
         try:
@@ -227,9 +238,7 @@ class KafkaTransport(Transport):
         if error.fatal():
             log.error("fatal Kafka client error (client will be recreated): %s", error.str())
             with self._lock:
-                from ..runtime import _INHERITED
-
-                _INHERITED.append(self._producer)  # unusable; never flushed again
+                KEEP_ALIVE.append(self._producer)  # unusable; never flushed again
                 self._producer = None
         else:
             log.debug("Kafka: %s", error.str())

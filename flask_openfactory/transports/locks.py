@@ -29,11 +29,11 @@ def _forget_inherited() -> None:
 os.register_at_fork(after_in_child=_forget_inherited)
 
 
-def lock_path(directory: str | None, *parts: str) -> str:
+def lock_path(directory: str | None, *parts: str, prefix: str = "") -> str:
     """A file per (backend, group, asset): names hashed so any UUID is a safe file name."""
     base = directory or os.path.join(tempfile.gettempdir(), "flask-openfactory-locks")
     digest = hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()[:32]
-    return os.path.join(base, f"executor-{digest}.lock")
+    return os.path.join(base, f"{prefix}executor-{digest}.lock")
 
 
 class HostLock:

@@ -14,6 +14,7 @@ from typing import Iterator
 
 from ..protocol import Record, RecordError
 from .base import (
+    decode_entry,
     CommandReader,
     DeliveryCallback,
     Follower,
@@ -129,7 +130,7 @@ class MemoryCommandReader(CommandReader):
             while True:
                 if self._acquire() and self._position < len(self._log.entries):
                     entries = [
-                        _entry(offset, key, value)
+                        decode_entry(offset, key, value)
                         for offset, key, value in self._log.scan(self._position, None)
                     ]
                     self._position = len(self._log.entries)
@@ -154,13 +155,6 @@ class MemoryCommandReader(CommandReader):
             if self.owns:
                 del self._log.owners[self._slot]
             self._log.changed.notify_all()
-
-
-def _entry(offset: int, key: str | None, value: bytes | None) -> LogEntry:
-    try:
-        return LogEntry(offset, key, Record.from_wire(key, value))
-    except RecordError as exc:
-        return LogEntry(offset, key, None, str(exc))
 
 
 class MemoryTransport(Transport):

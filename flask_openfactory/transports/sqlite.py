@@ -18,8 +18,6 @@ parent's (closing an inherited SQLite handle can disturb the parent's locks).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import sqlite3
 import threading
@@ -29,6 +27,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from ..protocol import Record, RecordError
 from .base import (
+    decode_entry,
     CommandReader,
     ConfigurationError,
     DeliveryCallback,
@@ -41,7 +40,7 @@ from .base import (
     TransportError,
     TransportOptions,
 )
-from .locks import HostLock
+from .locks import HostLock, lock_path
 
 T = TypeVar("T")
 
@@ -197,13 +196,6 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     if code is not None:
         return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
     return "locked" in str(exc) or "busy" in str(exc)
-
-
-def _entry(offset: int, key: str | None, value: bytes | str | None) -> LogEntry:
-    try:
-        return LogEntry(offset, key, Record.from_wire(key, value))
-    except RecordError as exc:
-        return LogEntry(offset, key, None, str(exc))
 
 
 # --- transport --------------------------------------------------------------
@@ -439,9 +431,9 @@ class SqliteTransport(Transport):
         return reader
 
     def lock_path(self, asset_uuid: str, group: str) -> str:
-        """The election lock file of one (group, asset): names hashed, so any text is safe."""
-        digest = hashlib.sha256(json.dumps([group, asset_uuid]).encode("utf-8")).hexdigest()[:24]
-        return f"{self.path}.reader-{digest}.lock"
+        """The election lock file of one (group, asset), next to the database it guards."""
+        name = os.path.basename(self.path)
+        return lock_path(os.path.dirname(self.path), "sqlite", name, group, asset_uuid, prefix=f"{name}.")
 
     def check(self, timeout: float) -> Health:
         """The same probe as ``health``: in WAL mode a read never waits for writers."""
@@ -567,7 +559,7 @@ class SqliteCommandReader(CommandReader):
                 if self._acquire():
                     rows, self._position = self._transport._scan(self._key, self._position)
                     if rows:
-                        return [_entry(offset, key, value) for offset, key, value in rows]
+                        return [decode_entry(offset, key, value) for offset, key, value in rows]
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
