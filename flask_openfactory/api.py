@@ -511,16 +511,7 @@ def _contract(spec: MethodSpec, api: OpenFactoryApi) -> dict[str, Any]:
         "description": spec.description,
         "signature": spec.signature_text(),
         "url": url_for(endpoint) if endpoint else None,
-        "arguments": [
-            {
-                "name": p.name,
-                "type": p.type_name,
-                "required": p.required,
-                "default": None if p.required else json_default(p.default),
-                "description": p.description,
-            }
-            for p in spec.parameters
-        ],
+        "arguments": spec.arguments(),
     }
 
 

@@ -60,23 +60,22 @@ class MethodSpec:
     description: str
     parameters: tuple[Parameter, ...]
 
+    def arguments(self) -> list[dict[str, Any]]:
+        """Each parameter's contract: the platform's name and description, plus ours."""
+        return [
+            {
+                "name": p.name,
+                "description": p.description,
+                "type": p.type_name,
+                "required": p.required,
+                "default": None if p.required else json_default(p.default),
+            }
+            for p in self.parameters
+        ]
+
     def advertisement(self) -> str:
         """The Method attribute's VALUE: a JSON string, extra keys are ours."""
-        return json.dumps(
-            {
-                "description": self.description,
-                "arguments": [
-                    {
-                        "name": p.name,
-                        "description": p.description,
-                        "type": p.type_name,
-                        "required": p.required,
-                        "default": None if p.required else json_default(p.default),
-                    }
-                    for p in self.parameters
-                ],
-            }
-        )
+        return json.dumps({"description": self.description, "arguments": self.arguments()})
 
     def signature_text(self) -> str:
         parts = []
