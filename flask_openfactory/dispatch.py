@@ -213,7 +213,11 @@ class Dispatcher:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 self.log.warning("command dispatcher did not stop within %.1fs", timeout)
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            idle = not any(not r.answered for r in self._running.values())
+        # Idle: join the pool's threads now, so none outlives stop(). A method still
+        # running past its timeout cannot be interrupted; its thread is left to finish.
+        self._executor.shutdown(wait=idle, cancel_futures=True)
 
     # -- the loop ----------------------------------------------------------------
 

@@ -7,7 +7,6 @@ own path through the transport (as another asset would).
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import subprocess
@@ -86,10 +85,10 @@ def serving(app: Flask) -> Iterator[Flask]:
         yield app
     finally:
         runtime.stop(2.0)
-        gc.collect()  # the dispatcher's idle pool thread ends when its executor is collected
-        for thread in threading.enumerate():
-            if thread.name.startswith("ofa-") and thread is not threading.current_thread():
-                thread.join(2.0)
+        left = [t for t in threading.enumerate() if t.name.startswith("ofa-") and t.is_alive()]
+        for thread in left:
+            thread.join(2.0)
+        assert not [t.name for t in left if t.is_alive()], "stop() left runtime threads behind"
 
 
 def ofa(runner: FlaskCliRunner, *args: str) -> Result:

@@ -6,7 +6,6 @@ the attacker is just another writer on the same log, as on the platform.
 
 from __future__ import annotations
 
-import gc
 import json
 import threading
 import time
@@ -418,7 +417,6 @@ def serving() -> Iterator[Flask]:
         yield app
     finally:
         runtime.stop(2.0)
-        gc.collect()  # the dispatcher's idle pool thread ends when its executor is collected
 
 
 def test_flask_ofa_call_sends_signed_commands_that_run(serving: Flask) -> None:
