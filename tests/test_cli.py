@@ -80,12 +80,13 @@ def runner(app: Flask) -> FlaskCliRunner:
 def serving(app: Flask) -> Iterator[Flask]:
     """The serving process's runtime, started so that commands get executed."""
     runtime = app.extensions["openfactory"].runtime
+    before = set(threading.enumerate())  # other tests' runtimes are not this one's business
     runtime.start()
     try:
         yield app
     finally:
         runtime.stop(2.0)
-        left = [t for t in threading.enumerate() if t.name.startswith("ofa-") and t.is_alive()]
+        left = [t for t in set(threading.enumerate()) - before if t.name.startswith("ofa-")]
         for thread in left:
             thread.join(2.0)
         assert not [t.name for t in left if t.is_alive()], "stop() left runtime threads behind"
