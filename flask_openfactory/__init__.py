@@ -8,6 +8,8 @@ from .globals import current_openfactory
 from .methods import ofa_method
 from .protocol import Record
 from .runtime import AssetRuntime
+from .subscriptions import subscribe
+from .tasks import StopSignal, background_task
 from .transports import ConfigurationError, TransportBusy, TransportError
 
 __all__ = [
@@ -20,8 +22,11 @@ __all__ = [
     "FlaskOpenFactory",
     "Record",
     "SampleAttribute",
+    "StopSignal",
     "TransportBusy",
     "TransportError",
+    "background_task",
     "current_openfactory",
     "ofa_method",
+    "subscribe",
 ]

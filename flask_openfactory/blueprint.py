@@ -14,6 +14,8 @@ from flask.sansio.blueprints import BlueprintSetupState
 
 from .attributes import Attribute
 from .methods import MethodSpec, ofa_method, spec_of
+from .subscriptions import SubscriptionSpec, subscribe, subscription_of
+from .tasks import TaskSpec, background_task, task_of
 
 A = TypeVar("A", bound=Attribute)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -24,6 +26,8 @@ class AssetBlueprint(Blueprint):
         super().__init__(name, import_name, **kwargs)
         self.ofa_attributes: list[Attribute] = []
         self.ofa_methods: list[MethodSpec] = []
+        self.ofa_tasks: list[TaskSpec] = []
+        self.ofa_subscriptions: list[SubscriptionSpec] = []
         self.record_once(self._declare)
 
     def attribute(self, attribute: A) -> A:
@@ -53,6 +57,43 @@ class AssetBlueprint(Blueprint):
 
         return register
 
+    def background_task(
+        self, name: str | None = None, *, backoff: float = 1.0, max_backoff: float = 60.0,
+        healthy_after: float = 30.0,
+    ) -> Callable[[F], F]:
+        """A long-running ``func(stop)``, sync or ``async``, in the one executing process.
+
+        It runs in an app context, should return soon after ``stop`` is set
+        (``stop.wait(s)`` / ``await stop.sleep(s)`` instead of sleeping), is
+        restarted with backoff when it raises, and reports through the
+        Condition attribute ``<name>_task``.
+        """
+        decorate = background_task(name, backoff=backoff, max_backoff=max_backoff, healthy_after=healthy_after)
+
+        def register(func: F) -> F:
+            self.ofa_tasks.append(task_of(decorate(func)))
+            return func
+
+        return register
+
+    def subscribe(
+        self, asset: str | Callable[[], str], *, attribute: str | None = None, type: str | None = None,
+        every_worker: bool = False, name: str | None = None,
+    ) -> Callable[[F], F]:
+        """Call ``handler(record)`` for each update of another asset's attributes.
+
+        Runs in the executing process, in order, each update at least once,
+        starting with the current state; ``every_worker=True`` for caches.
+        ``asset`` may be a function, called in the app context at start.
+        """
+        decorate = subscribe(asset, attribute=attribute, type=type, every_worker=every_worker, name=name)
+
+        def register(handler: F) -> F:
+            self.ofa_subscriptions.append(subscription_of(decorate(handler)))
+            return handler
+
+        return register
+
     def _declare(self, setup: BlueprintSetupState) -> None:
         state = setup.app.extensions.get("openfactory")
         if state is None:
@@ -60,4 +101,5 @@ class AssetBlueprint(Blueprint):
                 f"AssetBlueprint {self.name!r} was registered on an app without the OpenFactory "
                 "extension: call 'ofa.init_app(app)' before 'app.register_blueprint(...)'"
             )
-        state.declare(attributes=self.ofa_attributes, methods=self.ofa_methods)
+        state.declare(attributes=self.ofa_attributes, methods=self.ofa_methods,
+                      tasks=self.ofa_tasks, subscriptions=self.ofa_subscriptions)

@@ -163,8 +163,10 @@ class Dispatcher:
         methods: Callable[[], dict[str, MethodSpec]],
         context: ContextFactory | None = None,
         counters: Counter[str] | None = None,
+        on_ownership: Callable[[bool], None] | None = None,
     ) -> None:
         self.settings = settings
+        self._on_ownership = on_ownership  # told in the dispatch thread when the role moves
         self.log = AssetLog(_log, settings.asset_uuid)
         self._transport = transport
         self._methods = methods
@@ -184,7 +186,7 @@ class Dispatcher:
         self._drain_until = float("inf")
         self._thread: threading.Thread | None = None
         self._reader: CommandReader | None = None
-        self.owns = False
+        self._owns = False
         self.last_error: str | None = None
         self.recoveries = 0
 
@@ -204,6 +206,17 @@ class Dispatcher:
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def owns(self) -> bool:
+        return self._owns
+
+    @owns.setter
+    def owns(self, value: bool) -> None:
+        if value != self._owns:
+            self._owns = value
+            if self._on_ownership is not None:
+                self._on_ownership(value)
 
     def stop(self, timeout: float) -> None:
         """Stop taking commands, let those in flight finish, commit, release the log."""

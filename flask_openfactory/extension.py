@@ -22,6 +22,8 @@ from . import settings as config_keys
 from .attributes import Attribute
 from .methods import MethodSpec
 from .runtime import AssetRuntime
+from .subscriptions import SubscriptionSpec
+from .tasks import TaskSpec
 
 log = logging.getLogger("flask_openfactory")
 
@@ -42,12 +44,23 @@ class OpenFactoryState:
         self.api: Any = None  # the flask-smorest Api that documents /ofa
         self._guard = _StartGuard(runtime)
 
-    def declare(self, *, attributes: Iterable[Attribute] = (), methods: Iterable[MethodSpec] = ()) -> None:
+    def declare(
+        self,
+        *,
+        attributes: Iterable[Attribute] = (),
+        methods: Iterable[MethodSpec] = (),
+        tasks: Iterable[TaskSpec] = (),
+        subscriptions: Iterable[SubscriptionSpec] = (),
+    ) -> None:
         methods = list(methods)
         for attribute in attributes:
             self.runtime.declare_attribute(attribute)
         for spec in methods:
             self.runtime.declare_method(spec)
+        for task in tasks:
+            self.runtime.declare_task(task)
+        for subscription in subscriptions:
+            self.runtime.declare_subscription(subscription)
         if self.api is not None and methods:
             from .api import add_method_routes
 

@@ -15,7 +15,7 @@ import threading
 import time
 import weakref
 from collections import Counter
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
@@ -33,11 +33,14 @@ from .commands import (
     result_record,
 )
 from .dispatch import DispatchSettings, Dispatcher
+from .duties import Duties, Runner, stop_runners
 from .logs import AssetLog
 from .methods import MethodSpec
 from .metrics import MethodResults
 from .protocol import METHOD, Record, format_timestamp, validate_identifier
 from .signing import SigningKeys, sign_envelope
+from .subscriptions import SubscriptionRunner, SubscriptionSpec
+from .tasks import TaskRunner, TaskSpec
 from .transports import Health, Transport, TransportOptions, create_transport
 from .transports.base import KEEP_ALIVE
 
@@ -120,6 +123,8 @@ class AssetRuntime:
         self._attributes: dict[str, Attribute] = {a.id: a for a in standard_attributes()}
         self._standard = frozenset(self._attributes)
         self._methods: dict[str, MethodSpec] = {}
+        self._tasks: dict[str, TaskSpec] = {}
+        self._subscriptions: dict[str, SubscriptionSpec] = {}
         self._reset_process_state()
 
     def _reset_process_state(self) -> None:
@@ -132,6 +137,8 @@ class AssetRuntime:
         self._stopping = threading.Event()
         self._follower_thread: threading.Thread | None = None
         self._dispatcher: Dispatcher | None = None
+        self._duties: Duties | None = None  # tasks and subscriptions of the executing process
+        self._watchers: list[Runner] = []  # every-worker subscriptions
         self.counters: Counter[str] = Counter()
         self.method_results = MethodResults()  # results seen on the log, for metrics
         self._check_states: dict[str, tuple[Any, float]] = {}  # readiness check -> (state, since)
@@ -163,6 +170,21 @@ class AssetRuntime:
         if spec.name in self._attributes:
             raise ValueError(f"{spec.name!r} is already an attribute of asset {self.asset_uuid!r}")
         self._methods[spec.name] = spec
+
+    def declare_task(self, spec: TaskSpec) -> None:
+        existing = self._tasks.get(spec.name)
+        if existing is not None and existing.func is not spec.func:
+            raise ValueError(f"background task {spec.name!r} is declared twice on asset {self.asset_uuid!r}")
+        if existing is None:
+            self.declare_attribute(spec.condition)
+        self._tasks[spec.name] = spec
+
+    def declare_subscription(self, spec: SubscriptionSpec) -> None:
+        existing = self._subscriptions.get(spec.name)
+        if existing is not None and existing.handler is not spec.handler:
+            raise ValueError(f"subscription {spec.name!r} is declared twice on asset {self.asset_uuid!r} "
+                             "(name one with @subscribe(..., name=...))")
+        self._subscriptions[spec.name] = spec
 
     @property
     def asset_uuid(self) -> str:
@@ -223,6 +245,9 @@ class AssetRuntime:
         self._stopping.clear()
         snapshot = transport.snapshot(self.asset_uuid)
         self._cache.update(snapshot)
+        if self.settings.execute_commands and (self._tasks or any(
+                not s.every_worker for s in self._subscriptions.values())):
+            self._duties = Duties(self._executor_runners, grace=self.settings.stop_timeout, log=self.log)
         self._follower_thread = threading.Thread(
             target=self._follow, args=(transport,), name="ofa-follow", daemon=True
         )
@@ -244,18 +269,72 @@ class AssetRuntime:
                 methods=lambda: self._methods,
                 context=self._context,
                 counters=self.counters,
+                on_ownership=self._duties.ownership if self._duties is not None else None,
             )
+            if self._duties is not None:
+                self._duties.start()
             self._dispatcher.start()
+        self._watchers = self._subscription_runners(every_worker=True)
+        for watcher in self._watchers:
+            watcher.start()
+
+    def _executor_runners(self) -> list[Runner]:
+        """Built each time this process takes the executor role (in the duties thread)."""
+        runners: list[Runner] = [
+            TaskRunner(spec, context=self._context, report=self._report_condition, log=self.log,
+                       counters=self.counters)
+            for spec in self._tasks.values()
+        ]
+        return runners + self._subscription_runners(every_worker=False)
+
+    def _subscription_runners(self, *, every_worker: bool) -> list[Runner]:
+        specs = [s for s in self._subscriptions.values() if s.every_worker == every_worker]
+        if not specs:
+            return []
+        with (self._context or nullcontext)():  # a watched UUID may come from the app's config
+            watched = [(spec, spec.resolve_asset()) for spec in specs]
+        return [
+            SubscriptionRunner(spec, uuid, transport=self.transport, group=self.settings.group,
+                               context=self._context, log=self.log, counters=self.counters)
+            for spec, uuid in watched
+        ]
+
+    def _report_condition(self, attr_id: str, value: str, level: str) -> None:
+        self.set(attr_id, value, tag=level)
 
     def _abandon_start(self) -> None:
         """A failed start leaves no thread behind (the start guard will try again)."""
         self._stopping.set()
+        self._stop_duties(1.0)
         dispatcher, self._dispatcher = self._dispatcher, None
         if dispatcher is not None:
             dispatcher.stop(1.0)
         if self._follower_thread is not None:
             self._follower_thread.join(1.0)
             self._follower_thread = None
+
+    def _stop_duties(self, timeout: float) -> None:
+        duties, self._duties = self._duties, None
+        watchers, self._watchers = self._watchers, []
+        if duties is not None:
+            duties.stop(timeout)
+        if watchers:
+            stop_runners(watchers, min(timeout, 1.0))
+
+    def subscriptions_settled(self, timeout: float = 5.0) -> bool:
+        """True once every subscription running here has handled what the log held (tests)."""
+        runners = list(self._watchers) + (list(self._duties.runners) if self._duties is not None else [])
+        deadline = time.monotonic() + timeout
+        return all(r.settled(max(0.0, deadline - time.monotonic()))
+                   for r in runners if isinstance(r, SubscriptionRunner))
+
+    @property
+    def tasks(self) -> dict[str, TaskSpec]:
+        return dict(self._tasks)
+
+    @property
+    def subscriptions(self) -> dict[str, SubscriptionSpec]:
+        return dict(self._subscriptions)
 
     def _publish_identity(self, snapshot: Mapping[str, Record]) -> None:
         """Metadata every start; user attributes keep the platform's last value."""
@@ -292,6 +371,9 @@ class AssetRuntime:
             started, self._started = self._started, False
             dispatcher, self._dispatcher = self._dispatcher, None
         self._stopping.set()
+        # Tasks first, while this process still holds the command log: a successor
+        # must not start them before they have ended here.
+        self._stop_duties(max(0.1, deadline - time.monotonic() - 0.5))
         if dispatcher is not None:
             dispatcher.stop(max(0.1, deadline - time.monotonic()))
         if started and publish_unavailable:

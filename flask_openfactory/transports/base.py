@@ -205,6 +205,11 @@ class Transport(ABC):
     @abstractmethod
     def command_reader(self, asset_uuid: str, group: str) -> CommandReader: ...
 
+    def watch_reader(self, asset_uuid: str, group: str) -> CommandReader:
+        """Another asset's log for a subscription: the command reader's election and
+        commits, but attribute writes are returned too (a command reader may skip them)."""
+        return self.command_reader(asset_uuid, group)
+
     @abstractmethod
     def check(self, timeout: float) -> Health:
         """Actively ask the backend whether it answers (CLI, start-up)."""

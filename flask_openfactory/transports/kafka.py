@@ -401,6 +401,11 @@ class KafkaTransport(Transport):
             return KafkaGroupReader(self, asset_uuid, group)
         return KafkaLockedReader(self, asset_uuid, group)
 
+    def watch_reader(self, asset_uuid: str, group: str) -> CommandReader:
+        if self.options.election == "group":
+            return KafkaGroupReader(self, asset_uuid, group, attributes=True)
+        return KafkaLockedReader(self, asset_uuid, group, attributes=True)
+
     # -- status ----------------------------------------------------------------------
 
     def check(self, timeout: float) -> Health:
@@ -520,8 +525,9 @@ class KafkaFollower(Follower):
 class _PartitionReader(CommandReader):
     """Reads our one partition from the committed position; subclasses decide ownership."""
 
-    def __init__(self, transport: KafkaTransport, asset_uuid: str, group: str) -> None:
+    def __init__(self, transport: KafkaTransport, asset_uuid: str, group: str, *, attributes: bool = False) -> None:
         self._transport = transport
+        self._attributes = attributes  # a subscription reads the attribute writes a command reader skips
         self._key = asset_uuid
         self._key_bytes = asset_uuid.encode("utf-8")
         self._group = group
@@ -554,7 +560,8 @@ class _PartitionReader(CommandReader):
         self._position = self._committed = committed
         self._owns = True
         self._generation += 1
-        log.info("this process now executes commands of %s (partition %d from offset %d)",
+        log.info("this process now %s %s (partition %d from offset %d)",
+                 "follows updates of" if self._attributes else "executes commands of",
                  self._key, self._partition, committed)
         return committed
 
@@ -583,8 +590,8 @@ class _PartitionReader(CommandReader):
                     key = None
                 entries.append(LogEntry(message.offset(), key, None, "record of another asset"))
                 continue
-            if _header(message, KIND_HEADER) == ATTRIBUTE_KIND:
-                continue  # our own attribute write: neither a command nor a result
+            if not self._attributes and _header(message, KIND_HEADER) == ATTRIBUTE_KIND:
+                continue  # an attribute write: neither a command nor a result
             try:
                 entries.append(LogEntry(message.offset(), self._key, Record.from_wire(raw_key, message.value())))
             except RecordError as exc:
@@ -639,8 +646,8 @@ class KafkaLockedReader(_PartitionReader):
 
     RETRY = 0.1
 
-    def __init__(self, transport: KafkaTransport, asset_uuid: str, group: str) -> None:
-        super().__init__(transport, asset_uuid, group)
+    def __init__(self, transport: KafkaTransport, asset_uuid: str, group: str, *, attributes: bool = False) -> None:
+        super().__init__(transport, asset_uuid, group, attributes=attributes)
         from .locks import HostLock, lock_path
 
         self.lock = HostLock(lock_path(transport.options.lock_dir, "kafka", transport.bootstrap,
@@ -684,8 +691,8 @@ class KafkaGroupReader(_PartitionReader):
     it, so it never fetches other assets' partitions.
     """
 
-    def __init__(self, transport: KafkaTransport, asset_uuid: str, group: str) -> None:
-        super().__init__(transport, asset_uuid, group)
+    def __init__(self, transport: KafkaTransport, asset_uuid: str, group: str, *, attributes: bool = False) -> None:
+        super().__init__(transport, asset_uuid, group, attributes=attributes)
         config = transport.consumer_config(**{"group.id": group})
         self._incremental = "cooperative" in str(config.get("partition.assignment.strategy", ""))
         self.assignments: list[list[int]] = []  # what the group gave us
