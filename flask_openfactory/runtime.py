@@ -24,6 +24,7 @@ from .attributes import UNAVAILABLE, Attribute, EventAttribute, PlatformAttribut
 from .commands import (
     ERROR,
     OK,
+    ArgumentLimits,
     CommandResult,
     command_record,
     is_result,
@@ -80,6 +81,7 @@ class RuntimeSettings:
     # Signs outgoing commands and, when set, makes only signed ones run; never shown.
     command_secret: SigningKeys | None = field(default=None, repr=False)
     allowed_senders: frozenset[str] | None = None  # None: any sender may command this asset
+    argument_limits: ArgumentLimits = field(default_factory=ArgumentLimits)  # larger commands are REJECTED
 
     def __post_init__(self) -> None:
         """Accept plain values (a secret string or list, any iterable of senders) too."""
@@ -264,6 +266,7 @@ class AssetRuntime:
                     dedupe_size=self.settings.dedupe_size,
                     signing_keys=self.settings.command_secret,
                     allowed_senders=self.settings.allowed_senders,
+                    argument_limits=self.settings.argument_limits,
                 ),
                 transport=transport,
                 methods=lambda: self._methods,
@@ -323,8 +326,13 @@ class AssetRuntime:
 
     def subscriptions_settled(self, timeout: float = 5.0) -> bool:
         """True once every subscription running here has handled what the log held (tests)."""
-        runners = list(self._watchers) + (list(self._duties.runners) if self._duties is not None else [])
         deadline = time.monotonic() + timeout
+        duties = self._duties
+        while duties is not None and not duties.runners:  # the executor role not taken yet
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        runners = list(self._watchers) + (list(duties.runners) if duties is not None else [])
         return all(r.settled(max(0.0, deadline - time.monotonic()))
                    for r in runners if isinstance(r, SubscriptionRunner))
 
