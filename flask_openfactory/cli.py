@@ -352,6 +352,8 @@ def status_command(timeout: float, as_json: bool) -> None:
         "unpublished_attributes": [] if records is None else _unpublished(runtime, records),
         "attributes_error": records_error,
         "methods": [_method_info(spec) for spec in runtime.methods.values()],
+        "tasks": _task_info(runtime, records),
+        "subscriptions": _subscription_info(runtime),
         "ksqldb": ksqldb,
         "ok": bool(transport["ok"]) and records_error is None,
     }
@@ -365,6 +367,29 @@ def status_command(timeout: float, as_json: bool) -> None:
     if records_error is not None:
         click.echo(f"Error: reading the asset's state from {transport['url']} failed: {records_error}", err=True)
         raise click.exceptions.Exit(EXIT_ERROR)
+
+
+def _task_info(runtime: AssetRuntime, records: list[Record] | None) -> list[dict[str, Any]]:
+    """Declared tasks with their Condition as published by the process that runs them."""
+    current = {r.id: r for r in records or ()}
+    info = []
+    for spec in runtime.tasks.values():
+        record = current.get(spec.condition.id)
+        info.append({"name": spec.name, "async": spec.is_async, "condition": spec.condition.id,
+                     "level": record.tag if record else None, "state": record.value if record else None})
+    return info
+
+
+def _subscription_info(runtime: AssetRuntime) -> list[dict[str, Any]]:
+    info = []
+    for spec in runtime.subscriptions.values():
+        try:
+            asset = spec.resolve_asset()
+        except Exception as exc:  # a UUID from config that is missing: show, do not fail
+            asset = f"unresolved ({_one_line(exc)})"
+        info.append({"name": spec.name, "asset": asset, "attribute": spec.attribute, "type": spec.type,
+                     "every_worker": spec.every_worker})
+    return info
 
 
 def _print_status(report: dict[str, Any], runtime: AssetRuntime, records: list[Record] | None) -> None:
@@ -387,6 +412,19 @@ def _print_status(report: dict[str, Any], runtime: AssetRuntime, records: list[R
     click.echo(f"methods ({len(specs)}):")
     for spec in specs:
         click.echo("  " + spec.signature_text())
+    if report["tasks"]:
+        click.echo("")
+        click.echo(f"background tasks ({len(report['tasks'])}), in the process that executes commands:")
+        for task in report["tasks"]:
+            state = f"{task['level']}: {task['state']}" if task["level"] else "not reported yet"
+            click.echo(f"  {task['name']}{' (async)' if task['async'] else ''}: {state}")
+    if report["subscriptions"]:
+        click.echo("")
+        click.echo(f"subscriptions ({len(report['subscriptions'])}):")
+        for sub in report["subscriptions"]:
+            what = sub["attribute"] or (f"{sub['type']} attributes" if sub["type"] else "all attributes")
+            where = "every worker" if sub["every_worker"] else "executing process"
+            click.echo(f"  {sub['name']}: {what} of {sub['asset']} ({where})")
     click.echo("")
     ksqldb = report["ksqldb"]
     if not ksqldb["configured"]:

@@ -89,7 +89,10 @@ def subscribe(
     def decorate(handler: F) -> F:
         if not callable(handler):
             raise TypeError(f"@subscribe decorates a function, got {handler!r}")
-        sub_name = validate_identifier("subscription name", name or handler.__name__)
+        try:
+            sub_name = validate_identifier("subscription name", name or handler.__name__)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; name it with @subscribe(..., name='...')") from None
         handler.__ofa_subscription__ = SubscriptionSpec(  # type: ignore[attr-defined]
             sub_name, handler, asset, attribute, type, every_worker)
         return handler

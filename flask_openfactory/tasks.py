@@ -109,7 +109,10 @@ def background_task(
     def decorate(func: F) -> F:
         if not callable(func):
             raise TypeError(f"@background_task decorates a function, got {func!r}")
-        task_name = validate_identifier("task name", name or func.__name__)
+        try:
+            task_name = validate_identifier("task name", name or func.__name__)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; name it with @background_task('...')") from None
         if backoff <= 0 or max_backoff < backoff or healthy_after <= 0:
             raise ValueError(
                 f"task {task_name!r}: need 0 < backoff <= max_backoff and healthy_after > 0, "

@@ -191,7 +191,8 @@ def test_tasks_run_on_the_sqlite_transport_too(tmp_path) -> None:
     [
         (lambda: background_task("t")(lambda: None), TypeError, "exactly one argument"),
         (lambda: background_task("t", backoff=0)(lambda stop: None), ValueError, "backoff"),
-        (lambda: background_task("not a name")(lambda stop: None), ValueError, "task name"),
+        (lambda: background_task("not a name")(lambda stop: None), ValueError, "task name.*name it with"),
+        (lambda: background_task()(lambda stop: None), ValueError, "'<lambda>'.*name it with"),
         (lambda: background_task("t")(42), TypeError, "decorates a function"),
     ],
 )
@@ -207,3 +208,20 @@ def test_a_task_name_may_not_be_declared_twice_with_another_function(url: str) -
     app = make_app(url, one)
     with pytest.raises(ValueError, match="background task 'loop' is declared twice"):
         app.register_blueprint(two)
+
+
+def test_flask_ofa_status_lists_tasks_and_subscriptions_with_their_condition(url: str) -> None:
+    probe = Probe()
+    bp = ticking_blueprint(probe)
+    bp.subscribe("MACHINE-1", attribute="position_x", name="x_watch")(lambda record: None)
+    app = make_app(url, bp)
+    runtime = runtime_of(app)
+    runtime.start()
+    try:
+        wait_for(lambda: runtime.get("ticker_task") is not None, what="the task's condition published")
+        result = app.test_cli_runner().invoke(args=["ofa", "status"])
+    finally:
+        runtime.stop()
+    assert result.exit_code == 0, result.output
+    assert "background tasks (1), in the process that executes commands:\n  ticker: Normal: running" in result.output
+    assert "x_watch: position_x of MACHINE-1 (executing process)" in result.output
