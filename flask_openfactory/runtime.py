@@ -42,7 +42,7 @@ from .protocol import METHOD, Record, format_timestamp, validate_identifier
 from .signing import SigningKeys, sign_envelope
 from .subscriptions import SubscriptionRunner, SubscriptionSpec
 from .tasks import TaskRunner, TaskSpec
-from .transports import Health, Transport, TransportOptions, create_transport
+from .transports import Health, Transport, TransportError, TransportOptions, create_transport
 from .transports.base import KEEP_ALIVE
 
 if TYPE_CHECKING:
@@ -136,6 +136,7 @@ class AssetRuntime:
         self._cache: dict[str, Record] = {}
         self._transport: Transport | None = None
         self._started = False
+        self._stopped = False  # stop() closed the transport: a late write must not reopen it
         self._stopping = threading.Event()
         self._follower_thread: threading.Thread | None = None
         self._dispatcher: Dispatcher | None = None
@@ -230,6 +231,7 @@ class AssetRuntime:
         with self._lock:
             if self._started:
                 return
+            self._stopped = False
             try:
                 self._start()
             except Exception as exc:
@@ -398,6 +400,7 @@ class AssetRuntime:
             if pending:
                 self.log.error("%d record(s) were not delivered before the stop deadline", pending)
             transport.close(max(0.1, deadline - time.monotonic()))
+        self._stopped = started or transport is not None
         if started:
             self.log.info("stopped")
 
@@ -436,6 +439,11 @@ class AssetRuntime:
                     self._cache[record.id] = record
 
     def _publish(self, record: Record) -> None:
+        if self._stopped:  # a late write (a task that outlived the stop) must not reopen a producer
+            raise TransportError(
+                f"the OpenFactory runtime of {self.asset_uuid!r} was stopped in this process "
+                f"(pid {os.getpid()}); nothing more is published unless it is started again"
+            )
         self.transport.publish(record)  # failures come back through transport.on_failure
         self.counters["records_published"] += 1
 

@@ -223,5 +223,6 @@ def test_flask_ofa_status_lists_tasks_and_subscriptions_with_their_condition(url
     finally:
         runtime.stop()
     assert result.exit_code == 0, result.output
-    assert "background tasks (1), in the process that executes commands:\n  ticker: Normal: running" in result.output
+    assert "background tasks (1), in the process that executes commands:\n  ticker: Normal: running" in result.output, \
+        result.output
     assert "x_watch: position_x of MACHINE-1 (executing process)" in result.output
