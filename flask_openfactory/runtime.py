@@ -326,17 +326,28 @@ class AssetRuntime:
         if watchers:
             stop_runners(watchers, min(timeout, 1.0))
 
+    def _subscription_runners_here(self) -> list[SubscriptionRunner]:
+        duties = self._duties
+        runners = list(self._watchers) + (list(duties.runners) if duties is not None else [])
+        return [r for r in runners if isinstance(r, SubscriptionRunner) and r.alive]
+
+    def running_subscriptions(self) -> list[str]:
+        """Names of the subscriptions running in this process now."""
+        return sorted(r.spec.name for r in self._subscription_runners_here())
+
     def subscriptions_settled(self, timeout: float = 5.0) -> bool:
-        """True once every subscription running here has handled what the log held (tests)."""
+        """True once every subscription running here has handled what the log held (tests).
+
+        Waits first for the executor role's subscriptions to start, if this
+        process is to run them.
+        """
         deadline = time.monotonic() + timeout
         duties = self._duties
         while duties is not None and not duties.runners:  # the executor role not taken yet
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.01)
-        runners = list(self._watchers) + (list(duties.runners) if duties is not None else [])
-        return all(r.settled(max(0.0, deadline - time.monotonic()))
-                   for r in runners if isinstance(r, SubscriptionRunner))
+        return all(r.settled(max(0.0, deadline - time.monotonic())) for r in self._subscription_runners_here())
 
     @property
     def tasks(self) -> dict[str, TaskSpec]:
