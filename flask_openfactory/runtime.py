@@ -374,8 +374,9 @@ class AssetRuntime:
             self.set(attr_id, value)
         for spec in self._methods.values():
             self._publish(Record.create(self.asset_uuid, spec.name, spec.advertisement(), tag=METHOD, type=METHOD))
+        reported = {task.condition.id for task in self._tasks.values()}  # only the task's runner sets them
         for attribute in self._attributes.values():
-            if attribute.id not in self._standard and attribute.id not in snapshot:
+            if attribute.id not in self._standard and attribute.id not in snapshot and attribute.id not in reported:
                 self.set(attribute.id, attribute.default)
 
     def stop(self, timeout: float | None = None, *, publish_unavailable: bool = True) -> None:

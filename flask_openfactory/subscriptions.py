@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable, TypeVar
 
 from .commands import is_command, is_result
 from .logs import AssetLog
+from .attributes import UNAVAILABLE
 from .protocol import CONDITION, EVENTS, METHOD, SAMPLES, Record, validate_identifier
 from .transports.base import CommandReader, Transport
 
@@ -189,6 +190,7 @@ class SubscriptionRunner:
         try:
             generation = 0
             backlog: list[Record] = []
+            state: list[Record] | None = None  # the current state, read once per gain of ownership
             last_offset: int | None = None
             while not self._stop.is_set():
                 entries = reader.poll(self.POLL)
@@ -199,14 +201,18 @@ class SubscriptionRunner:
                     last_offset = entries[-1].offset
                 if recovering:  # read up to the end before delivering, then add the current state
                     backlog.extend(records)
+                    if state is None:
+                        # Read before catching up, so that everything in it precedes the point where
+                        # live delivery starts: a value read later could overtake the updates before it.
+                        state = self._current_state()
                     if not reader.caught_up():
                         continue
                     generation, records, backlog = reader.generation, backlog, []
-                    self._deliver_all(records)
-                    self._deliver_all(self._current_state(), only_newer=True)
+                    complete = self._deliver_all(records) and self._deliver_all(state, only_newer=True)
+                    state = None
                 else:
-                    self._deliver_all(records)
-                if last_offset is not None:
+                    complete = self._deliver_all(records)
+                if last_offset is not None and complete:  # stopped half-way: the next owner delivers the rest
                     reader.commit(last_offset)
                     last_offset = None
                 self._polled(bool(entries))
@@ -220,7 +226,9 @@ class SubscriptionRunner:
             self._deliver_all(self._current_state(), only_newer=True)
             while not self._stop.is_set():
                 records = [r for r in follower.poll(self.POLL) if self.spec.matches(r)]
-                self._deliver_all(records, only_newer=True)
+                # Skip only what is older than a value delivered already (the state, replayed):
+                # updates written within one millisecond share their timestamp and all count.
+                self._deliver_all([r for r in records if r.timestamp >= self._delivered.get(r.id, "")])
                 self._polled(bool(records))
         finally:
             follower.close()
@@ -235,14 +243,16 @@ class SubscriptionRunner:
                 self._idle_polls += 1
                 self._progress.notify_all()
 
-    def _deliver_all(self, records: Iterable[Record], *, only_newer: bool = False) -> None:
+    def _deliver_all(self, records: Iterable[Record], *, only_newer: bool = False) -> bool:
+        """False when a stop cut the delivery short (what was read must then not be committed)."""
         for record in records:
             if self._stop.is_set():
-                return
+                return False
             seen = self._delivered.get(record.id)
             if only_newer and seen is not None and record.timestamp <= seen:
                 continue  # the log delivered this value (or a newer one) already
             self._deliver(record)
+        return not self._stop.is_set()  # a handler interrupted by the stop may have been skipped
 
     def _deliver(self, record: Record) -> None:
         for attempt in range(1, HANDLER_ATTEMPTS + 1):
@@ -259,6 +269,7 @@ class SubscriptionRunner:
                                     exc_info=exc)
                     break
                 self._stop.wait(0.1 * attempt)
-        self._delivered[record.id] = record.timestamp
+        if record.timestamp != UNAVAILABLE:  # no time to compare later updates with
+            self._delivered[record.id] = record.timestamp
         self.delivered += 1
         self._counters["subscription_updates"] += 1
