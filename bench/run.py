@@ -1,5 +1,8 @@
 """``python -m bench [--quick]``: every figure next to its baseline, in one run.
 
+``python -m bench --soak [--minutes N]`` runs the soak instead (bench/soak.py):
+steady load under gunicorn, each worker's memory, threads and descriptors.
+
 Starts its own Tansu broker (restarted between parts: it keeps every record
 in memory), runs the parts, prints a table and one ``name: value`` line per
 figure, and writes the same text to a results file. A part that fails does
@@ -327,11 +330,49 @@ def report(run: Run, figures: list[Figure], elapsed: float, argv: list[str]) -> 
     return "\n".join(lines) + "\n"
 
 
+def soak(minutes: float, output: Path | None, argv: list[str]) -> int:
+    """The soak mode: one long steady load, a table per worker; exit 1 if anything leaked or failed."""
+    from .soak import render, run_soak, trends
+
+    warmup = min(60.0, minutes * 60 / 5)
+    broker = Broker()
+    started = time.monotonic()
+    try:
+        broker.start()
+        result = run_soak(broker.bootstrap, broker.create_topic, seconds=minutes * 60, workers=2,
+                          command_rate=10.0, http_rate=10.0, sample_every=5.0)
+    finally:
+        broker.stop()
+    found = trends(result, warmup)
+    info = machine()
+    text = "\n".join([
+        f"flask-openfactory soak, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, took {time.monotonic() - started:.0f}s",
+        "command: python -m bench" + "".join(f" {a}" for a in argv),
+        f"machine: {info['cores']} cores, {info['cpu']}, {info['memory']} RAM, {info['os']}",
+        f"python: {info['python']}; confluent-kafka {info['confluent-kafka']}; gunicorn {info['gunicorn']}",
+        f"broker: {info['broker']}",
+        f"code: {code_version()}",
+        "",
+        render(result, found, warmup),
+    ])
+    path = output or BENCH_DIR / "results-soak.txt"
+    path.write_text(text, encoding="utf-8")
+    sys.stdout.write(text)
+    log(f"results written to {path}")
+    failed = (result.pids_after != result.pids_before or result.http_errors or result.kafka_errors
+              or result.commands_ok != result.commands_sent or set(result.http) != {200})
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer records, requests and commands (< 2 min)")
+    parser.add_argument("--soak", action="store_true",
+                        help="the soak instead: steady commands and HTTP calls under gunicorn -w 2, workers sampled")
+    parser.add_argument("--minutes", type=float, default=10.0, help="length of the soak (default 10)")
     parser.add_argument("--output", type=Path,
-                        help="results file (default bench/results.txt, or bench/results-quick.txt with --quick)")
+                        help="results file (default bench/results.txt, bench/results-quick.txt with --quick, "
+                             "bench/results-soak.txt with --soak)")
     parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto",
                         help="HTTP load generator: wrk when installed (auto), or the Python one")
     args = parser.parse_args(argv)
@@ -341,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt(f"signal {signum}")  # unwind: the finally blocks stop our processes
 
     signal.signal(signal.SIGTERM, terminate)
+    if args.soak:
+        return soak(args.minutes, args.output, argv_used)
     run = Run(QUICK if args.quick else FULL, args.loadgen)
     started = time.monotonic()
     run.execute()

@@ -36,6 +36,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import math
 import os
 import re
 import typing
@@ -58,10 +59,12 @@ from werkzeug.wrappers import Response
 
 from .auth import METHOD_ROUTE, READ_ROUTE, SCHEME_NAME, AccessPolicy, security_doc
 from .auth import install as install_access
+from .commands import ArgumentLimits
 from .methods import MethodSpec, Parameter, json_default
 from .metrics import INSTALL_HINT, AppMetrics, app_metrics
 from .protocol import CONDITION, EVENTS, METHOD, OPENFACTORY, SAMPLES
-from .transports import ConfigurationError, Health, TransportError
+from .settings import argument_limits
+from .transports import ConfigurationError, Health, TransportBusy, TransportError
 
 if TYPE_CHECKING:
     from .extension import OpenFactoryState
@@ -187,6 +190,7 @@ class OpenFactoryApi(Api):  # type: ignore[misc]
         self.endpoint_methods: dict[str, str] = {}  # endpoint -> method name (access control)
         self.access = AccessPolicy()
         self.metrics: AppMetrics | None = None  # None without prometheus-client
+        self.limits = ArgumentLimits()  # OPENFACTORY_MAX_ARGUMENTS / _MAX_COMMAND_BYTES on the method routes
         self.schema_names: set[str] = set(_FIXED_SCHEMA_NAMES)
         self.blueprint_count = 0
         self._ui_env: Environment | None = None
@@ -273,6 +277,7 @@ def init_api(app: Flask, state: "OpenFactoryState") -> OpenFactoryApi:
     api = OpenFactoryApi(app, config_prefix=CONFIG_PREFIX)
     api.access = access
     api.metrics = app_metrics(runtime)
+    api.limits = argument_limits(config)
     if access.tokens is not None:
         api.spec.components.security_scheme(SCHEME_NAME, {
             "type": "http", "scheme": "bearer",
@@ -284,7 +289,19 @@ def init_api(app: Flask, state: "OpenFactoryState") -> OpenFactoryApi:
     app.url_map.converters.setdefault("ofa_anypath", AnyPathConverter)  # for the catch-all
     app.register_blueprint(_ui_blueprint(state, api))
     install_access(app, access, lambda endpoint: _route_kind(api, endpoint))
+    _install_busy_handler(app)
     return api
+
+
+def _install_busy_handler(app: Flask) -> None:
+    """The host app's own routes that set attributes answer a full outgoing queue with 503 JSON too.
+
+    Only for our own exception, and only if the app has no handler for it yet
+    (one it registers later replaces this one): its other error pages stay its own.
+    """
+    handlers = app.error_handler_spec.get(None, {}).get(None, {})
+    if TransportBusy not in handlers and TransportError not in handlers:
+        app.register_error_handler(TransportBusy, _transport_error)
 
 
 def _route_kind(api: OpenFactoryApi, endpoint: str | None) -> tuple[str, str | None] | None:
@@ -335,8 +352,18 @@ def _json_error(error: HTTPException) -> ResponseReturnValue:
 
 
 def _transport_error(error: TransportError) -> ResponseReturnValue:
-    """The log is unreachable: the client may retry later, it is not our bug."""
-    return jsonify({"code": 503, "status": "Service Unavailable", "message": str(error)}), 503
+    """The log is unreachable or its outgoing queue is full: the client may retry later, not our bug.
+
+    A full queue (``TransportBusy``) is counted (``openfactory_busy_refusals_total``)
+    and says when to retry: nothing of the request was queued after the refusal.
+    """
+    body = {"code": 503, "status": "Service Unavailable", "message": str(error)}
+    if not isinstance(error, TransportBusy):
+        return jsonify(body), 503
+    state = current_app.extensions.get("openfactory")
+    if state is not None:
+        state.runtime.counters["busy_refusals"] += 1
+    return jsonify(body), 503, {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
 
 
 def _limit_body() -> None:
@@ -354,8 +381,8 @@ def _limit_body() -> None:
         abort(413, message=f"request body of {request.content_length} bytes is over the limit of {limit} bytes")
 
 
-def _read_json_body() -> None:
-    """Read the body once (cached for webargs): enforce the limit, require JSON.
+def _read_json_body(limits: ArgumentLimits) -> None:
+    """Read the body once (cached for webargs): enforce the limits, require JSON.
 
     A streamed body (no Content-Length) over the limit is cut at the limit by
     werkzeug without an error, so one more byte decides between "exactly the
@@ -372,6 +399,9 @@ def _read_json_body() -> None:
     if data and not request.is_json:
         abort(415, message=f"send the arguments as a JSON object with Content-Type: application/json, "
                            f"not {request.mimetype or 'no content type'}")
+    too_large = limits.size_error(len(data), "the arguments (the request body) are")
+    if too_large:
+        abort(413, message=too_large)
 
 
 def _guard(blueprint: FlaskBlueprint) -> FlaskBlueprint:
@@ -688,18 +718,33 @@ def _camel(name: str) -> str:
 
 
 class _BodyParser(FlaskParser):
-    """An empty body is ``{}`` whatever its content type (no-argument methods)."""
+    """An empty body is ``{}`` whatever its content type (no-argument methods).
+
+    Also counts the arguments against ``OPENFACTORY_MAX_ARGUMENTS`` once the
+    body is decoded, before the schema looks at any of them.
+    """
 
     def _raw_load_json(self, req: Any) -> Any:
         if not req.get_data(cache=True):
             return webargs_core.missing
         try:
-            return super()._raw_load_json(req)
+            body = super()._raw_load_json(req)
         except (ValueError, RecursionError) as exc:
             if isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)):
                 raise  # webargs answers these with its 400
             # nesting past the decoder's limit, or an int over Python's 4300-digit limit
             abort(400, exc=exc, messages={"json": ["Invalid JSON body."]})
+        if isinstance(body, dict):
+            too_many = _limits().count_error(len(body))
+            if too_many:
+                abort(400, message=too_many)
+        return body
+
+
+def _limits() -> ArgumentLimits:
+    state = current_app.extensions.get("openfactory")
+    api = getattr(state, "api", None)
+    return api.limits if isinstance(api, OpenFactoryApi) else ArgumentLimits()
 
 
 class _MethodBlueprint(Blueprint):  # type: ignore[misc]
@@ -751,10 +796,13 @@ def add_method_routes(state: "OpenFactoryState", specs: Iterable[MethodSpec]) ->
     - 200 with the result, ``status`` ``OK`` (returned) or ``ERROR`` (it
       raised): the call was valid and the method ran, so a raising method is
       reported in the body, like on the command channel, never as a 5xx;
-    - 400 invalid JSON or a bad ``X-Correlation-ID``; 413 body over
-      ``OPENFACTORY_MAX_BODY``; 415 a body that is not JSON; 422 arguments
-      that do not fit the signature (wrong type, missing, unknown field, not
-      an object); 503 the result could not be published.
+    - 400 invalid JSON, a bad ``X-Correlation-ID`` or more arguments than
+      ``OPENFACTORY_MAX_ARGUMENTS``; 413 body over ``OPENFACTORY_MAX_BODY``
+      or ``OPENFACTORY_MAX_COMMAND_BYTES``; 415 a body that is not JSON; 422
+      arguments that do not fit the signature (wrong type, missing, unknown
+      field, not an object); 503 the outgoing queue is full (``Retry-After``;
+      the method did not run when it was known full before) or the result
+      could not be published.
 
     JSON is typed: ``"1"`` is not an int, ``1`` is a valid float.
     """
@@ -779,7 +827,7 @@ def add_method_routes(state: "OpenFactoryState", specs: Iterable[MethodSpec]) ->
         description="Methods: " + ", ".join(s.name for s in routable),
     )
     _guard(blp)
-    blp.before_request(_read_json_body)
+    blp.before_request(lambda: _read_json_body(api.limits))
     endpoints: dict[str, str] = {}
     for index, spec in enumerate(routable):
         endpoint = f"invoke_{index}"
@@ -793,10 +841,10 @@ def add_method_routes(state: "OpenFactoryState", specs: Iterable[MethodSpec]) ->
         )(view)
         view = blp.response(200, MethodResultSchema, description="The method ran: status OK or ERROR")(view)
         for code, why in (
-            (400, "Invalid JSON or X-Correlation-ID"),
-            (413, "Body over OPENFACTORY_MAX_BODY"),
+            (400, "Invalid JSON or X-Correlation-ID, or more arguments than OPENFACTORY_MAX_ARGUMENTS"),
+            (413, "Body over OPENFACTORY_MAX_BODY or OPENFACTORY_MAX_COMMAND_BYTES"),
             (415, "Body is not JSON"),
-            (503, "The result could not be published"),
+            (503, "The outgoing queue is full (see Retry-After) or the log is unreachable: nothing was published"),
         ):
             view = blp.alt_response(code, schema=ErrorSchema, description=why)(view)
         view = _secured(blp, api.access, METHOD_ROUTE)(view)
@@ -812,6 +860,9 @@ def add_method_routes(state: "OpenFactoryState", specs: Iterable[MethodSpec]) ->
 def _method_view(state: "OpenFactoryState", spec: MethodSpec) -> Callable[[dict[str, Any]], Any]:
     def invoke(arguments: dict[str, Any]) -> ResponseReturnValue:
         correlation_id = _correlation_id()
+        busy = state.runtime.transport.saturated()
+        if busy is not None:
+            raise busy  # the queue is full: refuse before the method moves anything it could not report
         result = state.runtime.invoke(
             spec.name, arguments, sender_uuid=_sender(), correlation_id=correlation_id
         )

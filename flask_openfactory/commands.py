@@ -33,21 +33,60 @@ RESULT_TAG = "Method.Result"
 _HEADER_FIELDS = {"correlation_id", "sender_uuid", "timestamp", "signature"}
 _ENVELOPE_FIELDS = {"header", "arguments"}
 
+DEFAULT_MAX_ARGUMENTS = 64
+DEFAULT_MAX_COMMAND_BYTES = 64 * 1024
+INVALID_ENVELOPE = "invalid_envelope"
+TOO_MANY_ARGUMENTS = "too_many_arguments"
+ARGUMENTS_TOO_LARGE = "arguments_too_large"
+
+
+@dataclass(frozen=True, slots=True)
+class ArgumentLimits:
+    """Bounds on one call's arguments, the same for commands and HTTP calls.
+
+    A method that drives a machine never needs thousands of arguments or
+    megabytes of text; refusing them before any conversion keeps a flood of
+    such commands from costing memory and CPU in the executing process.
+    """
+
+    max_arguments: int = DEFAULT_MAX_ARGUMENTS
+    max_bytes: int = DEFAULT_MAX_COMMAND_BYTES
+
+    def count_error(self, count: int) -> str | None:
+        if count <= self.max_arguments:
+            return None
+        return (f"{TOO_MANY_ARGUMENTS}: {count} arguments, the limit is {self.max_arguments} "
+                "(OPENFACTORY_MAX_ARGUMENTS)")
+
+    def size_error(self, size: int, what: str = "the serialized arguments are") -> str | None:
+        if size <= self.max_bytes:
+            return None
+        return (f"{ARGUMENTS_TOO_LARGE}: {what} {size} bytes, the limit is {self.max_bytes} bytes "
+                "(OPENFACTORY_MAX_COMMAND_BYTES)")
+
+
+def arguments_size(arguments: dict[str, Any]) -> int:
+    """Bytes of the arguments object as compact UTF-8 JSON (what ``OPENFACTORY_MAX_COMMAND_BYTES`` bounds)."""
+    return len(json.dumps(arguments, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
 
 class EnvelopeError(ValueError):
     """A command envelope that breaks the contract.
 
     ``correlation_id`` and ``sender_uuid`` are filled when they could be read, so
-    that the command can still be answered with ``REJECTED``.
+    that the command can still be answered with ``REJECTED``; ``code`` is the
+    reason it is counted under (``rejected_<code>``).
     """
 
     def __init__(
-        self, reason: str, *, correlation_id: str | None = None, sender_uuid: str | None = None
+        self, reason: str, *, correlation_id: str | None = None, sender_uuid: str | None = None,
+        code: str = INVALID_ENVELOPE,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.correlation_id = correlation_id
         self.sender_uuid = sender_uuid
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +159,12 @@ def _canonical_uuid(value: Any) -> str:
         raise ValueError(f"{value!r} is not a UUID") from None
 
 
-def parse_envelope(raw: Any) -> Envelope:
-    """Validate an envelope (a JSON string or an already decoded object)."""
+def parse_envelope(raw: Any, limits: ArgumentLimits | None = None) -> Envelope:
+    """Validate an envelope (a JSON string or an already decoded object).
+
+    With ``limits``, too many or too large arguments raise an EnvelopeError
+    whose ``code`` is ``too_many_arguments`` or ``arguments_too_large``.
+    """
     if isinstance(raw, (bytes, str)):
         try:
             raw = json.loads(raw)
@@ -147,8 +190,8 @@ def parse_envelope(raw: Any) -> Envelope:
     if isinstance(raw_sender, str) and raw_sender.strip():
         sender_uuid = raw_sender.strip()
 
-    def reject(reason: str) -> EnvelopeError:
-        return EnvelopeError(reason, correlation_id=correlation_id, sender_uuid=sender_uuid)
+    def reject(reason: str, code: str = INVALID_ENVELOPE) -> EnvelopeError:
+        return EnvelopeError(reason, correlation_id=correlation_id, sender_uuid=sender_uuid, code=code)
 
     if cid_error:
         raise reject(cid_error)
@@ -175,9 +218,13 @@ def parse_envelope(raw: Any) -> Envelope:
         arguments = {}
     if not isinstance(arguments, dict):
         raise reject("arguments must be an object of string to string")
+    if limits is not None and (error := limits.count_error(len(arguments))):
+        raise reject(error, TOO_MANY_ARGUMENTS)  # before listing thousands of bad names below
     bad = sorted(k for k, v in arguments.items() if not isinstance(v, str))
     if bad:
         raise reject(f"argument(s) {', '.join(bad)} must be strings (the contract sends text)")
+    if limits is not None and (error := limits.size_error(arguments_size(arguments))):
+        raise reject(error, ARGUMENTS_TOO_LARGE)
     return Envelope(
         correlation_id=correlation_id,  # type: ignore[arg-type]
         sender_uuid=sender_uuid,

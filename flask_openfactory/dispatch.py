@@ -27,6 +27,7 @@ from .commands import (
     ERROR,
     OK,
     REJECTED,
+    ArgumentLimits,
     CommandResult,
     Envelope,
     EnvelopeError,
@@ -61,6 +62,7 @@ class DispatchSettings:
     signing_keys: SigningKeys | None = field(default=None, repr=False)  # None: signatures not checked
     allowed_senders: frozenset[str] | None = None  # None: any sender
     max_clock_skew: float = MAX_CLOCK_SKEW  # signed commands from further ahead are refused
+    argument_limits: ArgumentLimits = field(default_factory=ArgumentLimits)  # bigger commands are REJECTED
 
 
 def _routable(name: str) -> bool:
@@ -189,6 +191,7 @@ class Dispatcher:
         self._owns = False
         self.last_error: str | None = None
         self.recoveries = 0
+        self.largest_backlog = 0  # commands held back at once while recovering (memory, status)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -267,14 +270,19 @@ class Dispatcher:
                 self._offsets.clear()
                 self.recoveries += 1
             if recovering:
-                backlog.extend(entries)
+                # Hold back only our commands (memory grows with unanswered commands, not
+                # with the partition's traffic); results and everything else are handled
+                # now: nothing runs for them, and results feed the look-ahead.
+                for entry in entries:
+                    if entry.key == self.settings.asset_uuid and entry.record is not None \
+                            and is_command(entry.record):
+                        self._offsets.add(entry.offset)  # nothing after it is committed before it runs
+                        backlog.append(entry)
+                    else:
+                        self._handle(entry, redelivered=True)
+                self.largest_backlog = max(self.largest_backlog, len(backlog))
                 if not reader.caught_up():
                     continue
-                for entry in backlog:
-                    if entry.record is not None and is_result(entry.record):
-                        cid = result_correlation_id(entry.record)
-                        if cid:
-                            self.completed.add(cid)
                 entries, backlog, recovering = backlog, [], False
                 redelivered = True
             else:
@@ -339,13 +347,13 @@ class Dispatcher:
         self.counters["commands_received"] += 1
         method_name = record.id[: -len(COMMAND_SUFFIX)]
         try:
-            envelope = parse_envelope(record.value)
+            envelope = parse_envelope(record.value, self.settings.argument_limits)
         except EnvelopeError as exc:
             cid = exc.correlation_id
             if cid is not None and (self._is_running(cid) or cid in self.completed):
-                self._refuse_silently(offset, method_name, cid, "invalid_envelope", exc.reason)
+                self._refuse_silently(offset, method_name, cid, exc.code, exc.reason)
             else:
-                self._reject(offset, method_name, cid, exc.sender_uuid, "invalid_envelope", exc.reason)
+                self._reject(offset, method_name, cid, exc.sender_uuid, exc.code, exc.reason)
             return
         cid = envelope.correlation_id
         refusal = self._refusal(envelope, method_name)

@@ -104,6 +104,8 @@ _SIMPLE_COUNTERS: dict[str, tuple[str, str]] = {
     "commands_timed_out": ("commands_timed_out", "Commands this process reported as timed out"),
     "commands_unanswerable": ("commands_unanswerable",
                               "Commands this process dropped for lack of a usable correlation id"),
+    "busy_refusals": ("busy_refusals",
+                      "HTTP requests this process answered 503 because the outgoing queue stayed full"),
 }
 _LABELLED_COUNTERS: dict[str, tuple[str, str, str]] = {  # counter prefix -> (family, label, help)
     "commands_": ("commands_answered", "status", "Commands this process answered as the executor, by status"),

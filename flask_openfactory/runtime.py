@@ -248,7 +248,7 @@ class AssetRuntime:
         transport = self.transport
         self._stopping.clear()
         snapshot = transport.snapshot(self.asset_uuid)
-        self._cache.update(snapshot)
+        self._cache.update((rid, r) for rid, r in snapshot.items() if self._cacheable(r))
         if self.settings.execute_commands and (self._tasks or any(
                 not s.every_worker for s in self._subscriptions.values())):
             self._duties = Duties(self._executor_runners, grace=self.settings.stop_timeout, log=self.log)
@@ -446,9 +446,20 @@ class AssetRuntime:
                 self._observe_result(record)
         with self._lock:
             for record in records:
+                if not self._cacheable(record):
+                    continue
                 current = self._cache.get(record.id)
                 if current is None or not _older(record, current):
                     self._cache[record.id] = record
+
+    def _cacheable(self, record: Record) -> bool:
+        """Declared IDs (and our methods' commands and results) only: anyone may write
+        any ID under our key, and the cache must stay bounded."""
+        rid = record.id
+        if rid in self._attributes or rid in self._methods:
+            return True
+        base, _, suffix = rid.rpartition("_")
+        return suffix in ("CMD", "RESULT") and base in self._methods
 
     def _publish(self, record: Record) -> None:
         if self._stopped:  # a late write (a task that outlived the stop) must not reopen a producer

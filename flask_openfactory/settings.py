@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 
 from werkzeug.utils import import_string
 
+from .commands import DEFAULT_MAX_ARGUMENTS, DEFAULT_MAX_COMMAND_BYTES, ArgumentLimits
 from .protocol import validate_identifier
 from .runtime import RuntimeSettings
 from .signing import MIN_SECRET_LENGTH, SigningKeys
@@ -63,6 +64,9 @@ def defaults(instance_path: str, environ: Mapping[str, str] | None = None) -> di
         "OPENFACTORY_ALLOWED_SENDERS": None,  # None: any sender
         "OPENFACTORY_PUBLISH_TIMEOUT": 5.0,
         "OPENFACTORY_MAX_PENDING": 100_000,
+        "OPENFACTORY_MAX_PENDING_BYTES": 64 * 1024 * 1024,  # outgoing bytes held while the broker is away
+        "OPENFACTORY_MAX_ARGUMENTS": DEFAULT_MAX_ARGUMENTS,  # per command or HTTP call
+        "OPENFACTORY_MAX_COMMAND_BYTES": DEFAULT_MAX_COMMAND_BYTES,  # a command's serialized arguments
         "OPENFACTORY_STOP_TIMEOUT": 10.0,
         "OPENFACTORY_START_ON_REQUEST": True,
         "OPENFACTORY_URL_PREFIX": "/ofa",
@@ -205,6 +209,7 @@ def runtime_settings(config: Mapping[str, Any]) -> RuntimeSettings:
     options = TransportOptions(
         publish_timeout=read(config, "OPENFACTORY_PUBLISH_TIMEOUT", _number(float, 0)),
         max_pending=read(config, "OPENFACTORY_MAX_PENDING", _number(int, 1)),
+        max_pending_bytes=read(config, "OPENFACTORY_MAX_PENDING_BYTES", _number(int, 1024)),
         kafka_config=read(config, "OPENFACTORY_KAFKA_CONFIG", _mapping),
         ksqldb_url=read(config, "OPENFACTORY_KSQLDB_URL", _optional_text),
         topic=read(config, "OPENFACTORY_ASSETS_TOPIC", _optional_text),
@@ -227,6 +232,15 @@ def runtime_settings(config: Mapping[str, Any]) -> RuntimeSettings:
         application_license=read(config, "OPENFACTORY_APPLICATION_LICENSE", _text),
         command_secret=read(config, "OPENFACTORY_COMMAND_SECRET", _secret),
         allowed_senders=read(config, "OPENFACTORY_ALLOWED_SENDERS", _senders),
+        argument_limits=argument_limits(config),
+    )
+
+
+def argument_limits(config: Mapping[str, Any]) -> ArgumentLimits:
+    """Bounds on one call's arguments (commands and the HTTP method routes)."""
+    return ArgumentLimits(
+        max_arguments=read(config, "OPENFACTORY_MAX_ARGUMENTS", _number(int, 0)),
+        max_bytes=read(config, "OPENFACTORY_MAX_COMMAND_BYTES", _number(int, 2)),  # "{}" is 2 bytes
     )
 
 

@@ -9,14 +9,24 @@ import pytest
 from broker import TansuBroker, unique_topic_name
 
 
-@pytest.fixture(scope="session")
-def kafka_broker() -> Iterator[TansuBroker]:
-    """One real broker for the whole session; a failure to start fails the tests, never skips them."""
+def _running_broker() -> Iterator[TansuBroker]:
     broker = TansuBroker().start()
     try:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[TansuBroker]:
+    """One real broker for the whole session; a failure to start fails the tests, never skips them."""
+    yield from _running_broker()
+
+
+@pytest.fixture
+def own_broker() -> Iterator[TansuBroker]:
+    """A broker of one test only: freezing or loading it for minutes must not touch the session's."""
+    yield from _running_broker()
 
 
 @pytest.fixture

@@ -32,7 +32,13 @@ class TransportError(RuntimeError):
 
 
 class TransportBusy(TransportError):
-    """The local outgoing queue stayed full for the bounded wait; nothing was queued."""
+    """The local outgoing queue stayed full for the bounded wait; nothing was queued.
+
+    The HTTP API answers it with 503 and ``Retry-After``: the caller may retry
+    once the backend takes records again.
+    """
+
+    retry_after: float = 5.0  # seconds: a hint for the caller
 
 
 class ConfigurationError(ValueError):
@@ -153,6 +159,7 @@ class TransportOptions:
 
     publish_timeout: float = 5.0  # bounded wait when the outgoing queue is full
     max_pending: int = 100_000  # outgoing records held while the backend is away
+    max_pending_bytes: int = 64 * 1024 * 1024  # and their bytes (Kafka: queue.buffering.max.kbytes)
     kafka_config: dict[str, Any] = field(default_factory=dict, repr=False)  # librdkafka pass-through: SASL secrets
     ksqldb_url: str | None = None
     topic: str | None = None  # explicit assets topic, overrides discovery
@@ -181,6 +188,14 @@ class Transport(ABC):
 
         Raises TransportBusy after a bounded wait when the local queue is full.
         """
+
+    def saturated(self) -> TransportBusy | None:
+        """The error a write would fail with at once (the outgoing queue is known full), else None.
+
+        Lets a caller refuse work whose records could not be queued (an HTTP
+        method call) before doing it, rather than after.
+        """
+        return None
 
     @abstractmethod
     def flush(self, timeout: float) -> int:

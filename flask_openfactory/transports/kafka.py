@@ -127,8 +127,12 @@ class KafkaTransport(Transport):
         self._partitions: int | None = None
         self._ksql: Any = None
         self._health = HealthTracker("no broker contact yet")
-        self._stats = {"published": 0, "delivered": 0, "delivery_failures": 0, "queue_full": 0}
+        # queue_full: produce attempts refused by a full queue (retried); busy: publishes given up (TransportBusy)
+        self._stats = {"published": 0, "delivered": 0, "delivery_failures": 0, "queue_full": 0, "busy": 0}
         self._last_failure_log = 0.0
+        # Set when a write waited the whole publish timeout in vain, cleared by the next delivery
+        # report (which made room): meanwhile writes fail at once instead of each waiting again.
+        self._full = False
         self._suppressed_failures = 0
         self._last_failure = ""
         self.origin = uuid.uuid4().hex.encode("ascii")  # this transport instance, one per process
@@ -199,11 +203,12 @@ class KafkaTransport(Transport):
             if self._producer is None or self._pid != os.getpid():
                 if self._pid != os.getpid():
                     KEEP_ALIVE.append(self._producer)
-                    self._pid, self._closing = os.getpid(), threading.Event()
+                    self._pid, self._closing, self._full = os.getpid(), threading.Event(), False
                     self._lock = threading.Lock()
                 self._producer = Producer({
                     **self._base(), **PRODUCER_DEFAULTS,
                     "queue.buffering.max.messages": self.options.max_pending,
+                    "queue.buffering.max.kbytes": min(2**31 - 1, max(1, self.options.max_pending_bytes // 1024)),
                     **self._producer_config,
                 })
                 self._poller = threading.Thread(target=self._serve, name="ofa-kafka-poll", daemon=True)
@@ -245,6 +250,7 @@ class KafkaTransport(Transport):
 
     def _report(self, error: KafkaError | None, message: Message) -> None:
         """Delivery report of a plain write (one bound method: no closure per record)."""
+        self._full = False  # a record left the queue: there is room again
         if error is None:
             self._stats["delivered"] += 1
         else:
@@ -275,7 +281,7 @@ class KafkaTransport(Transport):
                 pass
             except KafkaException as exc:
                 raise TransportError(f"Kafka at {self.bootstrap}: {exc.args[0].str()}") from None
-        deadline = time.monotonic() + self.options.publish_timeout
+        deadline = time.monotonic() + (0.0 if self._full else self.options.publish_timeout)
         while True:
             producer = self.producer()
             try:
@@ -285,14 +291,26 @@ class KafkaTransport(Transport):
             except BufferError:
                 self._stats["queue_full"] += 1
                 if time.monotonic() >= deadline:
-                    raise TransportBusy(
-                        f"Kafka at {self.bootstrap}: {self.options.max_pending} records are waiting for the "
-                        f"broker and none was delivered within {self.options.publish_timeout:g}s; "
-                        "the record was not queued"
-                    ) from None
+                    self._full = True
+                    self._stats["busy"] += 1
+                    raise self._busy(producer) from None
                 time.sleep(0.01)  # the poller frees the queue as deliveries complete
             except KafkaException as exc:
                 raise TransportError(f"Kafka at {self.bootstrap}: {exc.args[0].str()}") from None
+
+    def saturated(self) -> TransportBusy | None:
+        producer = self._producer
+        return self._busy(producer) if self._full and producer is not None else None
+
+    def _busy(self, producer: Producer) -> TransportBusy:
+        error = TransportBusy(
+            f"Kafka at {self.bootstrap}: the outgoing queue is full ({len(producer)} records wait for the "
+            f"broker; limits OPENFACTORY_MAX_PENDING={self.options.max_pending} records, "
+            f"OPENFACTORY_MAX_PENDING_BYTES={self.options.max_pending_bytes} bytes) and no room was made within "
+            f"OPENFACTORY_PUBLISH_TIMEOUT={self.options.publish_timeout:g}s: nothing was queued, retry later"
+        )
+        error.retry_after = max(1.0, self.options.publish_timeout)
+        return error
 
     def _failed(self, error: KafkaError) -> None:
         self._stats["delivery_failures"] += 1
