@@ -288,11 +288,25 @@ class Dispatcher:
             else:
                 redelivered = False
             for entry in entries:
+                if entry.record is not None and is_command(entry.record):
+                    self._wait_for_room()
                 if self._stop.is_set():
                     return  # not marked done: the next owner gets it
                 self._handle(entry, redelivered=redelivered)
             self._expire_deadlines()
             self._commit(reader)
+
+    def _wait_for_room(self) -> None:
+        """Run no command while the outgoing queue is known full: its result could not be
+        published, and a machine must not move when nobody can be told. The command
+        waits in the log, not in memory."""
+        if self._transport.saturated() is None:
+            return
+        self.counters["commands_held_queue_full"] += 1
+        self.log.warning("the outgoing queue is full: commands wait until the broker takes records again")
+        while self._transport.saturated() is not None and not self._stop.is_set():
+            self._expire_deadlines()
+            self._stop.wait(0.2)
 
     def _drain(self) -> None:
         deadline = min(self._drain_until, time.monotonic() + self.settings.timeout)

@@ -404,3 +404,22 @@ def test_recovery_holds_back_only_commands_not_the_partitions_other_traffic() ->
         assert second._dispatcher.largest_backlog == 5, sent
     finally:
         second.stop()
+
+
+def test_commands_wait_in_the_log_while_the_outgoing_queue_is_known_full() -> None:
+    """A result that could not be published must not follow a machine that moved."""
+    url = f"memory://limits-held-{uuid.uuid4()}"
+    runtime = _runtime(url)
+    runtime.start()
+    full = {"on": True}
+    transport = runtime.transport
+    transport.saturated = lambda: TransportBusy("queue full (test)") if full["on"] else None  # type: ignore[method-assign]
+    try:
+        calls.clear()
+        runtime.send_command(MACHINE, "configure", {"a": "held"}, sender_uuid=CALLER)
+        wait_for(lambda: runtime.counters["commands_held_queue_full"] == 1, what="the command held back")
+        assert calls == []
+        full["on"] = False
+        wait_for(lambda: calls == [{"a": "held", "b": "", "c": ""}], what="the command run once there is room")
+    finally:
+        runtime.stop()
