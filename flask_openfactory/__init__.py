@@ -8,8 +8,7 @@ from .globals import current_openfactory
 from .methods import ofa_method
 from .protocol import Record
 from .runtime import AssetRuntime
-from .subscriptions import subscribe
-from .tasks import StopSignal, background_task
+from .tasks import StopSignal
 from .transports import ConfigurationError, TransportBusy, TransportError
 
 __all__ = [
@@ -25,8 +24,6 @@ __all__ = [
     "StopSignal",
     "TransportBusy",
     "TransportError",
-    "background_task",
     "current_openfactory",
     "ofa_method",
-    "subscribe",
 ]

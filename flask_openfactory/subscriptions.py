@@ -75,7 +75,7 @@ def subscribe(
     every_worker: bool = False,
     name: str | None = None,
 ) -> Callable[[F], F]:
-    """Mark ``handler(record)`` as a subscription; register it with ``AssetBlueprint.subscribe``.
+    """Validate and record a subscription on ``handler(record)`` (``AssetBlueprint.subscribe`` declares it).
 
     Watch all of ``asset``'s attributes, one ``attribute`` ID, or those of one
     ``type`` (Samples, Events, Condition).

@@ -104,7 +104,7 @@ class TaskSpec:
 def background_task(
     name: str | None = None, *, backoff: float = 1.0, max_backoff: float = 60.0, healthy_after: float = 30.0
 ) -> Callable[[F], F]:
-    """Mark ``func(stop)`` as a background task; register it with ``AssetBlueprint.background_task``."""
+    """Validate and record a task on ``func(stop)`` (``AssetBlueprint.background_task`` declares it)."""
 
     def decorate(func: F) -> F:
         if not callable(func):

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from flask import Flask, current_app
 
-from flask_openfactory import AssetBlueprint, FlaskOpenFactory, StopSignal, background_task
+from flask_openfactory import AssetBlueprint, FlaskOpenFactory, StopSignal
+from flask_openfactory.tasks import background_task
 from waiting import wait_for
 
 
