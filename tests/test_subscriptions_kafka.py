@@ -31,6 +31,7 @@ from flask_openfactory.runtime import AssetRuntime
 from flask_openfactory.transports.kafka import KafkaLockedReader
 from flask_openfactory.transports.partitioning import partition_for_key
 from kafka_config import KAFKA_TEST_CONFIG
+from ksqldb_standin import running_standin
 from waiting import wait_for
 
 PARTITIONS = 3
@@ -173,14 +174,15 @@ def make_watcher(kafka_broker: TansuBroker, tmp_path: Path) -> Iterator[Callable
     """``make_watcher(topic, app_uuid, watched, every_worker=...)``; every runtime is stopped at teardown."""
     made: list[Watcher] = []
 
-    def make(topic: str, app_uuid: str, watched: str, *, every_worker: bool = False) -> Watcher:
+    def make(topic: str, app_uuid: str, watched: str, *, every_worker: bool = False,
+             ksqldb_url: str | None = None) -> Watcher:
         app = Flask(__name__)
         app.config.update(
             OPENFACTORY_APP_UUID=app_uuid,
             OPENFACTORY_TRANSPORT_URL=f"kafka://{kafka_broker.bootstrap}",
             OPENFACTORY_ASSETS_TOPIC=topic,
             OPENFACTORY_KAFKA_CONFIG=dict(KAFKA_TEST_CONFIG),
-            OPENFACTORY_KSQLDB_URL=None,  # the snapshot is read back from the topic
+            OPENFACTORY_KSQLDB_URL=ksqldb_url,  # None: the snapshot is read back from the topic
             OPENFACTORY_LOCK_DIR=str(tmp_path / "locks"),
             OPENFACTORY_STOP_TIMEOUT=5.0,
             WATCHED_UUID=watched,
@@ -429,3 +431,25 @@ def test_every_worker_subscriptions_deliver_in_each_runtime(
         for name in ("everything", "x_only"):
             assert worker.seen.values(name, "position_x") == [-1.0, *map(float, range(100))], name
         assert {d.record.asset_uuid for d in worker.seen.deliveries} == {assets.watched}
+
+
+def test_the_initial_state_comes_from_ksqldb_when_it_is_configured(
+        kafka_broker: TansuBroker, unique_topic: str, make_watcher: Callable[..., Watcher]) -> None:
+    """ksqlDB (here the stand-in speaking its REST formats) holds a value the topic never had."""
+    kafka_broker.create_topic(unique_topic, PARTITIONS)
+    assets = Assets.pick()
+    with running_standin(unique_topic) as standin:
+        standin.set_attribute(assets.watched, "position_x", 42.0, type="Samples", tag="Position",
+                              timestamp="2026-11-22T10:00:00.000Z")
+        watcher = make_watcher(unique_topic, keys_in(0, 1, "WATCHER")[0], assets.watched,
+                               ksqldb_url=standin.url)
+        watcher.runtime.start()
+        wait_for(lambda: watcher.seen.values("x_only", "position_x") == [42.0], timeout=15,
+                 what="the current state from ksqlDB")
+        asked = [s for s in standin.statements("/query") if assets.watched in s]
+        assert asked, f"ksqlDB was not asked for {assets.watched}: {standin.statements('/query')}"
+        writer = Writer(kafka_broker, unique_topic)
+        writer.sample(assets.watched, "position_x", 43.0)
+        writer.flush()
+        wait_for(lambda: watcher.seen.values("x_only", "position_x") == [42.0, 43.0], timeout=15,
+                 what="the live update after the state")
