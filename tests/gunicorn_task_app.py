@@ -15,9 +15,10 @@ import os
 from flask import Flask
 
 from demo import create_app as create_demo_app
-from flask_openfactory import AssetBlueprint, EventAttribute, StopSignal
+from flask_openfactory import AssetBlueprint, EventAttribute, Record, StopSignal
 
 FLAKY_ENV = "OFA_TEST_FLAKY_TASK"
+WATCH_ENV = "OFA_TEST_WATCH"  # a UUID: subscribe to that asset's position_x and echo each update
 BEAT = 0.1  # seconds between heartbeats
 
 tasks = AssetBlueprint("gunicorn_tasks", __name__)
@@ -61,10 +62,22 @@ def flaky(stop: StopSignal) -> None:
     raise RuntimeError(f"flaky failure #{_runs}")
 
 
+watching = AssetBlueprint("gunicorn_watching", __name__)
+echo = watching.attribute(EventAttribute("echo", tag="Test.Echo"))
+
+
+@watching.subscribe(lambda: os.environ[WATCH_ENV], attribute="position_x")
+def echo_position(record: Record) -> None:
+    """Each update, as ``"<pid> <value>"``: which worker delivered what, seen from the topic."""
+    echo.set(f"{os.getpid()} {record.value:g}")
+
+
 def create_app() -> Flask:
     """The demo app (config from ``FLASK_CONFIG`` and the environment) with the tasks."""
     app = create_demo_app()
     app.register_blueprint(tasks)
     if os.environ.get(FLAKY_ENV) == "1":
         app.register_blueprint(flaky_tasks)
+    if os.environ.get(WATCH_ENV):
+        app.register_blueprint(watching)
     return app

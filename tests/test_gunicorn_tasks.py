@@ -6,7 +6,9 @@ carrying the worker's pid, and a marker when a task's stop signal is set.
 Everything is observed from outside the server: the topic, /proc and the
 executor lock. A task must run in exactly one worker, move to another
 worker within seconds when that one is killed, stop within the grace period
-on SIGTERM, and be restarted (its Condition at Fault) when it raises.
+on SIGTERM, and be restarted (its Condition at Fault) when it raises. A
+subscription (the app echoes another asset's ``position_x``) must move with a
+killed worker too, losing no update.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 import pytest
 
 from broker import TansuBroker
+from flask_openfactory import Record
 from gunicorn_server import CommandSender, GunicornServer, Seen, ServerPool, TopicWatcher, flock_holders, server_env
 from kafka_config import KAFKA_TEST_CONFIG
 from waiting import wait_for
@@ -222,3 +225,45 @@ def test_a_task_that_raises_is_faulted_and_restarted(make_deployment: Any, uniqu
     assert {pid_of(s) for s in deployment.beats()} == {executor}
     print(f"\nfailing task restarted after {', '.join(f'{1000 * d:.0f} ms' for d in restart_delays)} "
           "(backoff 0.2 s, doubling, at most 0.4 s)")
+
+
+def test_a_subscription_moves_with_a_killed_worker_and_loses_no_update(
+        make_deployment: Any, unique_topic: str) -> None:
+    """The subscription runs in the executing worker; after SIGKILL the next one delivers the rest."""
+    watched = f"watched-{uuid.uuid4().hex[:10]}"
+    deployment: Deployment = make_deployment(unique_topic, OFA_TEST_WATCH=watched)
+    server = deployment.start(workers=3)
+    first = deployment.executor(server)
+    machine = deployment.sender  # any producer with Java's partitioner writes as the machine would
+
+    def move(value: int) -> None:
+        machine.publish(Record.create(watched, "position_x", float(value), tag="Position.X", type="Samples"))
+
+    def echoes() -> list[tuple[int, float]]:
+        return [(pid_of(s), float(str(s.record.value).split()[1])) for s in deployment.values("echo")]
+
+    move(0)
+    machine.flush()
+    deployment.watcher.wait(lambda seen: echoes(), 20, "the first echo (the subscription running)")
+    for value in range(1, 11):
+        move(value)
+    machine.flush()
+    deployment.watcher.wait(lambda seen: 10.0 in {v for _, v in echoes()}, 20, "updates 1..10 echoed")
+    os.kill(first, signal.SIGKILL)
+    for value in range(11, 31):
+        move(value)
+    machine.flush()
+    deployment.watcher.wait(lambda seen: 30.0 in {v for _, v in echoes()}, 30, "updates 11..30 echoed")
+
+    delivered = echoes()
+    values = {v for _, v in delivered}
+    assert values >= {float(v) for v in range(31)}, f"updates never delivered: {sorted(set(range(31)) - values)}"
+    pids = [pid for pid, _ in delivered]
+    switch = next(i for i, pid in enumerate(pids) if pid != first)
+    second = pids[switch]
+    assert second in server.worker_pids() and second != first
+    assert set(pids[switch:]) == {second}, f"two workers delivered after the takeover: {pids}"
+    after = [v for pid, v in delivered[switch:]]
+    assert after == sorted(after), f"the new worker delivered out of order: {after}"
+    print(f"\nsubscription: worker {first} killed after update 10; worker {second} delivered "
+          f"{after[0]:g}..{after[-1]:g} ({len(after)} echoes, {len(delivered) - 31} duplicate(s) in all)")
