@@ -64,6 +64,11 @@ class Duties:
             self._wanted, self._dirty = owns, True
             self._changed.notify_all()
 
+    def running(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for this process to have taken the role and started its runners."""
+        with self._changed:
+            return self._changed.wait_for(lambda: bool(self.runners), timeout)
+
     def stop(self, timeout: float) -> None:
         with self._changed:
             self._stopping, self._dirty = True, True
@@ -102,7 +107,9 @@ class Duties:
         self.tenures += 1
         for runner in runners:
             runner.start()
-        self.runners = runners
+        with self._changed:
+            self.runners = runners
+            self._changed.notify_all()  # for ``running``
         self._log.info("started %d background task(s) and subscription(s)", len(runners))
 
     def _leave_role(self) -> None:

@@ -343,10 +343,8 @@ class AssetRuntime:
         """
         deadline = time.monotonic() + timeout
         duties = self._duties
-        while duties is not None and not duties.runners:  # the executor role not taken yet
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.01)
+        if duties is not None and not duties.running(timeout):  # the executor role not taken yet
+            return False
         return all(r.settled(max(0.0, deadline - time.monotonic())) for r in self._subscription_runners_here())
 
     @property

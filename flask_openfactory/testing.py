@@ -393,29 +393,22 @@ class OpenFactoryTester:
         asset's current state, which subscriptions receive when they start.
         ``tag`` defaults to ``Normal`` for a Condition, else empty.
         """
-        record = Record.create(asset_uuid, attr_id, value, type=type,
-                               tag=tag if tag is not None else ("Normal" if type == CONDITION else ""))
-        transport = self.runtime.transport
-        transport.publish(record)
-        wait = self.timeout if timeout is None else timeout
-        transport.flush(wait)
-        if self._own is not None:
-            self.settle(wait, what=f"{asset_uuid}/{attr_id}={value!r}")
-        return record
+        return self.feed_many(asset_uuid, [(attr_id, value)], type=type, tag=tag, timeout=timeout)[0]
 
     def feed_many(self, asset_uuid: str, values: Mapping[str, Any] | Iterable[tuple[str, Any]], *,
-                  type: str = SAMPLES, timeout: float | None = None) -> list[Record]:
+                  type: str = SAMPLES, tag: str | None = None, timeout: float | None = None) -> list[Record]:
         """Several updates of one asset (in order), then one wait for the subscriptions."""
         items = list(values.items() if isinstance(values, Mapping) else values)
         transport = self.runtime.transport
-        records = [Record.create(asset_uuid, attr_id, value, type=type,
-                                 tag="Normal" if type == CONDITION else "") for attr_id, value in items]
+        if tag is None:
+            tag = "Normal" if type == CONDITION else ""
+        records = [Record.create(asset_uuid, attr_id, value, type=type, tag=tag) for attr_id, value in items]
         for record in records:
             transport.publish(record)
         wait = self.timeout if timeout is None else timeout
         transport.flush(wait)
         if self._own is not None:
-            self.settle(wait, what=f"{len(records)} update(s) of {asset_uuid}")
+            self.settle(wait, what=", ".join(f"{asset_uuid}/{r.id}={r.value!r}" for r in records))
         return records
 
     def settle(self, timeout: float | None = None, *, what: str = "the log") -> None:

@@ -217,6 +217,16 @@ def contiguous_run(values: list[Any]) -> tuple[int, int]:
     return first, first + len(values) - 1
 
 
+def watched_asset_ready(broker: TansuBroker, topic: str) -> tuple[Assets, Writer, str]:
+    """A fresh topic whose watched asset has a state (``status`` READY), and a watching app's UUID."""
+    broker.create_topic(topic, PARTITIONS)
+    assets = Assets.pick()
+    writer = Writer(broker, topic)
+    writer.event(assets.watched, "status", "READY")
+    writer.flush()
+    return assets, writer, f"WATCHER-{uuid.uuid4().hex[:8]}"
+
+
 # -- tests ---------------------------------------------------------------------------------
 
 
@@ -286,12 +296,7 @@ def test_a_subscription_reads_only_the_watched_partition_in_order_after_the_init
 
 def test_a_new_process_delivers_what_was_written_while_none_ran_and_takes_over_live(
         kafka_broker: TansuBroker, unique_topic: str, make_watcher: Callable[..., Watcher]) -> None:
-    kafka_broker.create_topic(unique_topic, PARTITIONS)
-    assets = Assets.pick()
-    writer = Writer(kafka_broker, unique_topic)
-    writer.event(assets.watched, "status", "READY")
-    writer.flush()
-    app_uuid = f"WATCHER-{uuid.uuid4().hex[:8]}"
+    assets, writer, app_uuid = watched_asset_ready(kafka_broker, unique_topic)
 
     # 1. The first process delivers 0..49, then stops; 50..99 are written while nothing runs.
     first = make_watcher(unique_topic, app_uuid, assets.watched)
@@ -365,12 +370,7 @@ def test_a_new_process_delivers_what_was_written_while_none_ran_and_takes_over_l
 def test_updates_a_stop_left_undelivered_are_delivered_by_the_next_process(
         kafka_broker: TansuBroker, unique_topic: str, make_watcher: Callable[..., Watcher]) -> None:
     """A stop that cuts a batch short must not commit it: what was read but not handled comes again."""
-    kafka_broker.create_topic(unique_topic, PARTITIONS)
-    assets = Assets.pick()
-    writer = Writer(kafka_broker, unique_topic)
-    writer.event(assets.watched, "status", "READY")
-    writer.flush()
-    app_uuid = f"WATCHER-{uuid.uuid4().hex[:8]}"
+    assets, writer, app_uuid = watched_asset_ready(kafka_broker, unique_topic)
     first = make_watcher(unique_topic, app_uuid, assets.watched)
     first.runtime.start()
     wait_for(lambda: first.seen.of("everything") and first.runtime._duties is not None
