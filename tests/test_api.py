@@ -26,8 +26,8 @@ from werkzeug.test import TestResponse
 
 from flask_openfactory import AssetBlueprint, FlaskOpenFactory, SampleAttribute, TransportError
 from flask_openfactory.protocol import Record
-from flask_openfactory.runtime import AssetRuntime
 from flask_openfactory.transports.memory import memory_log
+from flask_openfactory.testing import runtime_of
 
 # -- the asset under test: declared at module level, registered on every app ------------
 
@@ -115,10 +115,6 @@ def make_app(**config: Any) -> Flask:
     FlaskOpenFactory().init_app(app)
     app.register_blueprint(machine)
     return app
-
-
-def runtime_of(app: Flask) -> AssetRuntime:
-    return app.extensions["openfactory"].runtime  # type: ignore[no-any-return]
 
 
 @pytest.fixture

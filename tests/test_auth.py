@@ -19,7 +19,7 @@ from werkzeug.test import TestResponse
 
 from flask_openfactory import AssetBlueprint, ConfigurationError, FlaskOpenFactory, SampleAttribute
 from flask_openfactory.auth import AccessPolicy, bearer_token
-from flask_openfactory.runtime import AssetRuntime
+from flask_openfactory.testing import runtime_of
 
 TOKEN = "tok-" + "A" * 28  # distinctive: grepped for in every output
 OTHER_TOKEN = "second_token_for_rotation_0123456789"
@@ -57,10 +57,6 @@ def make_app(**config: Any) -> Flask:
 
     app.register_blueprint(bp)
     return app
-
-
-def runtime_of(app: Flask) -> AssetRuntime:
-    return app.extensions["openfactory"].runtime  # type: ignore[no-any-return]
 
 
 @pytest.fixture

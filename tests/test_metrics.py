@@ -24,6 +24,7 @@ from flask_openfactory.protocol import Record
 from flask_openfactory.runtime import AssetRuntime
 from flask_openfactory.transports.base import Health
 from flask_openfactory.transports.memory import MemoryTransport
+from flask_openfactory.testing import runtime_of
 from waiting import wait_for
 
 ASSET = "METRICS-ASSET"
@@ -61,10 +62,6 @@ def make_app(transport_url: str | None = None, asset: str = ASSET, **config: Any
 
     app.register_blueprint(bp)
     return app
-
-
-def runtime_of(app: Flask) -> AssetRuntime:
-    return app.extensions["openfactory"].runtime  # type: ignore[no-any-return]
 
 
 @pytest.fixture

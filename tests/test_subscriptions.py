@@ -13,6 +13,7 @@ from flask_openfactory import AssetBlueprint, FlaskOpenFactory, Record
 from flask_openfactory.commands import command_record, new_envelope
 from flask_openfactory.subscriptions import subscribe
 from flask_openfactory.transports import create_transport
+from flask_openfactory.testing import runtime_of
 from waiting import wait_for
 
 MACHINE = "MACHINE-7"
@@ -54,10 +55,6 @@ def watcher_app(url: str, tmp_lock: str, handlers: dict[str, tuple[Seen, dict[st
     FlaskOpenFactory(app)
     app.register_blueprint(bp)
     return app
-
-
-def runtime_of(app: Flask):
-    return app.extensions["openfactory"].runtime
 
 
 def machine_writes(url: str, *updates: tuple[str, Any, str]) -> None:

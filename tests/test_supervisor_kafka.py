@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask
 
 import demo
 import supervisor
 from broker import TansuBroker
 from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
 from flask_openfactory.transports import TransportOptions
+from flask_openfactory.testing import runtime_of
 from gunicorn_server import CommandSender, Seen, TopicWatcher
 from kafka_config import KAFKA_TEST_CONFIG
 from waiting import wait_for
@@ -34,10 +34,6 @@ PARTITIONS = 3
 EXCURSIONS = 3
 REACTION_BOUND = 1.0  # seconds: the acceptance ("within one second")
 X_MIN, X_MAX = -100.0, 100.0
-
-
-def runtime_of(app: Flask) -> AssetRuntime:
-    return app.extensions["openfactory"].runtime  # type: ignore[no-any-return]
 
 
 def stamped(seen: Seen) -> datetime:

@@ -12,6 +12,7 @@ from flask import Flask, current_app
 
 from flask_openfactory import AssetBlueprint, FlaskOpenFactory, StopSignal
 from flask_openfactory.tasks import background_task
+from flask_openfactory.testing import runtime_of
 from waiting import wait_for
 
 
@@ -22,10 +23,6 @@ def make_app(url: str, blueprint: AssetBlueprint, **config: Any) -> Flask:
     FlaskOpenFactory(app)
     app.register_blueprint(blueprint)
     return app
-
-
-def runtime_of(app: Flask):
-    return app.extensions["openfactory"].runtime
 
 
 @pytest.fixture
