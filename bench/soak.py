@@ -118,7 +118,7 @@ def proc_sample(pid: int, at: float) -> Sample:
 def lock_holders(lock_dir: str) -> set[int]:
     """Pids holding a flock on a file of ``lock_dir`` (the executing worker), from /proc/locks."""
     devices = set()
-    for path in Path(lock_dir).glob("*"):
+    for path in Path(lock_dir).glob("executor-*.lock"):
         st = path.stat()
         devices.add(f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}")
     holders = set()

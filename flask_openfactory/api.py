@@ -59,10 +59,12 @@ from werkzeug.wrappers import Response
 
 from .auth import METHOD_ROUTE, READ_ROUTE, SCHEME_NAME, AccessPolicy, security_doc
 from .auth import install as install_access
-from .commands import ArgumentLimits
+from .calls import CallConflict
+from .commands import REJECTED, ArgumentLimits
 from .methods import MethodSpec, Parameter, json_default
 from .metrics import INSTALL_HINT, AppMetrics, app_metrics
 from .protocol import CONDITION, EVENTS, METHOD, OPENFACTORY, SAMPLES
+from .runtime import CallPending
 from .settings import argument_limits
 from .transports import ConfigurationError, Health, TransportBusy, TransportError
 
@@ -160,15 +162,21 @@ class MethodResultSchema(ma.Schema):
     method = fields.String(required=True)
     correlation_id = fields.String(required=True)
     sender_uuid = fields.String(required=True)
-    status = fields.String(required=True, validate=validate.OneOf(["OK", "ERROR"]))
+    status = fields.String(required=True, validate=validate.OneOf(["OK", "ERROR", "REJECTED"]))
     result = fields.Raw(allow_none=True, required=True, metadata={"description": "The return value, or its repr"})
     error = fields.String(allow_none=True, required=True, metadata={"description": "'Type: message' when it raised"})
     duration_ms = fields.Float(required=True)
 
 
+class PendingCallSchema(ma.Schema):
+    correlation_id = fields.String(required=True)
+    method = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["PENDING"]))
+
+
 _FIXED_SCHEMA_NAMES = frozenset(
     {"Error", "Health", "ReadinessCheck", "Readiness", "AttributeRecord", "AttributeQuery",
-     "MethodArgument", "MethodContract", "MethodResult"}
+     "MethodArgument", "MethodContract", "MethodResult", "PendingCall"}
 )
 
 
@@ -366,6 +374,14 @@ def _transport_error(error: TransportError) -> ResponseReturnValue:
     return jsonify(body), 503, {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
 
 
+def _call_pending(error: CallPending) -> ResponseReturnValue:
+    """The call is in the log and will run; its result is fetched later by its id."""
+    location = url_for(f"{API_BLUEPRINT}.result", correlation_id=error.correlation_id)
+    body = {"code": 504, "status": "Gateway Timeout", "message": str(error),
+            "correlation_id": error.correlation_id, "result_url": location}
+    return jsonify(body), 504, {CORRELATION_HEADER: error.correlation_id, "Location": location}
+
+
 def _limit_body() -> None:
     """``OPENFACTORY_MAX_BODY`` on our routes only; the app's global limit stays."""
     ours = current_app.config.get(f"{CONFIG_PREFIX}MAX_BODY", DEFAULT_MAX_BODY)
@@ -415,6 +431,7 @@ def _guard(blueprint: FlaskBlueprint) -> FlaskBlueprint:
         blueprint.register_error_handler(code, _json_error)
     blueprint.register_error_handler(HTTPException, _json_error)
     blueprint.register_error_handler(TransportError, _transport_error)
+    blueprint.register_error_handler(CallPending, _call_pending)
     blueprint.before_request(_limit_body)
     blueprint.before_request(_check_query_string)
     return blueprint
@@ -477,6 +494,7 @@ def _api_blueprint(state: "OpenFactoryState", api: OpenFactoryApi) -> Blueprint:
         As this process sees them (method advertisements are under /methods).
         """
         wanted = query.get("type")
+        runtime.sync()  # reads follow writes: at least what the log held when the request came
         return [r.as_dict() for r in runtime.records() if wanted is None or r.type == wanted]
 
     @blp.route("/attributes/<attribute_id>", tags=["asset"])
@@ -486,10 +504,33 @@ def _api_blueprint(state: "OpenFactoryState", api: OpenFactoryApi) -> Blueprint:
     @blp.alt_response(503, schema=ErrorSchema, description="The asset's log is unreachable")
     def attribute(attribute_id: str) -> dict[str, Any]:
         """One attribute of the asset"""
+        runtime.sync()  # reads follow writes: at least what the log held when the request came
         record = runtime.get(attribute_id)
         if record is None or record.type == METHOD:
             abort(404, message=f"asset {runtime.asset_uuid!r} has no attribute {attribute_id!r}")
         return record.as_dict()
+
+    @blp.route("/results/<correlation_id>", tags=["methods"])
+    @read
+    @blp.response(200, MethodResultSchema, description="The call was answered")
+    @blp.alt_response(202, schema=PendingCallSchema, description="The call is in the log, not yet answered")
+    @blp.alt_response(400, schema=ErrorSchema, description="Not a UUID")
+    @blp.alt_response(404, schema=ErrorSchema, description="No call with this id within the max age")
+    @blp.alt_response(503, schema=ErrorSchema, description="The asset's log is unreachable")
+    def result(correlation_id: str) -> ResponseReturnValue:
+        """The result of a call, by its correlation id
+
+        For a call that answered 504 (no result in time), and for any call or
+        command of the asset within ``OPENFACTORY_COMMAND_MAX_AGE``.
+        """
+        cid = _parse_correlation_id(correlation_id, "the correlation id in the URL")
+        entry = runtime.find_call(cid)
+        if entry is None:
+            abort(404, message=f"no call {cid} in the log of {runtime.asset_uuid!r} within the last "
+                               f"{runtime.calls.window:g}s")
+        if entry.result is None:
+            return {"correlation_id": cid, "method": entry.method, "status": "PENDING"}, 202
+        return entry.result.as_dict()
 
     @blp.route("/methods", tags=["methods"])
     @read
@@ -755,12 +796,16 @@ def _correlation_id() -> str | None:
     raw = request.headers.get(CORRELATION_HEADER, "").strip()
     if not raw:
         return None
+    return _parse_correlation_id(raw, CORRELATION_HEADER)
+
+
+def _parse_correlation_id(raw: str, what: str) -> str:
     try:
         return str(uuid.UUID(raw))
     except ValueError:
         abort(
             400,
-            message=f"{CORRELATION_HEADER} must be a UUID, got {raw[:64]!r}",
+            message=f"{what} must be a UUID, got {raw[:64]!r}",
             errors={"headers": {CORRELATION_HEADER: ["Not a valid UUID."]}},
         )
 
@@ -857,16 +902,33 @@ def add_method_routes(state: "OpenFactoryState", specs: Iterable[MethodSpec]) ->
     api.endpoint_methods.update({endpoint: method for method, endpoint in endpoints.items()})
 
 
+# An answer REJECTED by the executor (the same rules as a command's) as an HTTP status.
+_REJECTED_STATUS = {
+    "sender_not_allowed": 403, "unsigned": 403, "bad_signature": 403,
+    "bad_arguments": 422, "too_many_arguments": 400, "arguments_too_large": 413,
+}
+
+
 def _method_view(state: "OpenFactoryState", spec: MethodSpec) -> Callable[[dict[str, Any]], Any]:
     def invoke(arguments: dict[str, Any]) -> ResponseReturnValue:
         correlation_id = _correlation_id()
-        busy = state.runtime.transport.saturated()
-        if busy is not None:
-            raise busy  # the queue is full: refuse before the method moves anything it could not report
-        result = state.runtime.invoke(
-            spec.name, arguments, sender_uuid=_sender(), correlation_id=correlation_id
-        )
-        return result.as_dict(), 200, {CORRELATION_HEADER: result.correlation_id or ""}
+        runtime = state.runtime
+        if spec.run_anywhere:  # declared safe to run in the receiving process
+            busy = runtime.transport.saturated()
+            if busy is not None:
+                raise busy  # the queue is full: refuse before the method moves anything it could not report
+            result = runtime.invoke(spec.name, arguments, sender_uuid=_sender(), correlation_id=correlation_id)
+        else:
+            try:
+                sent = request.get_json(silent=True) or {}  # defaults are the executor's to fill in
+                wire = {name: json_default(value) for name, value in arguments.items() if name in sent}
+                result = runtime.call(spec.name, wire, sender_uuid=_sender(), correlation_id=correlation_id)
+            except CallConflict as exc:
+                abort(409, message=str(exc))
+        status = 200
+        if result.status == REJECTED:
+            status = _REJECTED_STATUS.get(str(result.error or "").split(":", 1)[0], 409)
+        return result.as_dict(), status, {CORRELATION_HEADER: result.correlation_id or ""}
 
     invoke.__name__ = invoke.__qualname__ = f"invoke_{spec.name}"
     invoke.__doc__ = None  # the operation's text comes from blp.doc

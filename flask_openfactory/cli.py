@@ -19,6 +19,7 @@ import logging
 import queue
 import re
 import threading
+import uuid
 from typing import Any, Callable, NoReturn, Sequence, TypeVar
 
 import click
@@ -550,6 +551,57 @@ def _print_call(report: dict[str, Any]) -> None:
         else:
             click.echo(f"error: {report['error']}")
     click.echo(f"correlation id: {report['correlation_id']}")
+
+
+@ofa_cli.command("result")
+@click.argument("correlation_id")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              help="Seconds to wait for the transport.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def result_command(correlation_id: str, timeout: float, as_json: bool) -> None:
+    """The result of a call of this asset, by its correlation id, read from the log.
+
+    For a call that answered 504 or a `call` that timed out: calls within
+    OPENFACTORY_COMMAND_MAX_AGE are found. Exit codes: 0 OK, 1 ERROR,
+    2 REJECTED, 3 in the log but not answered yet, 4 no such call (or not a
+    UUID), 5 the transport failed.
+    """
+    runtime = _runtime()
+    try:
+        cid = str(uuid.UUID(correlation_id.strip()))
+    except ValueError:
+        _fail(f"the correlation id must be a UUID, got {correlation_id!r}", EXIT_USAGE)
+    session = _Session(runtime)
+    try:
+        _require_transport(session, min(timeout, _CHECK_TIMEOUT), EXIT_TRANSPORT)
+        try:
+            entry = session.run(lambda: runtime.find_call(cid), timeout, "reading the log")
+        except _Deadline as exc:
+            _fail(f"transport {_transport_url(runtime)} does not answer: {exc}", EXIT_TRANSPORT)
+        except Exception as exc:
+            _fail(f"transport {_transport_url(runtime)} failed: {_one_line(exc)}", EXIT_TRANSPORT)
+    finally:
+        session.close()
+    if entry is None:
+        _fail(f"no call {cid} in the log of {runtime.asset_uuid!r} within the last {runtime.calls.window:g} s",
+              EXIT_USAGE)
+    report: dict[str, Any] = {"method": entry.method, "target": runtime.asset_uuid, "correlation_id": cid}
+    if entry.result is None:
+        report.update(status="PENDING", result=None, error=None, duration_ms=None)
+        code = EXIT_TIMEOUT
+    else:
+        result = entry.result
+        report.update(status=result.status, result=result.result, error=result.error,
+                      duration_ms=round(result.duration_ms, 3), sender_uuid=result.sender_uuid)
+        code = _STATUS_EXIT.get(result.status, EXIT_ERROR)
+    if as_json:
+        click.echo(_dump(report))
+    elif report["status"] == "PENDING":
+        click.echo(f"PENDING {entry.method} on {runtime.asset_uuid}: in the log, no result yet")
+        click.echo(f"correlation id: {cid}")
+    else:
+        _print_call(report)
+    raise click.exceptions.Exit(code)
 
 
 # -- attributes, methods ------------------------------------------------------------

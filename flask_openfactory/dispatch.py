@@ -39,7 +39,7 @@ from .commands import (
     result_record,
 )
 from .methods import ArgumentError, MethodSpec
-from .protocol import COMMAND_SUFFIX, validate_identifier
+from .protocol import COMMAND_SUFFIX, Record, validate_identifier
 from .signing import MAX_CLOCK_SKEW, SigningKeys, envelope_message
 from .logs import AssetLog
 from .transports.base import CommandReader, LogEntry, Transport
@@ -166,15 +166,28 @@ class Dispatcher:
         context: ContextFactory | None = None,
         counters: Counter[str] | None = None,
         on_ownership: Callable[[bool], None] | None = None,
+        completed: Any = None,
+        eligible: Callable[[], bool] | None = None,
+        before_executing: Callable[[], None] | None = None,
+        on_result: Callable[[Record], None] | None = None,
     ) -> None:
         self.settings = settings
         self._on_ownership = on_ownership  # told in the dispatch thread when the role moves
+        # False once this process is stopping (a gunicorn worker told to exit): it must
+        # not take the role, and hands it over at once if it holds it.
+        self._eligible = eligible or (lambda: True)
+        # Runs after a gain of ownership, before any command: the runtime waits until its
+        # book of answered calls has read the log to its end (no replay runs twice).
+        self._before_executing = before_executing
+        self._on_result = on_result  # told of each result record once it is durable
         self.log = AssetLog(_log, settings.asset_uuid)
         self._transport = transport
         self._methods = methods
         self._context = context or nullcontext
         self.counters: Counter[str] = counters if counters is not None else Counter()
-        self.completed = Deduper(settings.dedupe_size)
+        # Answered correlation ids: the runtime's book, loaded from the log (durable), or a
+        # bounded memory of this dispatcher's own answers when used alone.
+        self.completed = completed if completed is not None else Deduper(settings.dedupe_size)
         self._offsets = OffsetTracker()
         self._running: dict[int, _Running] = {}
         self._deadlines: list[_Deadline] = []
@@ -190,6 +203,7 @@ class Dispatcher:
         self._reader: CommandReader | None = None
         self._owns = False
         self.last_error: str | None = None
+        self._undelivered = 0  # results published and not yet reported durable or failed
         self.recoveries = 0
         self.largest_backlog = 0  # commands held back at once while recovering (memory, status)
 
@@ -240,6 +254,10 @@ class Dispatcher:
     def _run(self) -> None:
         failures = 0
         while not self._stop.is_set():
+            if not self._eligible():
+                self._first_poll.set()
+                self._stop.wait(self.settings.poll_interval)
+                continue
             try:
                 self._reader = self._transport.command_reader(
                     self.settings.asset_uuid, self.settings.group
@@ -261,6 +279,11 @@ class Dispatcher:
         backlog: list[LogEntry] = []
         recovering = False
         while not self._stop.is_set():
+            if not self._eligible():
+                if reader.owns:
+                    self.log.info("handing the command log over: this process is stopping")
+                self._drain(time.monotonic() + self.settings.timeout)
+                return
             entries = reader.poll(0 if not self._first_poll.is_set() else self.settings.poll_interval)
             self.owns = reader.owns
             self._first_poll.set()
@@ -283,6 +306,8 @@ class Dispatcher:
                 self.largest_backlog = max(self.largest_backlog, len(backlog))
                 if not reader.caught_up():
                     continue
+                if self._before_executing is not None:
+                    self._before_executing()
                 entries, backlog, recovering = backlog, [], False
                 redelivered = True
             else:
@@ -308,9 +333,10 @@ class Dispatcher:
             self._expire_deadlines()
             self._stop.wait(0.2)
 
-    def _drain(self) -> None:
-        deadline = min(self._drain_until, time.monotonic() + self.settings.timeout)
-        while self._offsets.pending() and time.monotonic() < deadline:
+    def _drain(self, until: float | None = None) -> None:
+        """Let the commands in flight finish (bounded), commit, release the log."""
+        deadline = min(self._drain_until if until is None else until, time.monotonic() + self.settings.timeout)
+        while self._in_flight() and time.monotonic() < deadline:
             self._expire_deadlines()
             if self._reader is not None:
                 self._commit(self._reader)
@@ -318,6 +344,11 @@ class Dispatcher:
         if self._reader is not None:
             self._commit(self._reader)
         self._close_reader()
+
+    def _in_flight(self) -> bool:
+        """A command running, or a result not yet durable (held-back entries never started)."""
+        with self._lock:
+            return self._undelivered > 0 or any(not r.answered for r in self._running.values())
 
     def _close_reader(self) -> None:
         if self._reader is not None:
@@ -524,8 +555,12 @@ class Dispatcher:
         record = result_record(self.settings.asset_uuid, result)
 
         def delivered(error: Exception | None) -> None:
+            with self._lock:
+                self._undelivered -= 1
             if error is None:
                 self._offsets.done(offset)
+                if self._on_result is not None:
+                    self._on_result(record)
                 return
             # Not done: the position stays uncommitted, so the next owner of the log
             # answers this command again (at least once) rather than never.
@@ -535,9 +570,13 @@ class Dispatcher:
 
         for attempt in range(3):
             try:
+                with self._lock:
+                    self._undelivered += 1
                 self._transport.publish(record, on_delivery=delivered)
                 return
             except Exception as exc:
+                with self._lock:
+                    self._undelivered -= 1
                 self.log.warning("publishing result of %s failed (attempt %d): %s", result.correlation_id,
                                  attempt + 1, exc)
                 time.sleep(self.settings.retry_backoff)  # also while stopping: a result is worth it

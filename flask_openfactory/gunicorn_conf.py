@@ -10,7 +10,11 @@ wsgi:app``) or import the hooks into your own ``gunicorn.conf.py``:
   delivered, offsets committed, flush) without publishing ``UNAVAILABLE``:
   availability belongs to the server, not to one worker.
 * ``on_exit``: the master publishes ``avail=UNAVAILABLE`` once, with a client
-  it creates after its workers are gone.
+  it creates after its workers are gone, unless another server on this host
+  still serves the asset.
+
+The start-up records are written once per start of the server: the workers
+name the master as their deployment, and the first to start announces.
 """
 
 from __future__ import annotations
@@ -55,9 +59,14 @@ def post_worker_init(worker: Any) -> None:
 
         level = str(states[0].runtime_config.get("OPENFACTORY_LOG_LEVEL", "INFO")).upper()
         route_to(list(error_log.handlers), level)  # gunicorn's format carries the pid
+    # A worker told to exit (SIGTERM on a reload, max_requests) is no longer alive:
+    # from then on it never takes the executor role and hands it over at once.
+    from .runtime import gunicorn_deployment
+
+    deployment = gunicorn_deployment(getattr(worker, "ppid", os.getppid()))
     for state in states:
         try:
-            state.runtime.start()
+            state.runtime.start(eligible=lambda: bool(getattr(worker, "alive", True)), deployment=deployment)
         except Exception:
             log.exception("worker %s: runtime did not start; the first request will retry", os.getpid())
 
@@ -77,9 +86,7 @@ def on_exit(server: Any) -> None:
     for state in _states(app):
         runtime = state.runtime
         try:  # bounded: the orchestrator's grace period is running out
-            runtime.set("avail", "UNAVAILABLE")
-            if runtime.transport.flush(ON_EXIT_BUDGET):
-                log.error("avail=UNAVAILABLE not delivered before exit")
+            runtime.close_deployment(ON_EXIT_BUDGET)
             runtime.transport.close(1.0)
         except Exception:
             log.exception("could not publish avail=UNAVAILABLE")

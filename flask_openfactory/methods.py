@@ -59,6 +59,8 @@ class MethodSpec:
     func: Callable[..., Any]
     description: str
     parameters: tuple[Parameter, ...]
+    # True: an HTTP call runs in the receiving process (a read-only query); False: through the log
+    run_anywhere: bool = False
 
     def arguments(self) -> list[dict[str, Any]]:
         """Each parameter's contract: the platform's name and description, plus ours."""
@@ -213,6 +215,7 @@ def build_spec(
     name: str | None = None,
     description: str | None = None,
     param_description: dict[str, str] | None = None,
+    run_anywhere: bool = False,
 ) -> MethodSpec:
     method_name = validate_identifier("method name", name or func.__name__)
     param_description = dict(param_description or {})
@@ -254,7 +257,7 @@ def build_spec(
             )
         )
     text = description if description is not None else (inspect.getdoc(func) or "")
-    return MethodSpec(method_name, func, text.strip(), tuple(parameters))
+    return MethodSpec(method_name, func, text.strip(), tuple(parameters), run_anywhere=bool(run_anywhere))
 
 
 def ofa_method(
@@ -262,11 +265,15 @@ def ofa_method(
     *,
     description: str | None = None,
     param_description: dict[str, str] | None = None,
+    run_anywhere: bool = False,
 ) -> Callable[[F], F]:
     """Declare a function as an OpenFactory method; use it with parentheses.
 
     The function stays a plain function (callable and testable as is); its
-    contract is attached for the asset blueprint that registers it.
+    contract is attached for the asset blueprint that registers it. Every
+    call goes through the asset's log and its one executor, whatever the
+    channel; ``run_anywhere=True`` lets an HTTP call run in the process that
+    received it instead (for a method that changes nothing, such as a query).
     """
     if callable(name):
         raise TypeError(
@@ -279,7 +286,8 @@ def ofa_method(
     def decorate(func: F) -> F:
         if not callable(func):
             raise TypeError(f"ofa_method decorates functions, got {type(func).__name__}")
-        spec = build_spec(func, name=name, description=description, param_description=param_description)
+        spec = build_spec(func, name=name, description=description, param_description=param_description,
+                          run_anywhere=run_anywhere)
         setattr(func, SPEC_ATTRIBUTE, spec)
         return func
 

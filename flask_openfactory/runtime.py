@@ -9,6 +9,7 @@ clients untouched and makes its own.
 from __future__ import annotations
 
 import atexit
+import hashlib
 import logging
 import os
 import threading
@@ -33,7 +34,9 @@ from .commands import (
     result_correlation_id,
     result_record,
 )
+from .calls import CallBook, CallEntry
 from .dispatch import DispatchSettings, Dispatcher
+from .freshness import AppliedPosition, SharedLookup
 from .duties import Duties, Runner, stop_runners
 from .logs import AssetLog
 from .methods import MethodSpec
@@ -43,7 +46,8 @@ from .signing import SigningKeys, sign_envelope
 from .subscriptions import SubscriptionRunner, SubscriptionSpec
 from .tasks import TaskRunner, TaskSpec
 from .transports import Health, Transport, TransportError, TransportOptions, create_transport
-from .transports.base import KEEP_ALIVE
+from .transports.base import KEEP_ALIVE, Follower
+from .transports.locks import Membership
 
 if TYPE_CHECKING:
     from .remote import RemoteAsset
@@ -53,6 +57,9 @@ _log = logging.getLogger("flask_openfactory.runtime")
 
 AVAILABLE = "AVAILABLE"
 ASSET_TYPE = "OpenFactoryApp"
+STANDALONE = "process:"  # a deployment of one process (flask run, waitress, tests)
+DEPLOYMENT_LOCK_SECONDS = 10.0  # bounded wait for another process's start or stop decision
+CALL_WINDOW_MARGIN = 60.0  # calls are remembered this much past the max age (clock skew)
 
 
 def _package_meta() -> tuple[str, str, str]:
@@ -73,8 +80,10 @@ class RuntimeSettings:
     command_max_age: float = 300.0
     command_timeout: float = 60.0
     command_concurrency: int = 1
-    dedupe_size: int = 10_000
+    dedupe_size: int = 100_000  # answered calls remembered at most (within the max age)
     stop_timeout: float = 10.0
+    call_wait: float = 20.0  # an HTTP call waits this long for its result, then answers 504
+    read_timeout: float = 5.0  # a read that follows writes waits this long for the log's end
     application_version: str = "latest"
     application_manufacturer: str = "OpenFactoryIO"
     application_license: str = "Polyform Noncommercial License 1.0.0"
@@ -147,6 +156,14 @@ class AssetRuntime:
         self._check_states: dict[str, tuple[Any, float]] = {}  # readiness check -> (state, since)
         self.started_at: float | None = None
         self.start_error: str | None = None
+        # The log's memory of recent calls (duplicate suppression, idempotent HTTP calls).
+        self.calls = CallBook(self.settings.command_max_age + CALL_WINDOW_MARGIN, self.settings.dedupe_size)
+        self._applied = AppliedPosition()  # how far the follower has applied the log
+        self._follower: Follower | None = None
+        self._end_lookup: SharedLookup | None = None
+        self._membership: Membership | None = None
+        self._eligible: Callable[[], bool] = lambda: True
+        self._deployment = STANDALONE + _process_identity(os.getpid())
 
     def _check_process(self) -> None:
         if self._pid != os.getpid():
@@ -222,16 +239,24 @@ class AssetRuntime:
                 self._transport.on_failure = self._delivery_failed
             return self._transport
 
-    def start(self) -> None:
+    def start(self, *, eligible: Callable[[], bool] | None = None, deployment: str | None = None) -> None:
         """Publish the asset, follow its log, and take part in executing commands.
 
         Idempotent per process; a child of a started process starts its own.
+        ``eligible`` turns False when this process is about to stop (a gunicorn
+        worker told to exit): it then never takes the executor role and hands
+        it over at once. ``deployment`` names the start this process belongs to
+        (gunicorn: the master): the start-up records are written once per name.
         """
         self._check_process()
         with self._lock:
             if self._started:
                 return
             self._stopped = False
+            if eligible is not None:
+                self._eligible = eligible
+            if deployment is not None:
+                self._deployment = deployment
             try:
                 self._start()
             except Exception as exc:
@@ -252,11 +277,17 @@ class AssetRuntime:
         if self.settings.execute_commands and (self._tasks or any(
                 not s.every_worker for s in self._subscriptions.values())):
             self._duties = Duties(self._executor_runners, grace=self.settings.stop_timeout, log=self.log)
+        # Follow first, then read back the window: together they miss no call.
+        self._follower = transport.follow(self.asset_uuid, skip_own_writes=True)
+        self._applied.reset()
+        self._end_lookup = SharedLookup(lambda: transport.end_position(self.asset_uuid))
+        self.calls.observe(transport.calls_since(self.asset_uuid, time.time() - self.calls.window))
         self._follower_thread = threading.Thread(
             target=self._follow, args=(transport,), name="ofa-follow", daemon=True
         )
         self._follower_thread.start()
-        self._publish_identity(snapshot)
+        self._membership = transport.membership(self.asset_uuid)
+        self._join_deployment(snapshot)
         if self.settings.execute_commands:
             self._dispatcher = Dispatcher(
                 DispatchSettings(
@@ -275,6 +306,10 @@ class AssetRuntime:
                 context=self._context,
                 counters=self.counters,
                 on_ownership=self._duties.ownership if self._duties is not None else None,
+                completed=self.calls,
+                eligible=lambda: self._eligible() and not self._stopping.is_set(),
+                before_executing=self._catch_up_before_executing,
+                on_result=lambda record: self.calls.observe((record,)),  # as any process reads it back
             )
             if self._duties is not None:
                 self._duties.start()
@@ -282,6 +317,10 @@ class AssetRuntime:
         self._watchers = self._subscription_runners(every_worker=True)
         for watcher in self._watchers:
             watcher.start()
+
+    def _catch_up_before_executing(self) -> None:
+        """A new executor knows every answer the log holds before it runs anything."""
+        self.sync(max(self.settings.read_timeout, 10.0))
 
     def _executor_runners(self) -> list[Runner]:
         """Built each time this process takes the executor role (in the duties thread)."""
@@ -310,6 +349,7 @@ class AssetRuntime:
     def _abandon_start(self) -> None:
         """A failed start leaves no thread behind (the start guard will try again)."""
         self._stopping.set()
+        self._leave_deployment(publish_unavailable=False, budget=1.0)
         self._stop_duties(1.0)
         dispatcher, self._dispatcher = self._dispatcher, None
         if dispatcher is not None:
@@ -355,10 +395,70 @@ class AssetRuntime:
     def subscriptions(self) -> dict[str, SubscriptionSpec]:
         return dict(self._subscriptions)
 
-    def _publish_identity(self, snapshot: Mapping[str, Record]) -> None:
-        """Metadata every start; user attributes keep the platform's last value."""
+    def _join_deployment(self, snapshot: Mapping[str, Record]) -> None:
+        """Become one of the deployment's processes; the first of a start announces it.
+
+        The marker names the start (the gunicorn master, or this process) and
+        what is announced: a reload with changed methods announces again.
+        """
+        membership = self._membership
+        assert membership is not None
+        marker = f"{self._deployment} {self._identity_digest()}"
+        with membership.exclusive(DEPLOYMENT_LOCK_SECONDS):
+            membership.join()
+            if membership.marker() == marker:
+                return
+            self._publish_identity(snapshot)
+            pending = self.transport.flush(DEPLOYMENT_LOCK_SECONDS / 2)
+            if pending:  # not durable: the next process to start announces again
+                self.log.warning("%d start-up record(s) not yet delivered; another start will repeat them",
+                                 pending)
+                return
+            membership.set_marker(marker)
+        self.log.info("announced the asset (start-up records written once for this deployment)")
+
+    def _leave_deployment(self, *, publish_unavailable: bool, budget: float) -> None:
+        """The last process of the deployment to stop says the asset is unavailable."""
+        membership, self._membership = self._membership, None
+        if membership is None:
+            return
+        try:
+            with membership.exclusive(max(0.1, budget)):
+                membership.leave()
+                if membership.others_present():
+                    return
+                if self._deployment.startswith(STANDALONE):
+                    membership.set_marker("")  # the next start of this process announces again
+                if publish_unavailable:
+                    self._publish_unavailable(budget)
+        except Exception:
+            self.log.exception("could not leave the deployment cleanly")
+
+    def _publish_unavailable(self, budget: float) -> None:
+        self.set("avail", UNAVAILABLE)
+        if self.transport.flush(max(0.1, budget)):
+            self.log.error("avail=UNAVAILABLE not delivered before the stop deadline")
+
+    def close_deployment(self, budget: float) -> bool:
+        """For a server whose own processes are gone (the gunicorn master at exit):
+        publish ``UNAVAILABLE`` unless another server on this host still serves the asset."""
+        membership = self.transport.membership(self.asset_uuid)
+        with membership.exclusive(budget):
+            if membership.others_present():
+                self.log.info("another server on this host still serves the asset: avail stays AVAILABLE")
+                return False
+            self._publish_unavailable(budget)
+        return True
+
+    def _identity_digest(self) -> str:
+        parts = [repr(sorted(self._fixed_identity().items()))]
+        parts += [f"{spec.name}={spec.advertisement()}" for spec in self._methods.values()]
+        parts += sorted(self._attributes)
+        return hashlib.sha256("\n".join(parts).encode("utf-8")).hexdigest()[:16]
+
+    def _fixed_identity(self) -> dict[str, Any]:
         version, manufacturer, license_ = _package_meta()
-        fixed: dict[str, Any] = {
+        return {
             "application_version": self.settings.application_version,
             "application_manufacturer": self.settings.application_manufacturer,
             "application_license": self.settings.application_license,
@@ -368,6 +468,10 @@ class AssetRuntime:
             "AssetType": ASSET_TYPE,
             "avail": AVAILABLE,
         }
+
+    def _publish_identity(self, snapshot: Mapping[str, Record]) -> None:
+        """Metadata once per start; user attributes keep the platform's last value."""
+        fixed = self._fixed_identity()
         for attr_id, value in fixed.items():
             self.set(attr_id, value)
         for spec in self._methods.values():
@@ -396,11 +500,9 @@ class AssetRuntime:
         self._stop_duties(max(0.1, deadline - time.monotonic() - 0.5))
         if dispatcher is not None:
             dispatcher.stop(max(0.1, deadline - time.monotonic()))
-        if started and publish_unavailable:
-            try:
-                self.set("avail", UNAVAILABLE)
-            except Exception:
-                self.log.exception("could not publish avail=UNAVAILABLE")
+        if started:
+            self._leave_deployment(publish_unavailable=publish_unavailable,
+                                   budget=min(3.0, max(0.1, deadline - time.monotonic())))
         if self._follower_thread is not None:
             self._follower_thread.join(max(0.1, min(1.0, deadline - time.monotonic())))
             self._follower_thread = None
@@ -418,30 +520,61 @@ class AssetRuntime:
 
     def _follow(self, transport: Transport) -> None:
         """Apply records written by other processes (and echoes of our own)."""
-        follower = None
+        follower = self._follower
         while not self._stopping.is_set():
             try:
                 if follower is None:
-                    follower = transport.follow(self.asset_uuid, skip_own_writes=True)
+                    follower = self._follower = transport.follow(self.asset_uuid, skip_own_writes=True)
                 records = follower.poll(0.2)
                 if records:
                     self._apply(records)
+                self._applied.advance(follower.position)
                 self._commands_check()  # stamps an ownership change within one poll
             except Exception:  # the shared state depends on this thread: reopen, never die
                 self.counters["follow_errors"] += 1
                 self.log.exception("following the asset's log failed; reopening")
                 if follower is not None:
                     _close_quietly(follower)
-                    follower = None
+                    follower = self._follower = None
                 self._stopping.wait(1.0)
         if follower is not None:
             _close_quietly(follower)
+
+    def sync(self, timeout: float | None = None) -> None:
+        """Wait until this process has applied every record the log held when called.
+
+        After it returns, this process's reads answer every write acknowledged
+        before the call (by any process), or something newer. Concurrent
+        callers share one lookup of the log's end. Raises ``StaleRead`` (a
+        ``TransportError``) when that cannot be done within ``timeout``.
+        """
+        self._check_process()
+        if not self._started:
+            return  # reads of a process that follows nothing go to the log itself
+        budget = self.settings.read_timeout if timeout is None else timeout
+        deadline = time.monotonic() + budget
+        lookup, follower = self._end_lookup, self._follower
+        if lookup is None:
+            return
+        try:
+            end = lookup(budget)
+        except TimeoutError:
+            raise StaleRead(f"the end of the log of {self.asset_uuid!r} could not be read within {budget:g}s; "
+                            "try again when the log answers") from None
+        if follower is not None:
+            follower.wake()
+        if not self._applied.wait_for(end, max(0.0, deadline - time.monotonic())):
+            raise StaleRead(
+                f"this process (pid {os.getpid()}) has not read the log of {self.asset_uuid!r} up to where it "
+                f"ended when the read began (position {end}, applied {self._applied.value}) within {budget:g}s; "
+                "the answer could be stale, so none is given: try again")
 
     def _apply(self, records: Iterable[Record]) -> None:
         records = list(records)
         for record in records:
             if is_result(record):
                 self._observe_result(record)
+        self.calls.observe(records)
         with self._lock:
             for record in records:
                 if not self._cacheable(record):
@@ -528,6 +661,69 @@ class AssetRuntime:
         self.counters[f"http_{result.status.lower()}"] += 1
         self._publish(result_record(self.asset_uuid, result))
         return result
+
+    def call(
+        self,
+        name: str,
+        arguments: Mapping[str, Any],
+        *,
+        sender_uuid: str,
+        correlation_id: str | None = None,
+        wait: float | None = None,
+    ) -> CommandResult:
+        """Call one of this asset's methods through its log, as a command, and wait for the result.
+
+        The elected executor runs it in the log's order, with every rule a
+        command has (concurrency, expiry, signatures, senders, limits). The
+        correlation id is an idempotency key: a call whose id the log already
+        holds is never written again; its result (or the wait for it) is shared.
+        Raises ``CallPending`` when no result came within ``wait`` (the call
+        stays in the log), ``CallConflict`` for an id used by another call.
+        """
+        self._check_process()
+        if not self._started:
+            raise TransportError(f"the OpenFactory runtime of {self.asset_uuid!r} is not started in this "
+                                 f"process (pid {os.getpid()}): a call needs it to follow the log for the result")
+        if name not in self._methods:
+            raise KeyError(f"method {name!r} is not declared on asset {self.asset_uuid!r}")
+        envelope = new_envelope(sender_uuid, dict(arguments), correlation_id=correlation_id)
+        cid = envelope.correlation_id
+        known = self.calls.check_same_call(cid, name, envelope.arguments) if correlation_id else None
+        if known is not None and known.result is not None:
+            self.counters["http_replayed"] += 1
+            return known.result
+        if known is None:
+            if self.settings.command_secret is not None:
+                envelope = sign_envelope(envelope, self.asset_uuid, name, self.settings.command_secret)
+            busy = self.transport.saturated()
+            if busy is not None:
+                raise busy  # refused before anything was written
+            health = self.transport.health()
+            if not health.ok:
+                raise TransportError(f"the asset's log is unreachable ({health.detail}): the call was not "
+                                     "written and did not run; retry when /ofa/ready answers 200")
+            self._publish(command_record(self.asset_uuid, name, envelope))
+        budget = self.settings.call_wait if wait is None else wait
+        result = self.calls.wait(cid, budget)
+        if result is None:
+            self.counters["http_pending"] += 1
+            raise CallPending(cid, budget)
+        self.counters[f"http_{str(result.status).lower()}"] += 1
+        return result
+
+    def find_call(self, correlation_id: str) -> CallEntry | None:
+        """What the log holds of a call (within the max age): its method and result, if any.
+
+        This process's book first; else the log itself (a process that
+        started after the call, or the CLI).
+        """
+        self._check_process()
+        entry = self.calls.get(correlation_id)
+        if entry is not None and (entry.result is not None or self._started):
+            return entry
+        book = CallBook(self.calls.window, self.settings.dedupe_size)
+        book.observe(self.transport.calls_since(self.asset_uuid, time.time() - self.calls.window))
+        return book.get(correlation_id)
 
     def send_command(
         self,
@@ -660,6 +856,36 @@ class AssetRuntime:
             "checks": checks,
             "counters": stats,
         }
+
+
+class StaleRead(TransportError):
+    """A read that must follow writes could not be brought up to date in time."""
+
+
+class CallPending(TransportError):
+    """A call is in the log but its result did not come within the wait; it is not lost."""
+
+    def __init__(self, correlation_id: str, waited: float) -> None:
+        super().__init__(
+            f"no result within {waited:g}s: the call {correlation_id} is in the log and runs when the "
+            f"executor reaches it; fetch its result later by its correlation id")
+        self.correlation_id = correlation_id
+        self.waited = waited
+
+
+def _process_identity(pid: int) -> str:
+    """A process named so that a reused pid is not mistaken for it (its start time)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            started = handle.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        started = "?"
+    return f"{pid}@{started}"
+
+
+def gunicorn_deployment(master_pid: int) -> str:
+    """The deployment of a gunicorn worker: its master (reloads and recycled workers stay in it)."""
+    return f"gunicorn:{_process_identity(master_pid)}"
 
 
 def _stop_at_exit(runtime: AssetRuntime) -> None:

@@ -59,7 +59,9 @@ def defaults(instance_path: str, environ: Mapping[str, str] | None = None) -> di
         "OPENFACTORY_COMMAND_MAX_AGE": 300.0,
         "OPENFACTORY_COMMAND_TIMEOUT": 60.0,
         "OPENFACTORY_COMMAND_CONCURRENCY": 1,
-        "OPENFACTORY_DEDUPE_SIZE": 10_000,
+        "OPENFACTORY_DEDUPE_SIZE": 100_000,  # answered calls remembered (within the max age) at most
+        "OPENFACTORY_CALL_WAIT": 20.0,  # an HTTP method call waits this long for its result, then 504
+        "OPENFACTORY_READ_TIMEOUT": 5.0,  # a read waits this long for the log's end, then 503
         "OPENFACTORY_COMMAND_SECRET": None,  # None: commands are not signed nor checked
         "OPENFACTORY_ALLOWED_SENDERS": None,  # None: any sender
         "OPENFACTORY_PUBLISH_TIMEOUT": 5.0,
@@ -227,6 +229,8 @@ def runtime_settings(config: Mapping[str, Any]) -> RuntimeSettings:
         command_concurrency=read(config, "OPENFACTORY_COMMAND_CONCURRENCY", _number(int, 1)),
         dedupe_size=read(config, "OPENFACTORY_DEDUPE_SIZE", _number(int, 1)),
         stop_timeout=read(config, "OPENFACTORY_STOP_TIMEOUT", _number(float, 0)),
+        call_wait=read(config, "OPENFACTORY_CALL_WAIT", _number(float, 0)),
+        read_timeout=read(config, "OPENFACTORY_READ_TIMEOUT", _number(float, 0.001)),
         application_version=read(config, "OPENFACTORY_APPLICATION_VERSION", _text),
         application_manufacturer=read(config, "OPENFACTORY_APPLICATION_MANUFACTURER", _text),
         application_license=read(config, "OPENFACTORY_APPLICATION_LICENSE", _text),

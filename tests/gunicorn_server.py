@@ -17,13 +17,14 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
@@ -552,6 +553,26 @@ def answered(cids: Iterable[str], method: str | None = None) -> Callable[[list[S
         return wanted <= results_by_cid(seen, method).keys()
 
     return check
+
+
+# -- sqlite: the asset's log read straight from the database file -----------------------
+
+
+def log_records(db: Path, asset_uuid: str) -> list[Record]:
+    """The asset's log, in order."""
+    with closing(sqlite3.connect(db, timeout=10)) as conn:
+        rows = conn.execute("SELECT key, value FROM log WHERE key = ? ORDER BY offset", (asset_uuid,)).fetchall()
+    return [Record.from_wire(key, value) for key, value in rows]
+
+
+def results_of(records: Iterable[Record], method: str) -> dict[str, list[CommandResult]]:
+    """Results of ``method`` per correlation id, in log order."""
+    found: dict[str, list[CommandResult]] = {}
+    for record in records:
+        if is_result(record) and record.id == f"{method}_RESULT":
+            result = CommandResult.from_record(record)
+            found.setdefault(str(result.correlation_id), []).append(result)
+    return found
 
 
 # -- fixtures' helper ----------------------------------------------------------------------

@@ -7,21 +7,26 @@ executing worker, and each command exactly once.
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import time
 import uuid
 from collections import Counter
-from contextlib import closing
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 from demo import create_app
-from flask_openfactory.commands import CommandResult, is_result
-from flask_openfactory.protocol import Record
-from gunicorn_server import FLASK, REPO, GunicornServer, ServerPool, server_env, wait_for
+from gunicorn_server import (
+    FLASK,
+    REPO,
+    GunicornServer,
+    ServerPool,
+    log_records,
+    results_of as results_by_cid,
+    server_env,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -29,22 +34,6 @@ def servers(tmp_path: Path) -> Iterator[ServerPool]:
     pool = ServerPool(tmp_path)
     yield pool
     pool.close()
-
-
-def log_records(db: Path, asset_uuid: str) -> list[Record]:
-    """The asset's log, in order, read straight from the database file."""
-    with closing(sqlite3.connect(db, timeout=10)) as conn:
-        rows = conn.execute("SELECT key, value FROM log WHERE key = ? ORDER BY offset", (asset_uuid,)).fetchall()
-    return [Record.from_wire(key, value) for key, value in rows]
-
-
-def results_by_cid(records: list[Record], method: str) -> dict[str, list[CommandResult]]:
-    found: dict[str, list[CommandResult]] = {}
-    for record in records:
-        if is_result(record) and record.id == f"{method}_RESULT":
-            result = CommandResult.from_record(record)
-            found.setdefault(str(result.correlation_id), []).append(result)
-    return found
 
 
 def position_x(server: GunicornServer) -> Any:

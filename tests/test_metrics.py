@@ -151,8 +151,9 @@ def test_metrics_after_commands_and_an_http_call(build: Callable[..., Flask]) ->
     assert (f"{hist}_count", frozenset({("method", OTHER_METHOD)})) not in samples
 
     # this process as the executor
-    assert value(samples, "openfactory_commands_received_total") == 6
-    assert value(samples, "openfactory_commands_answered_total", status="ok") == 3
+    # the HTTP call went through the log: the executor received and answered it as a command
+    assert value(samples, "openfactory_commands_received_total") == 7
+    assert value(samples, "openfactory_commands_answered_total", status="ok") == 4
     assert value(samples, "openfactory_commands_answered_total", status="error") == 1
     assert value(samples, "openfactory_commands_answered_total", status="rejected") == 2
     assert value(samples, "openfactory_commands_rejected_total", reason="unknown_method") == 1

@@ -16,9 +16,12 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from ..protocol import Record, RecordError
+if TYPE_CHECKING:
+    from .locks import Membership
+
+from ..protocol import COMMAND_SUFFIX, RESULT_SUFFIX, Record, RecordError
 
 DeliveryCallback = Callable[[Exception | None], None]
 
@@ -68,6 +71,24 @@ def decode_entry(offset: int, key: str | None, value: bytes | str | None) -> Log
         return LogEntry(offset, key, None, str(exc))
 
 
+def is_call_id(rid: str) -> bool:
+    """A command's or a result's ID: what ``calls_since`` returns."""
+    return rid.endswith((COMMAND_SUFFIX, RESULT_SUFFIX))
+
+
+def decode_calls(rows: Iterable[tuple[Any, str | None, bytes | str | None]]) -> list[Record]:
+    """The decodable commands and results among stored (offset, key, value) rows."""
+    found = []
+    for _, key, value in rows:
+        try:
+            record = Record.from_wire(key, value)
+        except RecordError:
+            continue
+        if is_call_id(record.id):
+            found.append(record)
+    return found
+
+
 @dataclass(slots=True)
 class Health:
     ok: bool
@@ -107,6 +128,18 @@ class Follower(ABC):
     @abstractmethod
     def poll(self, timeout: float) -> list[Record]:
         """Wait up to ``timeout`` seconds for records; may return an empty list."""
+
+    @property
+    @abstractmethod
+    def position(self) -> int:
+        """How far the log has been read: comparable with ``Transport.end_position``.
+
+        Every entry before it (of any key) has been returned by ``poll`` or
+        skipped; reads that must follow writes wait until it reaches the end.
+        """
+
+    def wake(self) -> None:
+        """Make a waiting ``poll`` look at the log now (a reader waits for it)."""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -219,6 +252,29 @@ class Transport(ABC):
 
     @abstractmethod
     def command_reader(self, asset_uuid: str, group: str) -> CommandReader: ...
+
+    @abstractmethod
+    def end_position(self, asset_uuid: str) -> int:
+        """Where the asset's log ends now, as a ``Follower.position`` to wait for.
+
+        Asked at the start of a read that must see every acknowledged write.
+        """
+
+    @abstractmethod
+    def calls_since(self, asset_uuid: str, since: float) -> list[Record]:
+        """The asset's commands and results written since ``since`` (epoch seconds), in log order.
+
+        The log is the memory of what was answered: a process that takes the
+        executor role, or a restarted one, learns every recent answer from here.
+        Bounded by the time window, never the whole log.
+        """
+
+    def membership(self, asset_uuid: str) -> "Membership":
+        """This host's processes serving the asset through this log (one start, one stop)."""
+        from .locks import Membership, membership_base
+
+        return Membership(membership_base(self.options.lock_dir, self.scheme, self.url,
+                                          str(self.options.topic), asset_uuid))
 
     def watch_reader(self, asset_uuid: str, group: str) -> CommandReader:
         """Another asset's log for a subscription: the command reader's election and

@@ -48,6 +48,7 @@ from .base import (
     TransportBusy,
     TransportError,
     TransportOptions,
+    is_call_id,
 )
 from .partitioning import partition_for_key
 
@@ -56,6 +57,7 @@ log = logging.getLogger("flask_openfactory.kafka")
 DEFAULT_TOPIC = "ofa_assets"
 FETCH_LIMIT = 500  # records handed over per fetch
 END_SCAN_SECONDS = 5.0  # a flood of writes must not hold up finding the end
+CALLS_SCAN_SECONDS = 60.0  # reading back the max age's calls at start: complete, or an error
 SECRET_HINTS = ("password", "secret", "token", "key.pem", "private")
 
 # Headers on the attribute records we write (the value format is the contract's,
@@ -137,6 +139,9 @@ class KafkaTransport(Transport):
         self._last_failure = ""
         self.origin = uuid.uuid4().hex.encode("ascii")  # this transport instance, one per process
         self._attribute_headers = [(KIND_HEADER, ATTRIBUTE_KIND), (ORIGIN_HEADER, self.origin)]
+        self._probe_lock = threading.Lock()  # one consumer answers end_position for the whole process
+        self._probe_consumer: Consumer | None = None
+        self._probe_pid = 0
 
     # -- configuration -------------------------------------------------------------
 
@@ -414,6 +419,69 @@ class KafkaTransport(Transport):
     def follow(self, asset_uuid: str, *, skip_own_writes: bool = False) -> Follower:
         return KafkaFollower(self, asset_uuid, skip_own_writes=skip_own_writes)
 
+    def end_position(self, asset_uuid: str) -> int:
+        """The partition's high watermark, asked of the broker (one round trip).
+
+        A broker that answers the last batch's first offset + 1 (see
+        ``end_offset``) still works here: a follower that reached that offset
+        received the whole batch holding it.
+        """
+        tp = TopicPartition(self.topic, self.partition_of(asset_uuid))
+        with self._probe_lock:
+            if self._probe_consumer is None or self._probe_pid != os.getpid():
+                if self._probe_consumer is not None:
+                    KEEP_ALIVE.append(self._probe_consumer)  # inherited through fork: never destroyed
+                self._probe_consumer, self._probe_pid = self._consumer(), os.getpid()
+            try:
+                _, high = self._probe_consumer.get_watermark_offsets(tp, timeout=5.0, cached=False)
+            except KafkaException as exc:
+                raise TransportError(f"Kafka at {self.bootstrap}: cannot read the end of {tp.topic}"
+                                     f"[{tp.partition}]: {exc.args[0].str()}") from None
+        return max(high, 0)
+
+    def calls_since(self, asset_uuid: str, since: float) -> list[Record]:
+        """From the offset the broker gives for ``since`` to the end, our key's calls only.
+
+        Attribute records (marked by a header) are skipped undecoded; the read
+        must be complete, so running out of time is an error, not a short answer.
+        """
+        partition = self.partition_of(asset_uuid)
+        consumer = self._consumer()
+        key = asset_uuid.encode("utf-8")
+        try:
+            wanted = TopicPartition(self.topic, partition, max(int(since * 1000), 0))
+            start = consumer.offsets_for_times([wanted], timeout=10.0)[0].offset
+            end = self.end_offset(partition)
+            if start < 0 or start >= end:
+                return []
+            consumer.assign([TopicPartition(self.topic, partition, start)])
+            found: list[Record] = []
+            position = start
+            deadline = time.monotonic() + CALLS_SCAN_SECONDS
+            while position < end:
+                if time.monotonic() >= deadline:
+                    raise TransportError(
+                        f"Kafka at {self.bootstrap}: reading the answered calls of {asset_uuid} back to "
+                        f"offset {start} took over {CALLS_SCAN_SECONDS:g}s (at {position} of {end})")
+                for message in _fetch(consumer, 0.5):
+                    if message.error():
+                        continue
+                    position = message.offset() + 1
+                    if message.key() != key or _header(message, KIND_HEADER) == ATTRIBUTE_KIND:
+                        continue
+                    try:
+                        record = Record.from_wire(key, message.value())
+                    except RecordError:
+                        continue
+                    if is_call_id(record.id):
+                        found.append(record)
+            return found
+        except KafkaException as exc:
+            raise TransportError(f"Kafka at {self.bootstrap}: cannot read back calls of {asset_uuid}: "
+                                 f"{exc.args[0].str()}") from None
+        finally:
+            consumer.close()
+
     def command_reader(self, asset_uuid: str, group: str) -> CommandReader:
         if self.options.election == "group":
             return KafkaGroupReader(self, asset_uuid, group)
@@ -461,6 +529,10 @@ class KafkaTransport(Transport):
                 log.error("%d record(s) not delivered to Kafka at %s before close", remaining, self.bootstrap)
         if self._ksql is not None:
             self._ksql.close()
+        with self._probe_lock:
+            probe, self._probe_consumer = self._probe_consumer, None
+        if probe is not None and self._probe_pid == os.getpid():
+            probe.close()
 
 
 def _header(message: Message, name: str) -> bytes | None:
@@ -518,13 +590,21 @@ class KafkaFollower(Follower):
         # could be after a result we are about to wait for.
         _, high = self._consumer.get_watermark_offsets(tp, timeout=10.0, cached=False)
         self._consumer.assign([TopicPartition(tp.topic, tp.partition, high if high >= 0 else OFFSET_END)])
+        self._position = max(high, 0)
+
+    @property
+    def position(self) -> int:
+        return self._position
 
     def poll(self, timeout: float) -> list[Record]:
         if self._closed:
             return []
         records = []
         for message in _fetch(self._consumer, timeout):
-            if message.error() or message.key() != self._key:
+            if message.error():
+                continue
+            self._position = max(self._position, message.offset() + 1)
+            if message.key() != self._key:
                 continue
             if self._origin is not None and _header(message, ORIGIN_HEADER) == self._origin:
                 continue  # written by this process, already applied

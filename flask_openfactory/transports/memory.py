@@ -7,13 +7,17 @@ see the same election and takeover rules as on sqlite and Kafka.
 
 from __future__ import annotations
 
+import bisect
 import itertools
+import tempfile
 import threading
 import time
 from typing import Iterator
 
 from ..protocol import Record, RecordError
+from .locks import Membership, membership_base
 from .base import (
+    decode_calls,
     decode_entry,
     CommandReader,
     DeliveryCallback,
@@ -30,15 +34,25 @@ class MemoryLog:
 
     def __init__(self) -> None:
         self.entries: list[tuple[str | None, bytes | None]] = []
+        self.written_at: list[float] = []  # per entry, for calls_since
         self.state: dict[str, dict[str, Record]] = {}
         self.committed: dict[tuple[str, str], int] = {}
         self.owners: dict[tuple[str, str], int] = {}
         self.changed = threading.Condition()
+        self._lock_dir: str | None = None
+
+    def lock_dir(self) -> str:
+        """A folder of this log's own (the deployment files of its runtimes)."""
+        with self.changed:
+            if self._lock_dir is None:
+                self._lock_dir = tempfile.mkdtemp(prefix="ofa-memory-")
+            return self._lock_dir
 
     def append(self, key: str | None, value: bytes | None) -> int:
         """Raw append (tests use it to write malformed records)."""
         with self.changed:
             self.entries.append((key, value))
+            self.written_at.append(time.time())
             if key is not None:
                 try:
                     record = Record.from_wire(key, value)
@@ -88,6 +102,14 @@ class MemoryFollower(Follower):
                     continue
             self._position = len(self._log.entries)
             return found
+
+    @property
+    def position(self) -> int:
+        return self._position
+
+    def wake(self) -> None:
+        with self._log.changed:
+            self._log.changed.notify_all()
 
     def close(self) -> None:
         with self._log.changed:
@@ -184,6 +206,20 @@ class MemoryTransport(Transport):
 
     def command_reader(self, asset_uuid: str, group: str) -> CommandReader:
         return MemoryCommandReader(self.log, asset_uuid, group)
+
+    def end_position(self, asset_uuid: str) -> int:
+        with self.log.changed:
+            return len(self.log.entries)
+
+    def calls_since(self, asset_uuid: str, since: float) -> list[Record]:
+        with self.log.changed:
+            start = bisect.bisect_left(self.log.written_at, since)
+            rows = list(self.log.scan(start, asset_uuid))
+        return decode_calls(rows)
+
+    def membership(self, asset_uuid: str) -> Membership:
+        """Scoped to this log: its runtimes are the deployment's processes."""
+        return Membership(membership_base(self.log.lock_dir(), asset_uuid))
 
     def check(self, timeout: float) -> Health:
         return self.health()
