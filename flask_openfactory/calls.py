@@ -17,14 +17,15 @@ command that old is refused as expired anyway) and by a hard cap.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from .commands import CommandResult, EnvelopeError, is_command, is_result, parse_envelope
-from .protocol import COMMAND_SUFFIX, Record
+from .commands import ERROR, OK, REJECTED, CommandResult, canonical_uuid
+from .protocol import COMMAND_SUFFIX, RESULT_SUFFIX, Record
 
 
 class CallConflict(ValueError):
@@ -33,11 +34,22 @@ class CallConflict(ValueError):
 
 @dataclass(slots=True)
 class CallEntry:
+    """One call, kept small: a hash of its arguments and its result's text, parsed when asked."""
+
     method: str
-    arguments: dict[str, Any] | None  # None: learnt from a result only
-    result: CommandResult | None
+    arguments_key: int | None  # None: learnt from a result only
+    result_value: str | None  # the _RESULT record's VALUE
     seen: float  # monotonic, for the time window
     answered: bool = False  # a result exists (perhaps not yet read back: the executor's own mark)
+
+    @property
+    def result(self) -> CommandResult | None:
+        return None if self.result_value is None else CommandResult.from_value(self.method, self.result_value)
+
+
+def arguments_key(arguments: dict[str, Any]) -> int:
+    """Equal for equal arguments (within one process): what an idempotency key is compared on."""
+    return hash(frozenset((str(k), str(v)) for k, v in arguments.items()))
 
 
 class CallBook:
@@ -57,26 +69,33 @@ class CallBook:
     # -- learning ----------------------------------------------------------------
 
     def observe(self, records: Iterable[Record]) -> None:
-        """Commands and results read from the log (any process's)."""
+        """Commands and results read from the log (any process's); anything malformed is skipped."""
         for record in records:
-            if is_result(record):
-                try:
-                    result = CommandResult.from_record(record)
-                except Exception:  # anyone may write to the log
+            rid, value = record.id, record.value
+            if not isinstance(value, str):
+                continue
+            if rid.endswith(RESULT_SUFFIX):
+                method, data = rid[: -len(RESULT_SUFFIX)], _json_object(value)
+                cid = data.get("correlation_id") if data else None
+                if isinstance(cid, str) and data and data.get("status") in (OK, ERROR, REJECTED):
+                    self._learn(cid, method, None, value)
+            elif rid.endswith(COMMAND_SUFFIX):
+                data = _json_object(value)
+                header = data.get("header") if data else None
+                arguments = data.get("arguments") if data else None
+                if not isinstance(header, dict):
                     continue
-                if result.correlation_id:
-                    self.answered(result)
-            elif is_command(record):
                 try:
-                    envelope = parse_envelope(record.value)
-                except EnvelopeError:
+                    cid = canonical_uuid(header.get("correlation_id"))
+                except ValueError:
                     continue
-                self._learn(envelope.correlation_id, record.id[: -len(COMMAND_SUFFIX)], envelope.arguments, None)
+                key = arguments_key(arguments) if isinstance(arguments, dict) else arguments_key({})
+                self._learn(cid, rid[: -len(COMMAND_SUFFIX)], key, None)
 
     def answered(self, result: CommandResult) -> None:
         """A result that is durable in the log (read back, or delivered by this process)."""
         if result.correlation_id:
-            self._learn(result.correlation_id, result.method, None, result)
+            self._learn(result.correlation_id, result.method, None, result.to_value())
 
     def add(self, cid: str) -> None:
         """An id answered without a readable result (the dispatcher's bookkeeping)."""
@@ -87,19 +106,20 @@ class CallBook:
             else:
                 entry.answered = True
 
-    def _learn(self, cid: str, method: str, arguments: dict[str, Any] | None, result: CommandResult | None) -> None:
+    def _learn(self, cid: str, method: str, key: int | None, result_value: str | None) -> None:
         with self._changed:
             entry = self._entries.get(cid)
             if entry is None:
-                self._store(cid, CallEntry(method, arguments, result, time.monotonic(), answered=result is not None))
+                self._store(cid, CallEntry(method, key, result_value, time.monotonic(),
+                                           answered=result_value is not None))
             else:
                 entry.method = entry.method or method
-                if entry.arguments is None:
-                    entry.arguments = arguments
-                if entry.result is None and result is not None:
-                    entry.result = result
+                if entry.arguments_key is None:
+                    entry.arguments_key = key
+                if entry.result_value is None and result_value is not None:
+                    entry.result_value = result_value
                     entry.answered = True
-            if result is not None:
+            if result_value is not None:
                 self._changed.notify_all()
 
     def _store(self, cid: str, entry: CallEntry) -> None:
@@ -142,7 +162,7 @@ class CallBook:
                 f"correlation id {cid} was already used for a call of {entry.method!r}, not {method!r}; "
                 "use a new id for a new call"
             )
-        if entry.arguments is not None and entry.arguments != arguments:
+        if entry.arguments_key is not None and entry.arguments_key != arguments_key(arguments):
             raise CallConflict(
                 f"correlation id {cid} was already used for {method!r} with other arguments; "
                 "use a new id for a new call"
@@ -155,9 +175,17 @@ class CallBook:
         with self._changed:
             while True:
                 entry = self._entries.get(cid)
-                if entry is not None and entry.result is not None:
+                if entry is not None and entry.result_value is not None:
                     return entry.result
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
                 self._changed.wait(remaining)
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):  # anyone may write to the log
+        return None
+    return value if isinstance(value, dict) else None

@@ -150,7 +150,8 @@ def _argument_text(value: Any) -> str:
     return json.dumps(value)
 
 
-def _canonical_uuid(value: Any) -> str:
+def canonical_uuid(value: Any) -> str:
+    """A correlation id as the executor compares it (ValueError when it is not a UUID)."""
     if not isinstance(value, str):
         raise ValueError("must be a UUID string")
     try:
@@ -178,7 +179,7 @@ def parse_envelope(raw: Any, limits: ArgumentLimits | None = None) -> Envelope:
     correlation_id: str | None = None
     sender_uuid: str | None = None
     try:
-        correlation_id = _canonical_uuid(header.get("correlation_id"))
+        correlation_id = canonical_uuid(header.get("correlation_id"))
     except ValueError as exc:
         correlation_id = None
         cid_error = f"header.correlation_id {exc}" if "correlation_id" in header else (
@@ -267,14 +268,19 @@ class CommandResult:
         """Read a ``_RESULT`` record back (callers waiting for their answer)."""
         if not record.id.endswith(RESULT_SUFFIX):
             raise ValueError(f"{record.id!r} is not a result attribute")
+        return cls.from_value(record.id[: -len(RESULT_SUFFIX)], record.value)
+
+    @classmethod
+    def from_value(cls, method: str, value: Any) -> "CommandResult":
+        """A ``<method>_RESULT`` VALUE (the JSON text) read back."""
         try:
-            data = json.loads(record.value) if isinstance(record.value, str) else None
+            data = json.loads(value) if isinstance(value, str) else None
         except (ValueError, RecursionError):
             data = None
         if not isinstance(data, dict) or data.get("status") not in (OK, ERROR, REJECTED):
-            raise ValueError(f"result record {record.id!r} has a malformed VALUE")
+            raise ValueError(f"result record {method + RESULT_SUFFIX!r} has a malformed VALUE")
         return cls(
-            method=record.id[: -len(RESULT_SUFFIX)],
+            method=method,
             correlation_id=data.get("correlation_id"),
             sender_uuid=data.get("sender_uuid"),
             status=data["status"],
