@@ -25,28 +25,32 @@ Access control (bearer tokens, the host app's hook) is in ``auth``.
 Errors are JSON ``{"code", "status", "message", "errors"?}``. Routing 404 and
 405 never reach a blueprint's error handler in Flask (the blueprint is not
 known before a rule matched), so a catch-all ``<prefix>/<path:rest>`` rule
-answers them as JSON. What still falls back to the host app: HTTP methods
-outside ``_CATCH_ALL_METHODS`` (e.g. ``PROPFIND``, ``TRACE``), and everything
-when the prefix is empty (``OPENFACTORY_URL_PREFIX="/"``): a catch-all there
-would swallow the host app's own 404 pages.
+that takes every HTTP method (``TRACE``, ``PROPFIND``... included) answers
+them as JSON. Because it takes every method, Flask's automatic ``OPTIONS``
+answer would see no method missing anywhere under the prefix: ``OPTIONS`` is
+answered by ``_answer_options`` instead, with exactly what the route serves.
+With an empty prefix (``OPENFACTORY_URL_PREFIX="/"``) there is no catch-all,
+which would swallow the host app's own 404 pages: routing errors are then the
+host app's. What gunicorn refuses before the app sees it (an oversize request
+line or header, a malformed request) is gunicorn's own answer.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import logging
 import math
 import os
 import re
 import typing
-import uuid
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import marshmallow as ma
-from werkzeug.routing import PathConverter
 from flask import Flask, current_app, jsonify, request, send_from_directory, url_for
 from flask import Blueprint as FlaskBlueprint
+from flask.blueprints import BlueprintSetupState
 from flask import json as flask_json
 from flask.typing import ResponseReturnValue
 from flask_smorest import Api, Blueprint
@@ -55,6 +59,7 @@ from marshmallow import fields, validate
 from webargs import core as webargs_core
 from webargs.flaskparser import FlaskParser, abort  # flask_smorest.abort, typed NoReturn
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, default_exceptions
+from werkzeug.routing import PathConverter, Rule
 from werkzeug.wrappers import Response
 
 from .auth import METHOD_ROUTE, READ_ROUTE, SCHEME_NAME, AccessPolicy, security_doc
@@ -78,6 +83,10 @@ UI_BLUEPRINT = "openfactory_ui"
 METHODS_BLUEPRINT = "openfactory_methods"
 SENDER_HEADER = "X-OpenFactory-Sender"
 CORRELATION_HEADER = "X-Correlation-ID"
+_UUID_FORM = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_CANONICAL_UUID = re.compile(_UUID_FORM)
+CORRELATION_PATTERN = f"^{_UUID_FORM}$"  # what the OpenAPI document declares (ECMA-262: "$" is the end)
+CORRELATION_EXAMPLE = "550e8400-e29b-41d4-a716-446655440000"
 DEFAULT_SENDER = "http"
 
 class AnyPathConverter(PathConverter):
@@ -86,10 +95,10 @@ class AnyPathConverter(PathConverter):
     regex = "[^/][\\s\\S]*?"
 
 
-# Methods the catch-all answers with JSON 404/405; any other verb inside the
-# prefix gets Flask's routing error, i.e. the host app's error page.
-_CATCH_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-_PROBE_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+# The order of an Allow header; other methods a host app serves follow, sorted.
+_ALLOW_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+# The catch-all's rules under the prefix: (rule, endpoint) in the UI blueprint.
+_CATCH_ALL = (("", "not_found"), ("/", "not_found_slash"), ("/<ofa_anypath:rest>", "not_found_path"))
 # Method names usable verbatim in a URL rule (werkzeug parses "<" and ">").
 _ROUTABLE_NAME = re.compile(r"[\w\-~]+")
 
@@ -290,6 +299,8 @@ def init_api(app: Flask, state: "OpenFactoryState") -> OpenFactoryApi:
     app.register_blueprint(_ui_blueprint(state, api))
     install_access(app, access, lambda endpoint: _route_kind(api, endpoint))
     _install_busy_handler(app)
+    if state.url_prefix:
+        app.before_request(functools.partial(_answer_options, state.url_prefix))
     return api
 
 
@@ -501,8 +512,9 @@ def _api_blueprint(state: "OpenFactoryState", api: OpenFactoryApi) -> Blueprint:
     @blp.route("/metrics", tags=["asset"])
     @read
     @blp.doc(responses={
-        "200": {"description": "Prometheus text format (OpenMetrics when asked for in Accept)",
-                "content": {"text/plain": {"schema": {"type": "string"}}}},
+        "200": {"description": "Prometheus text format, or OpenMetrics when Accept asks for it",
+                "content": {media: {"schema": {"type": "string"}}
+                            for media in ("text/plain", "application/openmetrics-text")}},
         "404": {"description": "prometheus-client is not installed (the 'metrics' extra)",
                 "content": {"application/json": {"schema": ErrorSchema}}},
     })
@@ -593,10 +605,20 @@ def _ui_blueprint(state: "OpenFactoryState", api: OpenFactoryApi) -> FlaskBluepr
                 raise MethodNotAllowed(valid_methods=allowed)
             raise NotFound(f"{request.path} is not a route of the OpenFactory API; see {state.url_prefix}/docs")
 
-        bp.add_url_rule("", "not_found", not_found, methods=_CATCH_ALL_METHODS)
-        bp.add_url_rule("/", "not_found_slash", not_found, methods=_CATCH_ALL_METHODS)
-        bp.add_url_rule("/<ofa_anypath:rest>", "not_found_path", not_found, methods=_CATCH_ALL_METHODS)
+        bp.record_once(lambda setup: _add_catch_all(setup, not_found))
     return bp
+
+
+def _add_catch_all(setup: BlueprintSetupState, view: Callable[..., ResponseReturnValue]) -> None:
+    """Rules without a method list: werkzeug matches them for every verb, unknown ones included.
+
+    Flask always gives a rule a method list, so these are werkzeug rules added
+    to the map directly, under the blueprint's name (its error handlers apply).
+    """
+    for path, name in _CATCH_ALL:
+        endpoint = f"{setup.name}.{name}"
+        setup.app.url_map.add(Rule(f"{setup.url_prefix}{path}", endpoint=endpoint))
+        setup.app.view_functions[endpoint] = view
 
 
 def _swagger_ui_dir() -> str:
@@ -606,22 +628,45 @@ def _swagger_ui_dir() -> str:
 
 
 def _allowed_methods() -> list[str]:
-    """The methods some real rule accepts for this path (the catch-all excluded)."""
+    """The methods some real rule serves at this path (the catch-all excluded), in Allow order.
+
+    Every method any rule of the app declares is tried: a host app's own
+    route under the prefix may serve more than ours do.
+    """
     adapter = current_app.create_url_adapter(request)
     if adapter is None:  # pragma: no cover - only without a request
         return []
-    fallbacks = {f"{UI_BLUEPRINT}.{name}" for name in ("not_found", "not_found_slash", "not_found_path")}
-    allowed: list[str] = []
-    for method in _PROBE_METHODS:
+    fallbacks = {f"{UI_BLUEPRINT}.{name}" for _, name in _CATCH_ALL}
+    candidates = {m for rule in current_app.url_map.iter_rules() for m in rule.methods or ()}
+    allowed = []
+    for method in candidates:
         try:
             endpoint, _ = adapter.match(request.path, method=method)
         except Exception:  # NotFound, MethodNotAllowed, RequestRedirect: no rule for this method
             continue
         if endpoint not in fallbacks:
             allowed.append(method)
-    if "GET" in allowed:
-        allowed.insert(allowed.index("GET") + 1, "HEAD")
-    return allowed + ["OPTIONS"] if allowed else []
+    order = {m: i for i, m in enumerate(_ALLOW_ORDER)}
+    return sorted(allowed, key=lambda m: (order.get(m, len(order)), m))
+
+
+def _answer_options(prefix: str) -> ResponseReturnValue | None:
+    """``OPTIONS`` on a route under the prefix: ``Allow`` is exactly what that route serves.
+
+    Flask's automatic answer asks werkzeug for every method of every rule
+    matching the path; the catch-all matches any method, so that list would
+    be wrong. Only for rules with Flask's automatic ``OPTIONS`` (a view that
+    handles ``OPTIONS`` itself keeps it), and only under the prefix.
+    """
+    rule = request.url_rule
+    if request.method != "OPTIONS" or not getattr(rule, "provide_automatic_options", False):
+        return None
+    if request.path != prefix and not request.path.startswith(f"{prefix}/"):
+        return None
+    response = current_app.response_class(status=200)
+    del response.headers["Content-Type"]  # no body, nothing to type
+    response.headers["Allow"] = ", ".join(_allowed_methods())
+    return response
 
 
 # -- method routes ---------------------------------------------------------------------
@@ -751,18 +796,27 @@ class _MethodBlueprint(Blueprint):  # type: ignore[misc]
     ARGUMENTS_PARSER = _BodyParser()
 
 
-def _correlation_id() -> str | None:
-    raw = request.headers.get(CORRELATION_HEADER, "").strip()
-    if not raw:
+def correlation_id_from_request() -> str | None:
+    """The call's ``X-Correlation-ID`` in lower case, or None when the header is absent (a new id is made).
+
+    The id identifies the call in the log (and makes a retry recognisable), so
+    it has one spelling: a UUID in canonical hyphenated form, any case. An
+    empty, blank or otherwise written value is a 400, never taken as "no id"
+    and never rewritten into another form. Surrounding spaces and tabs are not
+    part of an HTTP field value (RFC 9110) and are dropped, as servers do.
+    """
+    raw = request.headers.get(CORRELATION_HEADER)
+    if raw is None:
         return None
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        abort(
-            400,
-            message=f"{CORRELATION_HEADER} must be a UUID, got {raw[:64]!r}",
-            errors={"headers": {CORRELATION_HEADER: ["Not a valid UUID."]}},
-        )
+    value = raw.strip(" \t")
+    if _CANONICAL_UUID.fullmatch(value):
+        return value.lower()
+    expected = f"a UUID in canonical form, 8-4-4-4-12 hex digits ({CORRELATION_EXAMPLE}), or no header at all"
+    abort(
+        400,
+        message=f"{CORRELATION_HEADER} must be {expected}; got {raw[:64]!r}",
+        errors={"headers": {CORRELATION_HEADER: [f"Must be {expected}."]}},
+    )
 
 
 def _sender() -> str:
@@ -774,8 +828,11 @@ _HEADER_PARAMETERS = [
         "in": "header",
         "name": CORRELATION_HEADER,
         "required": False,
-        "schema": {"type": "string", "format": "uuid"},
-        "description": "Correlation id of this call (a UUID); generated when absent",
+        "schema": {"type": "string", "format": "uuid", "pattern": CORRELATION_PATTERN},
+        "example": CORRELATION_EXAMPLE,
+        "description": "Correlation id of this call: a UUID in canonical form (8-4-4-4-12 hex digits, any case; "
+                       "answered in lower case). Absent: the server makes a new one. Any other value, an empty "
+                       "one included, is a 400.",
     },
     {
         "in": "header",
@@ -796,7 +853,8 @@ def add_method_routes(state: "OpenFactoryState", specs: Iterable[MethodSpec]) ->
     - 200 with the result, ``status`` ``OK`` (returned) or ``ERROR`` (it
       raised): the call was valid and the method ran, so a raising method is
       reported in the body, like on the command channel, never as a 5xx;
-    - 400 invalid JSON, a bad ``X-Correlation-ID`` or more arguments than
+    - 400 invalid JSON, an ``X-Correlation-ID`` that is not a canonical UUID
+      (see ``correlation_id_from_request``) or more arguments than
       ``OPENFACTORY_MAX_ARGUMENTS``; 413 body over ``OPENFACTORY_MAX_BODY``
       or ``OPENFACTORY_MAX_COMMAND_BYTES``; 415 a body that is not JSON; 422
       arguments that do not fit the signature (wrong type, missing, unknown
@@ -841,7 +899,8 @@ def add_method_routes(state: "OpenFactoryState", specs: Iterable[MethodSpec]) ->
         )(view)
         view = blp.response(200, MethodResultSchema, description="The method ran: status OK or ERROR")(view)
         for code, why in (
-            (400, "Invalid JSON or X-Correlation-ID, or more arguments than OPENFACTORY_MAX_ARGUMENTS"),
+            (400, "Invalid JSON, an X-Correlation-ID that is not a canonical UUID, "
+                  "or more arguments than OPENFACTORY_MAX_ARGUMENTS"),
             (413, "Body over OPENFACTORY_MAX_BODY or OPENFACTORY_MAX_COMMAND_BYTES"),
             (415, "Body is not JSON"),
             (503, "The outgoing queue is full (see Retry-After) or the log is unreachable: nothing was published"),
@@ -859,7 +918,7 @@ def add_method_routes(state: "OpenFactoryState", specs: Iterable[MethodSpec]) ->
 
 def _method_view(state: "OpenFactoryState", spec: MethodSpec) -> Callable[[dict[str, Any]], Any]:
     def invoke(arguments: dict[str, Any]) -> ResponseReturnValue:
-        correlation_id = _correlation_id()
+        correlation_id = correlation_id_from_request()
         busy = state.runtime.transport.saturated()
         if busy is not None:
             raise busy  # the queue is full: refuse before the method moves anything it could not report
