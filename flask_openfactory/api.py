@@ -86,6 +86,7 @@ CORRELATION_HEADER = "X-Correlation-ID"
 _UUID_FORM = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _CANONICAL_UUID = re.compile(_UUID_FORM)
 CORRELATION_PATTERN = f"^{_UUID_FORM}$"  # what the OpenAPI document declares (ECMA-262: "$" is the end)
+# In error messages only: as a documented example, Swagger UI would send it with every call.
 CORRELATION_EXAMPLE = "550e8400-e29b-41d4-a716-446655440000"
 DEFAULT_SENDER = "http"
 
@@ -829,7 +830,6 @@ _HEADER_PARAMETERS = [
         "name": CORRELATION_HEADER,
         "required": False,
         "schema": {"type": "string", "format": "uuid", "pattern": CORRELATION_PATTERN},
-        "example": CORRELATION_EXAMPLE,
         "description": "Correlation id of this call: a UUID in canonical form (8-4-4-4-12 hex digits, any case; "
                        "answered in lower case). Absent: the server makes a new one. Any other value, an empty "
                        "one included, is a 400.",

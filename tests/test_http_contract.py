@@ -34,7 +34,7 @@ from gunicorn_server import GunicornServer, ServerPool, server_env
 
 EXAMPLES = 50  # per operation and phase: about 700 requests per run
 RUN_TIMEOUT = 300.0  # a hard bound; a run takes seconds
-PHASES = ("examples", "coverage", "fuzzing", "stateful")
+PHASES = ("coverage", "fuzzing", "stateful")
 TOKEN = secrets.token_urlsafe(24)
 VERBS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "TRACE", "PROPFIND", "FOO")
 
@@ -111,7 +111,9 @@ def test_schemathesis_finds_nothing(request: pytest.FixtureRequest, pool: Server
     counts = result["operations"]
     assert counts["tested"] == counts["total"] == len(documented), output
     assert counts["errored"] == counts["skipped"] == 0, output
-    assert {name: phase["status"] for name, phase in result["phases"].items()} == dict.fromkeys(PHASES, "success")
+    phases = {name: phase["status"] for name, phase in result["phases"].items()}
+    assert phases.pop("examples") in ("success", "skip")  # skipped: the document declares no examples
+    assert phases == dict.fromkeys(PHASES, "success")
     cases = result["test_cases"]
     assert cases["with_failures"] == cases["unique_failures"] == cases["errored"] == 0, output
     assert cases["generated"] >= 10 * len(documented), output
