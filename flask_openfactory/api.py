@@ -603,7 +603,9 @@ def _ui_blueprint(state: "OpenFactoryState", api: OpenFactoryApi) -> FlaskBluepr
         def not_found(rest: str = "") -> ResponseReturnValue:
             allowed = _allowed_methods()
             if allowed:
-                raise MethodNotAllowed(valid_methods=allowed)
+                served = ", ".join(allowed)
+                raise MethodNotAllowed(valid_methods=allowed,
+                                       description=f"{request.path} does not serve {request.method}; it serves {served}")
             raise NotFound(f"{request.path} is not a route of the OpenFactory API; see {state.url_prefix}/docs")
 
         bp.record_once(lambda setup: _add_catch_all(setup, not_found))

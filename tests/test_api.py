@@ -586,8 +586,9 @@ def test_unknown_method_names_the_known_ones(client: FlaskClient) -> None:
 )
 def test_wrong_http_method_is_a_json_405(client: FlaskClient, verb: str, path: str, allow: str) -> None:
     response = getattr(client, verb)(path)
-    assert_json_error(response, 405)
+    body = assert_json_error(response, 405)
     assert response.headers["Allow"] == allow
+    assert body["message"] == f"{path} does not serve {verb.upper()}; it serves {allow}"
 
 
 GET_ROUTE = "GET, HEAD, OPTIONS"
