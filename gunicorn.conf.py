@@ -3,6 +3,9 @@
 from flask_openfactory.gunicorn_conf import (  # noqa: F401  (gunicorn reads these names)
     bind,
     graceful_timeout,
+    limit_request_field_size,
+    limit_request_fields,
+    limit_request_line,
     on_exit,
     post_worker_init,
     worker_exit,

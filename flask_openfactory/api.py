@@ -25,28 +25,32 @@ Access control (bearer tokens, the host app's hook) is in ``auth``.
 Errors are JSON ``{"code", "status", "message", "errors"?}``. Routing 404 and
 405 never reach a blueprint's error handler in Flask (the blueprint is not
 known before a rule matched), so a catch-all ``<prefix>/<path:rest>`` rule
-answers them as JSON. What still falls back to the host app: HTTP methods
-outside ``_CATCH_ALL_METHODS`` (e.g. ``PROPFIND``, ``TRACE``), and everything
-when the prefix is empty (``OPENFACTORY_URL_PREFIX="/"``): a catch-all there
-would swallow the host app's own 404 pages.
+that takes every HTTP method (``TRACE``, ``PROPFIND``... included) answers
+them as JSON. Because it takes every method, Flask's automatic ``OPTIONS``
+answer would see no method missing anywhere under the prefix: ``OPTIONS`` is
+answered by ``_answer_options`` instead, with exactly what the route serves.
+With an empty prefix (``OPENFACTORY_URL_PREFIX="/"``) there is no catch-all,
+which would swallow the host app's own 404 pages: routing errors are then the
+host app's. What gunicorn refuses before the app sees it (an oversize request
+line or header, a malformed request) is gunicorn's own answer.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import logging
 import math
 import os
 import re
 import typing
-import uuid
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import marshmallow as ma
-from werkzeug.routing import PathConverter
 from flask import Flask, current_app, jsonify, request, send_from_directory, url_for
 from flask import Blueprint as FlaskBlueprint
+from flask.blueprints import BlueprintSetupState
 from flask import json as flask_json
 from flask.typing import ResponseReturnValue
 from flask_smorest import Api, Blueprint
@@ -55,12 +59,13 @@ from marshmallow import fields, validate
 from webargs import core as webargs_core
 from webargs.flaskparser import FlaskParser, abort  # flask_smorest.abort, typed NoReturn
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, default_exceptions
+from werkzeug.routing import PathConverter, Rule
 from werkzeug.wrappers import Response
 
 from .auth import METHOD_ROUTE, READ_ROUTE, SCHEME_NAME, AccessPolicy, security_doc
 from .auth import install as install_access
 from .calls import CallConflict
-from .commands import REJECTED, ArgumentLimits
+from .commands import ArgumentLimits
 from .methods import MethodSpec, Parameter, json_default
 from .metrics import INSTALL_HINT, AppMetrics, app_metrics
 from .protocol import CONDITION, EVENTS, METHOD, OPENFACTORY, SAMPLES
@@ -80,6 +85,11 @@ UI_BLUEPRINT = "openfactory_ui"
 METHODS_BLUEPRINT = "openfactory_methods"
 SENDER_HEADER = "X-OpenFactory-Sender"
 CORRELATION_HEADER = "X-Correlation-ID"
+_UUID_FORM = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_CANONICAL_UUID = re.compile(_UUID_FORM)
+CORRELATION_PATTERN = f"^{_UUID_FORM}$"  # what the OpenAPI document declares (ECMA-262: "$" is the end)
+# In error messages only: as a documented example, Swagger UI would send it with every call.
+CORRELATION_EXAMPLE = "550e8400-e29b-41d4-a716-446655440000"
 DEFAULT_SENDER = "http"
 
 class AnyPathConverter(PathConverter):
@@ -88,10 +98,10 @@ class AnyPathConverter(PathConverter):
     regex = "[^/][\\s\\S]*?"
 
 
-# Methods the catch-all answers with JSON 404/405; any other verb inside the
-# prefix gets Flask's routing error, i.e. the host app's error page.
-_CATCH_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-_PROBE_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+# The order of an Allow header; other methods a host app serves follow, sorted.
+_ALLOW_ORDER = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+# The catch-all's rules under the prefix: (rule, endpoint) in the UI blueprint.
+_CATCH_ALL = (("", "not_found"), ("/", "not_found_slash"), ("/<ofa_anypath:rest>", "not_found_path"))
 # Method names usable verbatim in a URL rule (werkzeug parses "<" and ">").
 _ROUTABLE_NAME = re.compile(r"[\w\-~]+")
 
@@ -108,6 +118,13 @@ class ErrorSchema(ma.Schema):
     status = fields.String(required=True, metadata={"description": "HTTP status name"})
     message = fields.String(required=True, metadata={"description": "What went wrong"})
     errors = fields.Dict(metadata={"description": "Validation errors by location and field"})
+
+
+class PendingErrorSchema(ErrorSchema):
+    """504 of a method call: where to fetch the result later."""
+
+    correlation_id = fields.String(required=True)
+    result_url = fields.String(required=True)
 
 
 class HealthSchema(ma.Schema):
@@ -175,7 +192,7 @@ class PendingCallSchema(ma.Schema):
 
 
 _FIXED_SCHEMA_NAMES = frozenset(
-    {"Error", "Health", "ReadinessCheck", "Readiness", "AttributeRecord", "AttributeQuery",
+    {"Error", "PendingError", "Health", "ReadinessCheck", "Readiness", "AttributeRecord", "AttributeQuery",
      "MethodArgument", "MethodContract", "MethodResult", "PendingCall"}
 )
 
@@ -298,6 +315,8 @@ def init_api(app: Flask, state: "OpenFactoryState") -> OpenFactoryApi:
     app.register_blueprint(_ui_blueprint(state, api))
     install_access(app, access, lambda endpoint: _route_kind(api, endpoint))
     _install_busy_handler(app)
+    if state.url_prefix:
+        app.before_request(functools.partial(_answer_options, state.url_prefix))
     return api
 
 
@@ -510,7 +529,10 @@ def _api_blueprint(state: "OpenFactoryState", api: OpenFactoryApi) -> Blueprint:
             abort(404, message=f"asset {runtime.asset_uuid!r} has no attribute {attribute_id!r}")
         return record.as_dict()
 
-    @blp.route("/results/<correlation_id>", tags=["methods"])
+    @blp.route("/results/<correlation_id>", tags=["methods"], parameters=[{
+        "in": "path", "name": "correlation_id", "required": True,
+        "schema": {"type": "string", "format": "uuid", "pattern": CORRELATION_PATTERN},
+        "description": "The call's correlation id (the X-Correlation-ID of an HTTP call)"}])
     @read
     @blp.response(200, MethodResultSchema, description="The call was answered")
     @blp.alt_response(202, schema=PendingCallSchema, description="The call is in the log, not yet answered")
@@ -523,7 +545,7 @@ def _api_blueprint(state: "OpenFactoryState", api: OpenFactoryApi) -> Blueprint:
         For a call that answered 504 (no result in time), and for any call or
         command of the asset within ``OPENFACTORY_COMMAND_MAX_AGE``.
         """
-        cid = _parse_correlation_id(correlation_id, "the correlation id in the URL")
+        cid = _canonical_correlation_id(correlation_id, "correlation_id", "path")
         entry = runtime.find_call(cid)
         if entry is None:
             abort(404, message=f"no call {cid} in the log of {runtime.asset_uuid!r} within the last "
@@ -542,8 +564,9 @@ def _api_blueprint(state: "OpenFactoryState", api: OpenFactoryApi) -> Blueprint:
     @blp.route("/metrics", tags=["asset"])
     @read
     @blp.doc(responses={
-        "200": {"description": "Prometheus text format (OpenMetrics when asked for in Accept)",
-                "content": {"text/plain": {"schema": {"type": "string"}}}},
+        "200": {"description": "Prometheus text format, or OpenMetrics when Accept asks for it",
+                "content": {media: {"schema": {"type": "string"}}
+                            for media in ("text/plain", "application/openmetrics-text")}},
         "404": {"description": "prometheus-client is not installed (the 'metrics' extra)",
                 "content": {"application/json": {"schema": ErrorSchema}}},
     })
@@ -631,13 +654,25 @@ def _ui_blueprint(state: "OpenFactoryState", api: OpenFactoryApi) -> FlaskBluepr
         def not_found(rest: str = "") -> ResponseReturnValue:
             allowed = _allowed_methods()
             if allowed:
-                raise MethodNotAllowed(valid_methods=allowed)
+                served = ", ".join(allowed)
+                raise MethodNotAllowed(valid_methods=allowed,
+                                       description=f"{request.path} does not serve {request.method}; it serves {served}")
             raise NotFound(f"{request.path} is not a route of the OpenFactory API; see {state.url_prefix}/docs")
 
-        bp.add_url_rule("", "not_found", not_found, methods=_CATCH_ALL_METHODS)
-        bp.add_url_rule("/", "not_found_slash", not_found, methods=_CATCH_ALL_METHODS)
-        bp.add_url_rule("/<ofa_anypath:rest>", "not_found_path", not_found, methods=_CATCH_ALL_METHODS)
+        bp.record_once(lambda setup: _add_catch_all(setup, not_found))
     return bp
+
+
+def _add_catch_all(setup: BlueprintSetupState, view: Callable[..., ResponseReturnValue]) -> None:
+    """Rules without a method list: werkzeug matches them for every verb, unknown ones included.
+
+    Flask always gives a rule a method list, so these are werkzeug rules added
+    to the map directly, under the blueprint's name (its error handlers apply).
+    """
+    for path, name in _CATCH_ALL:
+        endpoint = f"{setup.name}.{name}"
+        setup.app.url_map.add(Rule(f"{setup.url_prefix}{path}", endpoint=endpoint))
+        setup.app.view_functions[endpoint] = view
 
 
 def _swagger_ui_dir() -> str:
@@ -647,22 +682,45 @@ def _swagger_ui_dir() -> str:
 
 
 def _allowed_methods() -> list[str]:
-    """The methods some real rule accepts for this path (the catch-all excluded)."""
+    """The methods some real rule serves at this path (the catch-all excluded), in Allow order.
+
+    Every method any rule of the app declares is tried: a host app's own
+    route under the prefix may serve more than ours do.
+    """
     adapter = current_app.create_url_adapter(request)
     if adapter is None:  # pragma: no cover - only without a request
         return []
-    fallbacks = {f"{UI_BLUEPRINT}.{name}" for name in ("not_found", "not_found_slash", "not_found_path")}
-    allowed: list[str] = []
-    for method in _PROBE_METHODS:
+    fallbacks = {f"{UI_BLUEPRINT}.{name}" for _, name in _CATCH_ALL}
+    candidates = {m for rule in current_app.url_map.iter_rules() for m in rule.methods or ()}
+    allowed = []
+    for method in candidates:
         try:
             endpoint, _ = adapter.match(request.path, method=method)
         except Exception:  # NotFound, MethodNotAllowed, RequestRedirect: no rule for this method
             continue
         if endpoint not in fallbacks:
             allowed.append(method)
-    if "GET" in allowed:
-        allowed.insert(allowed.index("GET") + 1, "HEAD")
-    return allowed + ["OPTIONS"] if allowed else []
+    order = {m: i for i, m in enumerate(_ALLOW_ORDER)}
+    return sorted(allowed, key=lambda m: (order.get(m, len(order)), m))
+
+
+def _answer_options(prefix: str) -> ResponseReturnValue | None:
+    """``OPTIONS`` on a route under the prefix: ``Allow`` is exactly what that route serves.
+
+    Flask's automatic answer asks werkzeug for every method of every rule
+    matching the path; the catch-all matches any method, so that list would
+    be wrong. Only for rules with Flask's automatic ``OPTIONS`` (a view that
+    handles ``OPTIONS`` itself keeps it), and only under the prefix.
+    """
+    rule = request.url_rule
+    if request.method != "OPTIONS" or not getattr(rule, "provide_automatic_options", False):
+        return None
+    if request.path != prefix and not request.path.startswith(f"{prefix}/"):
+        return None
+    response = current_app.response_class(status=200)
+    del response.headers["Content-Type"]  # no body, nothing to type
+    response.headers["Allow"] = ", ".join(_allowed_methods())
+    return response
 
 
 # -- method routes ---------------------------------------------------------------------
@@ -792,22 +850,34 @@ class _MethodBlueprint(Blueprint):  # type: ignore[misc]
     ARGUMENTS_PARSER = _BodyParser()
 
 
-def _correlation_id() -> str | None:
-    raw = request.headers.get(CORRELATION_HEADER, "").strip()
-    if not raw:
+def correlation_id_from_request() -> str | None:
+    """The call's ``X-Correlation-ID`` in lower case, or None when the header is absent (a new id is made).
+
+    The id identifies the call in the log (and makes a retry recognisable), so
+    it has one spelling: a UUID in canonical hyphenated form, any case. An
+    empty, blank or otherwise written value is a 400, never taken as "no id"
+    and never rewritten into another form. Surrounding spaces and tabs are not
+    part of an HTTP field value (RFC 9110) and are dropped, as servers do.
+    """
+    raw = request.headers.get(CORRELATION_HEADER)
+    if raw is None:
         return None
-    return _parse_correlation_id(raw, CORRELATION_HEADER)
+    return _canonical_correlation_id(raw, CORRELATION_HEADER, "headers")
 
 
-def _parse_correlation_id(raw: str, what: str) -> str:
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        abort(
-            400,
-            message=f"{what} must be a UUID, got {raw[:64]!r}",
-            errors={"headers": {CORRELATION_HEADER: ["Not a valid UUID."]}},
-        )
+def _canonical_correlation_id(raw: str, where: str, location: str) -> str:
+    """The one spelling of a correlation id (header or URL), or a 400 that says what is expected."""
+    value = raw.strip(" \t")
+    if _CANONICAL_UUID.fullmatch(value):
+        return value.lower()
+    expected = f"a UUID in canonical form, 8-4-4-4-12 hex digits ({CORRELATION_EXAMPLE}), or no header at all"
+    if location != "headers":
+        expected = f"a UUID in canonical form, 8-4-4-4-12 hex digits ({CORRELATION_EXAMPLE})"
+    abort(
+        400,
+        message=f"{where} must be {expected}; got {raw[:64]!r}",
+        errors={location: {where: [f"Must be {expected}."]}},
+    )
 
 
 def _sender() -> str:
@@ -819,8 +889,10 @@ _HEADER_PARAMETERS = [
         "in": "header",
         "name": CORRELATION_HEADER,
         "required": False,
-        "schema": {"type": "string", "format": "uuid"},
-        "description": "Correlation id of this call (a UUID); generated when absent",
+        "schema": {"type": "string", "format": "uuid", "pattern": CORRELATION_PATTERN},
+        "description": "Correlation id of this call: a UUID in canonical form (8-4-4-4-12 hex digits, any case; "
+                       "answered in lower case). Absent: the server makes a new one. Any other value, an empty "
+                       "one included, is a 400.",
     },
     {
         "in": "header",
@@ -841,7 +913,8 @@ def add_method_routes(state: "OpenFactoryState", specs: Iterable[MethodSpec]) ->
     - 200 with the result, ``status`` ``OK`` (returned) or ``ERROR`` (it
       raised): the call was valid and the method ran, so a raising method is
       reported in the body, like on the command channel, never as a 5xx;
-    - 400 invalid JSON, a bad ``X-Correlation-ID`` or more arguments than
+    - 400 invalid JSON, an ``X-Correlation-ID`` that is not a canonical UUID
+      (see ``correlation_id_from_request``) or more arguments than
       ``OPENFACTORY_MAX_ARGUMENTS``; 413 body over ``OPENFACTORY_MAX_BODY``
       or ``OPENFACTORY_MAX_COMMAND_BYTES``; 415 a body that is not JSON; 422
       arguments that do not fit the signature (wrong type, missing, unknown
@@ -884,12 +957,19 @@ def add_method_routes(state: "OpenFactoryState", specs: Iterable[MethodSpec]) ->
             required=any(p.required for p in spec.parameters),
             description=f"Arguments of {spec.signature_text()}",
         )(view)
-        view = blp.response(200, MethodResultSchema, description="The method ran: status OK or ERROR")(view)
+        view = blp.response(200, MethodResultSchema, description=(
+            "The call's result from the log: OK (returned), ERROR (raised) or REJECTED (refused by the "
+            "executor's rules: sender, signature, expiry, arguments)"))(view)
+        view = blp.alt_response(504, schema=PendingErrorSchema, description=(
+            "No result within OPENFACTORY_CALL_WAIT: the call is in the log and runs when the executor "
+            "reaches it; fetch its result at result_url"))(view)
         for code, why in (
-            (400, "Invalid JSON or X-Correlation-ID, or more arguments than OPENFACTORY_MAX_ARGUMENTS"),
+            (409, "The X-Correlation-ID was already used for another call (another method or other arguments)"),
+            (400, "Invalid JSON, an X-Correlation-ID that is not a canonical UUID, "
+                  "or more arguments than OPENFACTORY_MAX_ARGUMENTS"),
             (413, "Body over OPENFACTORY_MAX_BODY or OPENFACTORY_MAX_COMMAND_BYTES"),
             (415, "Body is not JSON"),
-            (503, "The outgoing queue is full (see Retry-After) or the log is unreachable: nothing was published"),
+            (503, "The outgoing queue is full (see Retry-After) or the log is unreachable: nothing was written"),
         ):
             view = blp.alt_response(code, schema=ErrorSchema, description=why)(view)
         view = _secured(blp, api.access, METHOD_ROUTE)(view)
@@ -902,16 +982,9 @@ def add_method_routes(state: "OpenFactoryState", specs: Iterable[MethodSpec]) ->
     api.endpoint_methods.update({endpoint: method for method, endpoint in endpoints.items()})
 
 
-# An answer REJECTED by the executor (the same rules as a command's) as an HTTP status.
-_REJECTED_STATUS = {
-    "sender_not_allowed": 403, "unsigned": 403, "bad_signature": 403,
-    "bad_arguments": 422, "too_many_arguments": 400, "arguments_too_large": 413,
-}
-
-
 def _method_view(state: "OpenFactoryState", spec: MethodSpec) -> Callable[[dict[str, Any]], Any]:
     def invoke(arguments: dict[str, Any]) -> ResponseReturnValue:
-        correlation_id = _correlation_id()
+        correlation_id = correlation_id_from_request()
         runtime = state.runtime
         if spec.run_anywhere:  # declared safe to run in the receiving process
             busy = runtime.transport.saturated()
@@ -925,10 +998,8 @@ def _method_view(state: "OpenFactoryState", spec: MethodSpec) -> Callable[[dict[
                 result = runtime.call(spec.name, wire, sender_uuid=_sender(), correlation_id=correlation_id)
             except CallConflict as exc:
                 abort(409, message=str(exc))
-        status = 200
-        if result.status == REJECTED:
-            status = _REJECTED_STATUS.get(str(result.error or "").split(":", 1)[0], 409)
-        return result.as_dict(), status, {CORRELATION_HEADER: result.correlation_id or ""}
+        # OK, ERROR or REJECTED (the executor's rules): the log's answer, as any caller gets it
+        return result.as_dict(), 200, {CORRELATION_HEADER: result.correlation_id or ""}
 
     invoke.__name__ = invoke.__qualname__ = f"invoke_{spec.name}"
     invoke.__doc__ = None  # the operation's text comes from blp.doc

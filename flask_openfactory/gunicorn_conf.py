@@ -28,6 +28,17 @@ log = logging.getLogger("flask_openfactory.gunicorn")
 # Defaults for a config module used as is; a user's own config sets its own.
 bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{os.environ.get('PORT') or '4000'}"
 graceful_timeout = 30
+
+# What gunicorn refuses itself, before the app sees the request, answering with
+# its own HTML page (not configurable): a request line over limit_request_line
+# is a 414, a header line over limit_request_field_size or more header fields
+# than limit_request_fields a 431, a malformed request a 400. Set explicitly
+# (the README states them): the request line at gunicorn's maximum (its default
+# is 4094), so that a long URL gets the API's JSON answer up to 8 KiB like a
+# header does; headers at gunicorn's defaults.
+limit_request_line = 8190
+limit_request_field_size = 8190
+limit_request_fields = 100
 ON_EXIT_BUDGET = 3.0  # seconds the master spends publishing avail=UNAVAILABLE after its workers
 
 

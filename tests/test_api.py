@@ -22,9 +22,11 @@ from flask import Flask, abort
 from flask.testing import FlaskClient
 from flask_smorest import Api
 from flask_smorest import Blueprint as SmorestBlueprint
+from werkzeug.exceptions import HTTPException
 from werkzeug.test import TestResponse
 
 from flask_openfactory import AssetBlueprint, FlaskOpenFactory, SampleAttribute, TransportError
+from flask_openfactory.api import correlation_id_from_request
 from flask_openfactory.protocol import Record
 from flask_openfactory.transports.memory import memory_log
 from flask_openfactory.testing import runtime_of
@@ -375,14 +377,94 @@ def test_correlation_id_and_sender_headers(app: Flask, client: FlaskClient) -> N
     assert published_result(app, "home")["correlation_id"] == cid
 
 
-def test_bad_correlation_id_is_400(client: FlaskClient) -> None:
-    response = client.post("/ofa/methods/home", headers={"X-Correlation-ID": "not-a-uuid"})
-    assert assert_json_error(response, 400) == {
+CID = "5f0c6a1e-9b7d-4c3e-8a2f-1d6e4b9c7a05"
+
+
+@pytest.mark.parametrize(
+    ("sent", "answered"),
+    [
+        (CID, CID),
+        ("5F0C6A1E-9b7d-4C3E-8a2f-1D6E4B9C7A05", CID),
+        (f" {CID}\t", CID),  # spaces and tabs around a field value are not part of it (RFC 9110)
+        ("00000000-0000-0000-0000-000000000000", "00000000-0000-0000-0000-000000000000"),
+    ],
+    ids=["lower", "mixed-case", "surrounding-space", "nil"],
+)
+def test_correlation_id_in_canonical_form_is_taken_in_lower_case(
+    app: Flask, client: FlaskClient, sent: str, answered: str
+) -> None:
+    response = client.post("/ofa/methods/home", headers={"X-Correlation-ID": sent})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["correlation_id"] == answered
+    assert response.headers["X-Correlation-ID"] == answered
+    assert published_result(app, "home")["correlation_id"] == answered
+
+
+def test_without_a_correlation_id_the_server_makes_one(app: Flask, client: FlaskClient) -> None:
+    response = client.post("/ofa/methods/home")
+    cid = response.get_json()["correlation_id"]
+    assert str(uuid.UUID(cid)) == cid and response.headers["X-Correlation-ID"] == cid
+    assert published_result(app, "home")["correlation_id"] == cid
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        "",
+        "   ",
+        "not-a-uuid",
+        CID.replace("-", ""),
+        "{" + CID + "}",
+        "urn:uuid:" + CID,
+        CID + "0",
+        CID[:-1],
+        CID.replace("a", "g", 1),
+        CID.replace("-", " ", 1),
+        f"{CID}, {CID}",  # the header twice, as a server joins them
+        "5f0c6a1e_9b7d_4c3e_8a2f_1d6e4b9c7a05",
+    ],
+    ids=["empty", "blank", "text", "no-hyphens", "braces", "urn", "too-long", "too-short", "not-hex",
+         "space", "twice", "underscores"],
+)
+def test_any_other_correlation_id_is_400_and_nothing_runs(app: Flask, client: FlaskClient, sent: str) -> None:
+    response = client.post("/ofa/methods/home", headers={"X-Correlation-ID": sent})
+    body = assert_json_error(response, 400)
+    expected = ("a UUID in canonical form, 8-4-4-4-12 hex digits (550e8400-e29b-41d4-a716-446655440000), "
+                "or no header at all")
+    assert body == {
         "code": 400,
         "status": "Bad Request",
-        "message": "X-Correlation-ID must be a UUID, got 'not-a-uuid'",
-        "errors": {"headers": {"X-Correlation-ID": ["Not a valid UUID."]}},
+        "message": f"X-Correlation-ID must be {expected}; got {sent[:64]!r}",
+        "errors": {"headers": {"X-Correlation-ID": [f"Must be {expected}."]}},
     }
+    assert published(app, "home_RESULT") is None  # the method never ran
+
+
+def test_correlation_id_from_request_outside_the_method_route(app: Flask) -> None:
+    """The one parser of the header, usable by any view of the API."""
+    with app.test_request_context(headers={"X-Correlation-ID": CID.upper()}):
+        assert correlation_id_from_request() == CID
+    with app.test_request_context():
+        assert correlation_id_from_request() is None
+    with app.test_request_context(headers={"X-Correlation-ID": ""}):
+        with pytest.raises(HTTPException) as raised:
+            correlation_id_from_request()
+    assert raised.value.code == 400
+
+
+def test_the_document_declares_the_correlation_id_rule(client: FlaskClient) -> None:
+    spec = client.get("/ofa/openapi.json").get_json()
+    for name in MACHINE_METHODS:
+        path = spec["paths"][f"/ofa/methods/{name}"]
+        operation = path["post"]
+        (header,) = [p for p in path["parameters"] if p["name"] == "X-Correlation-ID"]
+        assert header["in"] == "header" and header["required"] is False
+        pattern = header["schema"]["pattern"]
+        assert header["schema"] == {"type": "string", "format": "uuid", "pattern": pattern}
+        assert "X-Correlation-ID" in operation["responses"]["400"]["description"]
+        assert re.fullmatch(pattern.strip("^$"), CID) and re.fullmatch(pattern.strip("^$"), CID.upper())
+        for bad in ("", CID.replace("-", ""), "{" + CID + "}", "urn:uuid:" + CID):
+            assert not re.search(pattern, bad), bad
 
 
 @pytest.mark.parametrize(
@@ -506,8 +588,86 @@ def test_unknown_method_names_the_known_ones(client: FlaskClient) -> None:
 )
 def test_wrong_http_method_is_a_json_405(client: FlaskClient, verb: str, path: str, allow: str) -> None:
     response = getattr(client, verb)(path)
-    assert_json_error(response, 405)
+    body = assert_json_error(response, 405)
     assert response.headers["Allow"] == allow
+    assert body["message"] == f"{path} does not serve {verb.upper()}; it serves {allow}"
+
+
+GET_ROUTE = "GET, HEAD, OPTIONS"
+POST_ROUTE = "POST, OPTIONS"
+ROUTES = [
+    ("/ofa/health", GET_ROUTE),
+    ("/ofa/ready", GET_ROUTE),
+    ("/ofa/attributes", GET_ROUTE),
+    ("/ofa/attributes/avail", GET_ROUTE),
+    ("/ofa/attributes/unknown", GET_ROUTE),  # the route serves GET (its answer is a 404)
+    ("/ofa/methods", GET_ROUTE),
+    ("/ofa/methods/move_axis", POST_ROUTE),
+    ("/ofa/methods/home", POST_ROUTE),
+    ("/ofa/methods/launch", POST_ROUTE),  # no such method: POST answers 404, like for any caller
+    ("/ofa/openapi.json", GET_ROUTE),
+    ("/ofa/docs", GET_ROUTE),
+    ("/ofa/docs/static/swagger-ui.css", GET_ROUTE),
+    ("/ofa/metrics", GET_ROUTE),
+]
+# Every verb a client could send: the standard ones and some others, some nobody registered.
+VERBS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "TRACE", "CONNECT", "PROPFIND", "MKCOL", "FOO"]
+
+
+@pytest.mark.parametrize(("path", "allow"), ROUTES)
+def test_options_lists_exactly_what_the_route_serves(client: FlaskClient, path: str, allow: str) -> None:
+    response = client.options(path)
+    assert response.status_code == 200
+    assert response.headers["Allow"] == allow
+    assert response.get_data() == b"" and "Content-Type" not in response.headers
+    for verb in VERBS:
+        with client.open(path, method=verb) as answer:
+            if verb in allow.split(", "):
+                assert answer.status_code != 405, (verb, path)
+                continue
+            assert answer.headers["Allow"] == allow, (verb, path)
+            if verb == "HEAD":  # no body, ever
+                assert (answer.status_code, answer.mimetype) == (405, "application/json")
+            else:  # unknown verbs included
+                assert_json_error(answer, 405)
+
+
+@pytest.mark.parametrize("path", ["/ofa/nothing", "/ofa", "/ofa/", "/ofa/methods/home/x"])
+@pytest.mark.parametrize("verb", ["OPTIONS", "TRACE", "FOO"])
+def test_any_verb_on_an_unknown_path_is_a_json_404(client: FlaskClient, path: str, verb: str) -> None:
+    assert_json_error(client.open(path, method=verb), 404)
+
+
+def test_host_routes_under_the_prefix_keep_their_methods(build: Callable[..., Flask]) -> None:
+    app = build(start=False)
+    app.add_url_rule("/ofa/custom", "custom", lambda: "custom", methods=["GET", "PROPFIND"])
+
+    def own_options() -> tuple[str, int, dict[str, str]]:
+        return "mine", 200, {"Allow": "OPTIONS, DELETE"}
+
+    app.add_url_rule("/ofa/own-options", "own_options", own_options, methods=["OPTIONS"],
+                     provide_automatic_options=False)
+    client = app.test_client()
+    assert client.options("/ofa/custom").headers["Allow"] == "GET, HEAD, OPTIONS, PROPFIND"
+    assert client.open("/ofa/custom", method="PROPFIND").get_data(as_text=True) == "custom"
+    response = client.put("/ofa/custom")
+    assert_json_error(response, 405)
+    assert response.headers["Allow"] == "GET, HEAD, OPTIONS, PROPFIND"
+    own = client.options("/ofa/own-options")
+    assert (own.get_data(as_text=True), own.headers["Allow"]) == ("mine", "OPTIONS, DELETE")
+
+
+def test_host_routes_outside_the_prefix_keep_flasks_answers(client: FlaskClient) -> None:
+    response = client.options("/upload")
+    assert response.status_code == 200 and set(response.headers["Allow"].split(", ")) == {"POST", "OPTIONS"}
+    trace = client.open("/", method="TRACE")  # the host app's own 405 page
+    assert trace.status_code == 405 and trace.mimetype == "text/html"
+
+
+def test_with_the_root_prefix_options_is_flasks_own(build: Callable[..., Flask]) -> None:
+    client = build(OPENFACTORY_URL_PREFIX="/").test_client()
+    assert set(client.options("/health").headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
+    assert set(client.options("/methods/home").headers["Allow"].split(", ")) == {"POST", "OPTIONS"}
 
 
 @pytest.mark.parametrize("path", ["/ofa/nothing", "/ofa/", "/ofa", "/ofa/attributes/a/b", "/ofa/methods/home/x"])

@@ -628,7 +628,7 @@ def test_http_query_strings(http_client: FlaskClient, query: str, path: str) -> 
 
 @examples(200)
 @given(segment=st.text(max_size=40),
-       verb=st.sampled_from(["GET", "POST", "PUT", "DELETE"]))
+       verb=st.sampled_from(["GET", "POST", "PUT", "DELETE", "TRACE", "PROPFIND"]))
 def test_http_arbitrary_paths(http_client: FlaskClient, segment: str, verb: str) -> None:
     from urllib.parse import quote
 

@@ -288,11 +288,17 @@ def test_without_prometheus_client_metrics_is_a_json_404(
     assert client.get("/ofa/ready").status_code == 200
 
 
-def test_metrics_is_documented(build: Callable[..., Flask]) -> None:
-    spec = build().test_client().get("/ofa/openapi.json").get_json()
-    operation = spec["paths"]["/ofa/metrics"]["get"]
+@pytest.mark.parametrize("accept", [None, "text/plain", "text/plain; version=1.0.0", "application/openmetrics-text",
+                                    "application/openmetrics-text; version=1.0.0", "application/json", "*/*"])
+def test_metrics_is_documented_with_the_content_type_it_answers(build: Callable[..., Flask], accept: str | None) -> None:
+    client = build().test_client()
+    operation = client.get("/ofa/openapi.json").get_json()["paths"]["/ofa/metrics"]["get"]
     assert operation["tags"] == ["asset"]
-    assert "text/plain" in operation["responses"]["200"]["content"]
+    documented = operation["responses"]["200"]["content"]
+    assert set(documented) == {"text/plain", "application/openmetrics-text"}
+    response = client.get("/ofa/metrics", headers={"Accept": accept} if accept else {})
+    assert response.status_code == 200
+    assert response.mimetype in documented
 
 
 # -- readiness: which dependency, since when ----------------------------------------------------
