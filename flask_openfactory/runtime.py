@@ -59,6 +59,7 @@ AVAILABLE = "AVAILABLE"
 ASSET_TYPE = "OpenFactoryApp"
 STANDALONE = "process:"  # a deployment of one process (flask run, waitress, tests)
 DEPLOYMENT_LOCK_SECONDS = 10.0  # bounded wait for another process's start or stop decision
+START_CHECK_SECONDS = 5.0  # the first contact with the log at start
 CALL_WINDOW_MARGIN = 60.0  # calls are remembered this much past the max age (clock skew)
 
 
@@ -274,6 +275,9 @@ class AssetRuntime:
         self._stopping.clear()
         snapshot = transport.snapshot(self.asset_uuid)
         self._cache.update((rid, r) for rid, r in snapshot.items() if self._cacheable(r))
+        # Connected now, not at the first write: a process that announces nothing still
+        # writes calls, and its readiness and reads need the log's health from the start.
+        transport.check(START_CHECK_SECONDS)
         if self.settings.execute_commands and (self._tasks or any(
                 not s.every_worker for s in self._subscriptions.values())):
             self._duties = Duties(self._executor_runners, grace=self.settings.stop_timeout, log=self.log)
@@ -556,6 +560,10 @@ class AssetRuntime:
         lookup, follower = self._end_lookup, self._follower
         if lookup is None:
             return
+        health = self.transport.health()
+        if not health.ok:  # fail fast: the end cannot be read while the log is away
+            raise StaleRead(f"the log of {self.asset_uuid!r} is unreachable ({health.detail}): the latest "
+                            "state cannot be confirmed, so none is given; try again when /ofa/ready answers 200")
         try:
             end = lookup(budget)
         except TimeoutError:

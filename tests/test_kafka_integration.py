@@ -679,8 +679,9 @@ def test_frozen_broker_http_answers_ready_flips_and_no_value_is_lost(
     try:
         seen = reader.read_until(
             lambda seen: set(during) <= {s.doc()["VALUE"] for s in of_key(seen, asset)
-                                         if s.value and s.doc().get("ID") == "position_y"},
-            30, "every value set during the outage")
+                                         if s.value and s.doc().get("ID") == "position_y"}
+            and set(written) <= {r["correlation_id"] for r in results(seen, asset) if r["ID"] == "home_RESULT"},
+            30, "every value set during the outage and the result of every call written")
     finally:
         reader.close()
     assert runtime.counters["delivery_failures"] == 0

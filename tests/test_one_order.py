@@ -311,3 +311,42 @@ def test_a_reload_during_a_stream_hands_the_role_over_at_once(
         assert p99 < 2000, f"p99 latency during the reload {p99:.0f} ms"
     finally:
         watcher.close()
+
+
+def test_a_reload_on_sqlite_hands_the_role_over_at_once(servers: ServerPool, tmp_path: Path) -> None:
+    """The embedded default: ``kill -HUP`` during 300 commands at 50/s, latency from send to execution."""
+    from demo import create_app
+
+    asset = f"hup-sqlite-{uuid.uuid4().hex[:8]}"
+    env = sqlite_env(tmp_path, asset)
+    server = servers.start(env=env, app=PROBE_APP, workers=3)
+    sender_app = create_app("development", {"OPENFACTORY_TRANSPORT_URL": env["FLASK_OPENFACTORY_TRANSPORT_URL"],
+                                            "OPENFACTORY_APP_UUID": "hup-sender"})
+    sender = sender_app.extensions["openfactory"].runtime
+    sent: dict[str, float] = {}
+    rate, count, hup_at = 50.0, 300, 100
+    try:
+        start = time.monotonic()
+        for i in range(count):
+            if i == hup_at:
+                server.signal(signal.SIGHUP)
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)  # pacing the stream
+            sent[f"hup-{i}"] = time.time()
+            sender.send_command(asset, "record", {"tag": f"hup-{i}"})
+    finally:
+        sender.stop(timeout=2.0, publish_unavailable=False)
+    effects = tmp_path / "side-effects.txt"
+    wait_for(lambda: set(sent) <= set(executions(effects)), 120, "every command executed")
+    assert server.stop() == 0
+    done = {e.tag: e.at for e in side_effects(effects) if e.event == "done"}
+    latencies = sorted((done[tag] - at) * 1000 for tag, at in sent.items())
+    p99 = latencies[int(len(latencies) * 0.99) - 1]
+    counts = executions(effects)
+    results = results_in(log_records(tmp_path / "openfactory.sqlite3", asset), "record")
+    print(f"\nsqlite: HUP during 300 commands at 50/s: p50 {statistics.median(latencies):.0f} ms, "
+          f"p99 {p99:.0f} ms, max {latencies[-1]:.0f} ms; executions {sum(counts.values())}")
+    assert set(counts.values()) == {1} and len(counts) == count
+    assert len(results) == count and all(len(answers) == 1 for answers in results.values())
+    assert p99 < 2000, f"p99 latency during the reload {p99:.0f} ms"

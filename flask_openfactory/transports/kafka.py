@@ -343,13 +343,21 @@ class KafkaTransport(Transport):
         return Consumer(config)
 
     def snapshot(self, asset_uuid: str) -> dict[str, Record]:
-        """From ksqlDB when configured, else a bounded look-back in our partition."""
+        """From ksqlDB when configured (overlaid with the partition's tail), else a bounded look-back."""
         client = self._ksqldb()
         if client is not None:
             try:
-                return _rows_to_records(asset_uuid, client.asset_state(asset_uuid))
+                state = _rows_to_records(asset_uuid, client.asset_state(asset_uuid))
             except Exception as exc:
                 log.warning("ksqlDB snapshot of %s failed (%s); reading back the partition", asset_uuid, exc)
+            else:
+                # ksqlDB's table trails the topic: what the partition's tail holds is at least
+                # as new, so a read never answers older than a write already acknowledged.
+                for rid, record in self._lookback(asset_uuid).items():
+                    current = state.get(rid)
+                    if current is None or current.timestamp == "UNAVAILABLE" or record.timestamp >= current.timestamp:
+                        state[rid] = record
+                return state
         return self._lookback(asset_uuid)
 
     def methods(self, asset_uuid: str) -> dict[str, Any]:
