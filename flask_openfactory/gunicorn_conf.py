@@ -84,8 +84,33 @@ def post_worker_init(worker: Any) -> None:
 
 def worker_exit(server: Any, worker: Any) -> None:
     budget = _stop_budget(float(server.cfg.graceful_timeout))
+    # A reload starts the new workers before it stops the old ones: while one of them
+    # boots, the executing worker goes on executing until it has taken over.
+    linger = budget / 2 if _successor_booting() else 0.0
     for state in _states(getattr(worker, "wsgi", None)):
-        state.runtime.stop(budget, publish_unavailable=False)
+        state.runtime.stop(budget, publish_unavailable=False, linger=linger)
+
+
+def _successor_booting() -> bool:
+    """A sibling worker younger than this one exists (a reload): it will take over."""
+    from .runtime import process_start_time
+
+    me, parent = os.getpid(), os.getppid()
+    mine = process_start_time(me)
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != me]
+    except OSError:
+        return False
+    for pid in pids if mine is not None else []:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+                state, ppid = handle.read().rsplit(")", 1)[1].split()[:2]
+        except (OSError, IndexError, ValueError):
+            continue
+        started = process_start_time(pid) if ppid == str(parent) and state != "Z" else None
+        if started is not None and mine is not None and started > mine:
+            return True
+    return False
 
 
 def on_exit(server: Any) -> None:

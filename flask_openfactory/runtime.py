@@ -59,6 +59,7 @@ AVAILABLE = "AVAILABLE"
 ASSET_TYPE = "OpenFactoryApp"
 STANDALONE = "process:"  # a deployment of one process (flask run, waitress, tests)
 DEPLOYMENT_LOCK_SECONDS = 10.0  # bounded wait for another process's start or stop decision
+CANDIDATE_GRACE = 0.5  # a retiring executor hands over to a candidate that stood this long
 START_CHECK_SECONDS = 5.0  # the first contact with the log at start
 CALL_WINDOW_MARGIN = 60.0  # calls are remembered this much past the max age (clock skew)
 
@@ -164,6 +165,9 @@ class AssetRuntime:
         self._end_lookup: SharedLookup | None = None
         self._membership: Membership | None = None
         self._eligible: Callable[[], bool] = lambda: True
+        self._retiring = False  # stop() began: this process hands the role over
+        self._standing = False  # a candidate for the executor role (see _may_execute)
+        self._successor_seen: float | None = None  # when a retiring executor first saw a candidate
         self._deployment = STANDALONE + _process_identity(os.getpid())
 
     def _check_process(self) -> None:
@@ -254,6 +258,7 @@ class AssetRuntime:
             if self._started:
                 return
             self._stopped = False
+            self._retiring = False
             if eligible is not None:
                 self._eligible = eligible
             if deployment is not None:
@@ -311,7 +316,7 @@ class AssetRuntime:
                 counters=self.counters,
                 on_ownership=self._duties.ownership if self._duties is not None else None,
                 completed=self.calls,
-                eligible=lambda: self._eligible() and not self._stopping.is_set(),
+                eligible=self._may_execute,
                 before_executing=self._catch_up_before_executing,
                 on_result=lambda record: self.calls.observe((record,)),  # as any process reads it back
             )
@@ -321,6 +326,36 @@ class AssetRuntime:
         self._watchers = self._subscription_runners(every_worker=True)
         for watcher in self._watchers:
             watcher.start()
+
+    def _may_execute(self) -> bool:
+        """Whether this process may hold the executor role now (asked by the dispatcher each poll).
+
+        A process about to stop (a gunicorn worker told to exit, or ``stop``
+        begun) withdraws its candidacy: it never takes the role, and hands it
+        over as soon as another process could take it. Until then it keeps
+        executing, so that a reload whose new workers are still booting leaves
+        no gap with nobody executing.
+        """
+        if self._eligible() and not self._retiring and not self._stopping.is_set():
+            return True
+        membership = self._membership
+        if membership is None:
+            return False
+        if self._standing:
+            membership.withdraw()
+            self._standing = False
+        dispatcher = self._dispatcher
+        if dispatcher is None or not dispatcher.owns or self._stopping.is_set():
+            return False
+        if not membership.other_candidates():
+            self._successor_seen = None
+            return True
+        # Processes told to stop at the same moment (a reload) withdraw within a poll or
+        # two: hand over once a candidate has stood for the grace time, not to a stale one.
+        now = time.monotonic()
+        if self._successor_seen is None:
+            self._successor_seen = now
+        return now - self._successor_seen < CANDIDATE_GRACE
 
     def _catch_up_before_executing(self) -> None:
         """A new executor knows every answer the log holds before it runs anything."""
@@ -410,6 +445,9 @@ class AssetRuntime:
         marker = f"{self._deployment} {self._identity_digest()}"
         with membership.exclusive(DEPLOYMENT_LOCK_SECONDS):
             membership.join()
+            if self.settings.execute_commands and self._eligible():
+                membership.stand()
+                self._standing = True
             if membership.marker() == marker:
                 return
             self._publish_identity(snapshot)
@@ -485,16 +523,32 @@ class AssetRuntime:
             if attribute.id not in self._standard and attribute.id not in snapshot and attribute.id not in reported:
                 self.set(attribute.id, attribute.default)
 
-    def stop(self, timeout: float | None = None, *, publish_unavailable: bool = True) -> None:
+    def _linger(self, seconds: float) -> None:
+        """Keep executing until another process took the role (a successor is booting), bounded."""
+        dispatcher = self._dispatcher
+        if seconds <= 0 or dispatcher is None or not dispatcher.owns:
+            return
+        self.log.info("stopping: executing until another process takes the command log (at most %.1fs)", seconds)
+        deadline = time.monotonic() + seconds
+        while dispatcher.owns and time.monotonic() < deadline:
+            self._stopping.wait(0.02)
+
+    def stop(self, timeout: float | None = None, *, publish_unavailable: bool = True,
+             linger: float = 0.0) -> None:
         """Finish the command in flight, publish ``avail`` if asked, flush, close.
 
         Gunicorn workers pass ``publish_unavailable=False``: availability belongs
-        to the whole server, which the master reports when it exits.
+        to the whole server, which the master reports when it exits; and, on a
+        reload, ``linger``: the executing worker goes on executing until a new
+        worker has taken the role (at most that long), so commands never wait
+        for the new workers to boot.
         """
         if self._pid != os.getpid():
             return
         budget = self.settings.stop_timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
+        self._retiring = True
+        self._linger(min(linger, budget / 2))
         with self._lock:
             started, self._started = self._started, False
             dispatcher, self._dispatcher = self._dispatcher, None
@@ -881,14 +935,19 @@ class CallPending(TransportError):
         self.waited = waited
 
 
-def _process_identity(pid: int) -> str:
-    """A process named so that a reused pid is not mistaken for it (its start time)."""
+def process_start_time(pid: int) -> int | None:
+    """When a process started (clock ticks since boot, from /proc), or None where unknown."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-            started = handle.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        started = "?"
-    return f"{pid}@{started}"
+            return int(handle.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _process_identity(pid: int) -> str:
+    """A process named so that a reused pid is not mistaken for it (its start time)."""
+    started = process_start_time(pid)
+    return f"{pid}@{'?' if started is None else started}"
 
 
 def gunicorn_deployment(master_pid: int) -> str:

@@ -114,18 +114,20 @@ class Membership:
         self.base = base
         self._pid = os.getpid()
         self._member_fd = -1
+        self._candidate_fd = -1
         self._mutex = threading.Lock()
         _members.add(self)
 
     def _forget(self) -> None:
         """In a forked child: close the inherited descriptor (the parent stays a member)."""
         self._mutex = threading.Lock()
-        if self._member_fd >= 0:
-            try:
-                os.close(self._member_fd)
-            except OSError:
-                pass
-        self._member_fd = -1
+        for fd in (self._member_fd, self._candidate_fd):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._member_fd = self._candidate_fd = -1
 
     def _open(self, suffix: str) -> int:
         path = self.base + suffix
@@ -163,13 +165,33 @@ class Membership:
         fcntl.flock(self._member_fd, fcntl.LOCK_SH)
 
     def leave(self) -> None:
+        self.withdraw()
         if self._member_fd >= 0 and self._pid == os.getpid():
             os.close(self._member_fd)
         self._member_fd = -1
 
     def others_present(self) -> bool:
         """Whether a process other than this one is a member (call after ``leave``)."""
-        fd = self._open(".members")
+        return self._held_by_others(".members")
+
+    def stand(self) -> None:
+        """Be a candidate for the executor role (a process not about to stop)."""
+        if self._candidate_fd >= 0 and self._pid == os.getpid():
+            return
+        self._candidate_fd = self._open(".candidates")
+        fcntl.flock(self._candidate_fd, fcntl.LOCK_SH)
+
+    def withdraw(self) -> None:
+        if self._candidate_fd >= 0 and self._pid == os.getpid():
+            os.close(self._candidate_fd)
+        self._candidate_fd = -1
+
+    def other_candidates(self) -> bool:
+        """Whether another process could take the executor role now (call after ``withdraw``)."""
+        return self._held_by_others(".candidates")
+
+    def _held_by_others(self, suffix: str) -> bool:
+        fd = self._open(suffix)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
