@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from .commands import CommandResult
+from .answering import answers_with_results
+from .commands import NO_RESULT, CommandResult
 from .protocol import METHOD, JSONScalar, Record, validate_identifier
 
 if TYPE_CHECKING:
@@ -57,13 +58,29 @@ class RemoteAsset:
             found[name] = value
         return found
 
+    def answers_results(self) -> bool | None:
+        """Whether this asset answers commands with ``_RESULT`` (None: nothing known of it)."""
+        from .runtime import _package_meta
+
+        return answers_with_results(self.refresh().records, self.methods(),
+                                    library_manufacturer=_package_meta()[1])
+
     def call(
         self, method: str, *, wait: float | None = 10.0, **arguments: Any
     ) -> CommandResult | str:
         """Send ``<method>_CMD``; with ``wait``, return its result (TimeoutError if none came).
 
-        With ``wait=None`` return the correlation id at once.
+        With ``wait=None`` return the correlation id at once. To an asset that
+        writes no results (a reference app), return as soon as the command is
+        durable, with status ``SENT_NO_RESULT`` ("sent; this asset does not
+        answer with results"), instead of waiting for a timeout.
         """
+        if wait is not None and self.answers_results() is False:
+            cid, _ = self._runtime.send_command(self.asset_uuid, method, arguments)
+            if self._runtime.transport.flush(wait):  # sent means durable, not queued
+                raise TimeoutError(f"{method}_CMD to {self.asset_uuid!r} was not delivered within {wait:g}s "
+                                   f"(correlation id {cid})")
+            return CommandResult(method, cid, self._runtime.asset_uuid, NO_RESULT)
         cid, result = self._runtime.send_command(self.asset_uuid, method, arguments, wait=wait)
         if wait is None:
             return cid
