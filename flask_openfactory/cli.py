@@ -29,6 +29,7 @@ from .answering import NO_RESULT_TEXT
 from .commands import ERROR, NO_RESULT, OK, REJECTED, CommandResult
 from .methods import MethodSpec
 from .protocol import Record, validate_identifier
+from .routing import routing_warnings
 from .runtime import AssetRuntime
 
 T = TypeVar("T")
@@ -348,6 +349,7 @@ def status_command(timeout: float, as_json: bool) -> None:
         session.close()
     report: dict[str, Any] = {
         "asset_uuid": runtime.asset_uuid,
+        "routing_warnings": routing_warnings(runtime.asset_uuid),
         "config_name": current_app.config["OPENFACTORY_CONFIG_NAME"] or "unknown",
         "transport": transport,
         "attributes": None if records is None else [r.as_dict() for r in records],
@@ -398,6 +400,8 @@ def _print_status(report: dict[str, Any], runtime: AssetRuntime, records: list[R
     transport = report["transport"]
     answer = "ok" if transport["ok"] else "NOT ANSWERING"
     click.echo(f"asset:     {report['asset_uuid']}")
+    for warning in report["routing_warnings"]:
+        click.echo(f"WARNING:   {warning}")
     click.echo(f"config:    {report['config_name']}")
     click.echo(f"transport: {transport['url']} ({answer}: {transport['detail']})")
     click.echo("")

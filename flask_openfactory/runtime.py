@@ -39,6 +39,7 @@ from .logs import AssetLog
 from .methods import MethodSpec
 from .metrics import MethodResults
 from .protocol import METHOD, Record, format_timestamp, validate_identifier
+from .routing import routing_warnings
 from .signing import SigningKeys, sign_envelope
 from .subscriptions import SubscriptionRunner, SubscriptionSpec
 from .tasks import TaskRunner, TaskSpec
@@ -243,6 +244,8 @@ class AssetRuntime:
             self.started_at = time.time()
             _stop_at_exit(self)
         self.log.info("started on %s", self.transport.display_url)
+        for warning in routing_warnings(self.asset_uuid):
+            self.log.warning("%s", warning)
 
     def _start(self) -> None:
         transport = self.transport
