@@ -575,6 +575,12 @@ class AssetRuntime:
 
         return RemoteAsset(self, asset_uuid)
 
+    def asset_by_uns(self, uns_id: str) -> "RemoteAsset":
+        """Another asset by its UNS id, resolved through ksqlDB (the reference's ``AssetUNS``)."""
+        from .remote import RemoteAsset
+
+        return RemoteAsset.by_uns(self, uns_id)
+
     # -- status ------------------------------------------------------------------------
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
