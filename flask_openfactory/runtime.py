@@ -41,6 +41,7 @@ from .metrics import MethodResults
 from .protocol import METHOD, Record, format_timestamp, validate_identifier
 from .routing import routing_warnings
 from .signing import SigningKeys, sign_envelope
+from .storage import Storage, StorageConfig, open_storages
 from .subscriptions import SubscriptionRunner, SubscriptionSpec
 from .tasks import TaskRunner, TaskSpec
 from .transports import Health, Transport, TransportError, TransportOptions, create_transport
@@ -83,6 +84,7 @@ class RuntimeSettings:
     command_secret: SigningKeys | None = field(default=None, repr=False)
     allowed_senders: frozenset[str] | None = None  # None: any sender may command this asset
     argument_limits: ArgumentLimits = field(default_factory=ArgumentLimits)  # larger commands are REJECTED
+    storage: Mapping[str, StorageConfig] = field(default_factory=dict)  # from STORAGE, by name
 
     def __post_init__(self) -> None:
         """Accept plain values (a secret string or list, any iterable of senders) too."""
@@ -128,6 +130,7 @@ class AssetRuntime:
         self._methods: dict[str, MethodSpec] = {}
         self._tasks: dict[str, TaskSpec] = {}
         self._subscriptions: dict[str, SubscriptionSpec] = {}
+        self._storages: dict[str, Storage] | None = None
         self._reset_process_state()
 
     def _reset_process_state(self) -> None:
@@ -580,6 +583,13 @@ class AssetRuntime:
         from .remote import RemoteAsset
 
         return RemoteAsset.by_uns(self, uns_id)
+
+    @property
+    def storage(self) -> Mapping[str, Storage]:
+        """The platform's storages (``STORAGE``) by name: ``storage["data"].open("a.csv", "w")``."""
+        if self._storages is None:  # paths only: nothing to rebuild after a fork
+            self._storages = open_storages(self.settings.storage)
+        return self._storages
 
     # -- status ------------------------------------------------------------------------
 
