@@ -78,6 +78,7 @@ def on_exit(server: Any) -> None:
         runtime = state.runtime
         try:  # bounded: the orchestrator's grace period is running out
             runtime.set("avail", "UNAVAILABLE")
+            runtime.withdraw_metrics()
             if runtime.transport.flush(ON_EXIT_BUDGET):
                 log.error("avail=UNAVAILABLE not delivered before exit")
             runtime.transport.close(1.0)

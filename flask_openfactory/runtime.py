@@ -38,6 +38,7 @@ from .duties import Duties, Runner, stop_runners
 from .logs import AssetLog
 from .methods import MethodSpec
 from .metrics import MethodResults
+from .metrics_registry import MetricsTarget, register, withdraw
 from .protocol import METHOD, Record, format_timestamp, validate_identifier
 from .routing import routing_warnings
 from .signing import SigningKeys, sign_envelope
@@ -85,6 +86,7 @@ class RuntimeSettings:
     allowed_senders: frozenset[str] | None = None  # None: any sender may command this asset
     argument_limits: ArgumentLimits = field(default_factory=ArgumentLimits)  # larger commands are REJECTED
     storage: Mapping[str, StorageConfig] = field(default_factory=dict)  # from STORAGE, by name
+    metrics_target: MetricsTarget | None = None  # registered with the platform's Prometheus registry
 
     def __post_init__(self) -> None:
         """Accept plain values (a secret string or list, any iterable of senders) too."""
@@ -249,6 +251,25 @@ class AssetRuntime:
         self.log.info("started on %s", self.transport.display_url)
         for warning in routing_warnings(self.asset_uuid):
             self.log.warning("%s", warning)
+        self._register_metrics()
+
+    def _register_metrics(self) -> None:
+        target = self.settings.metrics_target
+        if target is None:
+            return
+        try:
+            register(self.transport, self.asset_uuid, target)
+        except Exception as exc:  # scraping is optional: the asset serves without it
+            self.log.warning("could not register the metrics target with the Prometheus registry: %s", exc)
+
+    def withdraw_metrics(self) -> None:
+        """Withdraw the metrics target, when the whole server stops (not one worker)."""
+        if self.settings.metrics_target is None:
+            return
+        try:
+            withdraw(self.transport, self.asset_uuid)
+        except Exception as exc:
+            self.log.warning("could not withdraw the metrics target from the Prometheus registry: %s", exc)
 
     def _start(self) -> None:
         transport = self.transport
@@ -407,6 +428,7 @@ class AssetRuntime:
                 self.set("avail", UNAVAILABLE)
             except Exception:
                 self.log.exception("could not publish avail=UNAVAILABLE")
+            self.withdraw_metrics()
         if self._follower_thread is not None:
             self._follower_thread.join(max(0.1, min(1.0, deadline - time.monotonic())))
             self._follower_thread = None

@@ -49,6 +49,7 @@ STATE_SCHEMA = "`ID` STRING, `VALUE` STRING, `TYPE` STRING, `TAG` STRING, `TIMES
 ASSETS_COLUMNS = ("ASSET_UUID", "ID", "VALUE", "TYPE", "TAG", "TIMESTAMP")
 ASSETS_TYPE_COLUMNS = ("ASSET_UUID", "TYPE")
 UNS_MAP_COLUMNS = ("ASSET_UUID", "UNS_ID")
+METRICS_TARGETS_COLUMNS = ("APPLICATION_UUID", "HOST", "PORT", "PATH")
 
 
 @dataclass
@@ -104,6 +105,8 @@ class KsqlDBStandIn:
     assets: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     asset_types: dict[str, str] = field(default_factory=dict)
     uns_map: dict[str, str] = field(default_factory=dict)  # asset UUID -> UNS id (asset_to_uns_map)
+    metrics_targets: dict[str, dict[str, Any]] = field(default_factory=dict)  # METRICS_TARGETS rows by UUID
+    topics: dict[str, str] = field(default_factory=dict)  # other sources DESCRIBE answers: NAME -> topic
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- scripted use -------------------------------------------------------------
@@ -184,9 +187,10 @@ class KsqlDBStandIn:
             return _error(400, 40001, f"the stand-in only answers DESCRIBE ... EXTENDED, got {statement!r}",
                           statement)
         name = match.group(1).upper()
-        if name != "ASSETS_STREAM" or self.topic is None:
+        topic = self.topic if name == "ASSETS_STREAM" else self.topics.get(name)
+        if topic is None:
             return _error(400, 40001, f"{name} does not exist.", statement)
-        return Reply.json(describe_answer(name, self.topic))
+        return Reply.json(describe_answer(name, topic))
 
     def _query(self, _h: StandInHandler, received: Received) -> Reply:
         statement = received.body.get("ksql", "") if isinstance(received.body, dict) else ""
@@ -201,6 +205,9 @@ class KsqlDBStandIn:
             elif table == "ASSETS_TYPE":
                 source = [{"ASSET_UUID": k, "TYPE": v} for k, v in self.asset_types.items()]
                 known = ASSETS_TYPE_COLUMNS
+            elif table == "METRICS_TARGETS":
+                source = [{"APPLICATION_UUID": k, **v} for k, v in self.metrics_targets.items()]
+                known = METRICS_TARGETS_COLUMNS
             elif table == "ASSET_TO_UNS_MAP":
                 source = [{"ASSET_UUID": k, "UNS_ID": v} for k, v in self.uns_map.items()]
                 known = UNS_MAP_COLUMNS
