@@ -8,6 +8,7 @@ as any asset would: ``<method>_CMD`` on the target, answered by ``_RESULT``.
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -58,6 +59,25 @@ class RemoteAsset:
             return self.records[attr_id].value
         except KeyError:
             raise KeyError(f"asset {self.asset_uuid!r} has no attribute {attr_id!r}") from None
+
+    def asset_type(self) -> str | None:
+        """The asset's ``AssetType`` (``OpenFactoryApp``, ``Device``, ...); None when it has none."""
+        record = self.records.get("AssetType")
+        return None if record is None or record.value is None else str(record.value)
+
+    def samples(self) -> list[dict[str, Any]]:
+        """``[{"ID", "VALUE", "TAG"}]`` of its Samples, as the reference's ``samples()``."""
+        return self._of_type("Samples")
+
+    def events(self) -> list[dict[str, Any]]:
+        return self._of_type("Events")
+
+    def conditions(self) -> list[dict[str, Any]]:
+        return self._of_type("Condition")
+
+    def _of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [{"ID": r.id, "VALUE": r.value, "TAG": re.sub(r"\{.*?\}", "", r.tag)}
+                for r in self.records.values() if r.type == kind]
 
     def methods(self) -> dict[str, Any]:
         """Advertised method contracts by name (decoded from their JSON strings)."""

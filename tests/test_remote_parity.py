@@ -92,6 +92,18 @@ def test_wait_until_an_attribute_that_appears_later(url: str) -> None:
     timer.join()
 
 
+def test_type_samples_events_and_conditions_as_the_reference_lists_them(url: str, press: AssetRuntime) -> None:
+    hmi = caller(url)
+    publish_reference_app(hmi.transport, "REF-APP")
+    ref = hmi.asset("REF-APP")
+    assert ref.asset_type() == "OpenFactoryApp"
+    assert {"ID": "avail", "VALUE": "AVAILABLE", "TAG": "Availability"} in ref.events()
+    other = hmi.asset("PRESS-7")
+    assert other.samples() == [{"ID": "force", "VALUE": 0.0, "TAG": "Force"}]
+    assert other.conditions() == [] and other.asset_type() == "OpenFactoryApp"
+    assert hmi.asset("NOBODY").asset_type() is None
+
+
 # -- the asset graph -------------------------------------------------------------------
 
 
