@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+from typing import Callable
 
 SPACES = [" ", "\t", "\n", "\r", "\x0b", "\x0c", "\x85", "\xa0", "\u1680", "\u2007", "\u2028", "\u202f",
           "\u3000", "\x1c", "\x1f", "\u200b", "\ufeff", "\x00"]
@@ -81,13 +82,17 @@ def scalar_text(rng: random.Random) -> str:
     return junk_text(rng)
 
 
-def scalar_corpus(seed: int, size: int) -> list[str]:
-    """``size`` distinct strings."""
+def _distinct(make: Callable[[random.Random], str], seed: int, size: int) -> list[str]:
+    """``size`` distinct strings from ``make``, in the order first made."""
     rng = random.Random(seed)
     seen: dict[str, None] = {}
     while len(seen) < size:
-        seen[scalar_text(rng)] = None
+        seen[make(rng)] = None
     return list(seen)
+
+
+def scalar_corpus(seed: int, size: int) -> list[str]:
+    return _distinct(scalar_text, seed, size)
 
 
 def _json_scalar(rng: random.Random) -> str:
@@ -119,8 +124,4 @@ def json_text(rng: random.Random, depth: int = 0) -> str:
 
 
 def json_corpus(seed: int, size: int) -> list[str]:
-    rng = random.Random(seed)
-    seen: dict[str, None] = {}
-    while len(seen) < size:
-        seen[json_text(rng)] = None
-    return list(seen)
+    return _distinct(json_text, seed, size)

@@ -13,25 +13,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
-
 from flask_openfactory.metrics_registry import MetricsTarget
 from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
 from flask_openfactory.transports import TransportOptions
 from kafka_config import KAFKA_TEST_CONFIG
 from ksqldb_standin import running_standin
+from topic_reader import raw_records
 
 
 def read_all(bootstrap: str, topic: str) -> list[tuple[str, Any]]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4()}"})
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-    seen = []
-    while (batch := consumer.consume(500, 1.0)):
-        seen.extend((m.key().decode(), None if m.value() is None else json.loads(m.value()))
-                    for m in batch if m.error() is None)
-    consumer.close()
-    return seen
+    return [(key.decode(), None if value is None else json.loads(value))
+            for key, value in raw_records(bootstrap, topic) if key is not None]
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from click.testing import Result
 from flask import Flask
 
 from flask_openfactory import FlaskOpenFactory, ofa_method
@@ -106,14 +107,20 @@ def cli_app(url: str, **config: object) -> Flask:
     return app
 
 
+def timed_call(app: Flask, target: str, what: str) -> tuple[Result, float]:
+    """``flask ofa call move_axis x=1 y=2 --target <target> --timeout 30``: its result and seconds."""
+    started = time.monotonic()
+    result = app.test_cli_runner().invoke(args=["ofa", "call", "move_axis", "x=1", "y=2", "--target", target,
+                                                "--timeout", "30"])
+    elapsed = time.monotonic() - started
+    print(f"flask ofa call {what}: exit {result.exit_code} in {elapsed * 1000:.0f} ms")
+    return result, elapsed
+
+
 def test_flask_ofa_call_to_a_reference_app_exits_6_at_once(url: str) -> None:
     app = cli_app(url)
     publish_reference_app(app.extensions["openfactory"].runtime.transport, REF)
-    started = time.monotonic()
-    result = app.test_cli_runner().invoke(args=["ofa", "call", "move_axis", "x=1", "y=2", "--target", REF,
-                                                "--timeout", "30"])
-    elapsed = time.monotonic() - started
-    print(f"flask ofa call to a reference app: exit {result.exit_code} in {elapsed * 1000:.0f} ms")
+    result, elapsed = timed_call(app, REF, "to a reference app")
     assert result.exit_code == 6, result.output
     assert result.stdout.startswith(f"SENT_NO_RESULT move_axis on {REF}: sent; this asset does not answer with results")
     assert elapsed < 5.0
@@ -149,10 +156,7 @@ def test_on_kafka_a_reference_app_seen_through_ksqldb_is_not_waited_for(kafka_pl
                               timestamp=record.timestamp)
     app = cli_app(url, OPENFACTORY_KSQLDB_URL=standin.url, OPENFACTORY_ASSETS_TOPIC=unique_topic,
                   OPENFACTORY_KAFKA_CONFIG=dict(KAFKA_TEST_CONFIG))
-    started = time.monotonic()
-    result = app.test_cli_runner().invoke(args=["ofa", "call", "move_axis", "x=1", "y=2", "--target", ref_uuid,
-                                                "--timeout", "30"])
-    elapsed = time.monotonic() - started
-    print(f"flask ofa call over Kafka + ksqlDB to a reference app: exit {result.exit_code} in {elapsed * 1000:.0f} ms")
+    result, elapsed = timed_call(app, ref_uuid, "over Kafka + ksqlDB to a reference app")
     assert result.exit_code == 6, result.output
+    assert elapsed < 10.0
     assert f"asset_uuid='{ref_uuid}'" in " ".join(standin.statements("/query"))

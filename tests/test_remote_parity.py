@@ -14,8 +14,6 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
-
 from flask_openfactory import EventAttribute, SampleAttribute
 from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
 from flask_openfactory.transports import TransportOptions
@@ -23,6 +21,7 @@ from flask_openfactory.uns import UNSLookupError
 from kafka_config import KAFKA_TEST_CONFIG
 from ksqldb_standin import running_standin
 from reference_app import publish_reference_app
+from topic_reader import raw_records
 
 
 def machine(url: str, asset_uuid: str = "PRESS-7", options: TransportOptions | None = None) -> AssetRuntime:
@@ -126,17 +125,6 @@ def test_references_are_read_and_added_as_the_reference_does(url: str, press: As
 # -- on the test broker, with the ksqlDB stand-in ---------------------------------------
 
 
-def _raw_records(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | None]]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4()}"})
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-    raw = []
-    while (batch := consumer.consume(500, 1.0)):
-        raw.extend((m.key(), m.value()) for m in batch if m.error() is None)
-    consumer.close()
-    return raw
-
-
 def test_on_kafka_wait_until_graph_and_uns_through_ksqldb(kafka_broker, unique_topic: str) -> None:  # type: ignore[no-untyped-def]
     kafka_broker.create_topic(unique_topic, 3)
     url = "kafka://" + kafka_broker.bootstrap
@@ -148,7 +136,7 @@ def test_on_kafka_wait_until_graph_and_uns_through_ksqldb(kafka_broker, unique_t
         hmi = caller(url, options)
         try:
             assert target.transport.flush(10) == 0
-            assert standin.materialize(_raw_records(kafka_broker.bootstrap, unique_topic)) > 0
+            assert standin.materialize(raw_records(kafka_broker.bootstrap, unique_topic)) > 0
             standin.set_uns(press_uuid, "acme/plant-1/line-2/press")
 
             other = hmi.asset_by_uns("acme/plant-1/line-2/press")
@@ -161,7 +149,7 @@ def test_on_kafka_wait_until_graph_and_uns_through_ksqldb(kafka_broker, unique_t
 
             other.add_reference_above("LINE-2")
             other.add_reference_below("DIE-4")
-            assert standin.materialize(_raw_records(kafka_broker.bootstrap, unique_topic)) > 0
+            assert standin.materialize(raw_records(kafka_broker.bootstrap, unique_topic)) > 0
             seen = hmi.asset(press_uuid)
             assert seen.references_above() == ["LINE-2"] and seen.references_below() == ["DIE-4"]
             row = standin.assets[press_uuid]["references_above"]
