@@ -142,19 +142,18 @@ class KsqlDBStandIn:
             }
 
     def set_asset_type(self, asset_uuid: str, asset_type: str | None) -> None:
-        with self.lock:
-            if asset_type is None:
-                self.asset_types.pop(asset_uuid, None)
-            else:
-                self.asset_types[asset_uuid] = asset_type
+        self._set_row(self.asset_types, asset_uuid, asset_type)
 
     def set_uns(self, asset_uuid: str, uns_id: str | None) -> None:
         """Map an asset to a UNS id in ``asset_to_uns_map`` (None removes it), as the deployer does."""
+        self._set_row(self.uns_map, asset_uuid, uns_id)
+
+    def _set_row(self, table: dict[str, str], asset_uuid: str, value: str | None) -> None:
         with self.lock:
-            if uns_id is None:
-                self.uns_map.pop(asset_uuid, None)
+            if value is None:
+                table.pop(asset_uuid, None)
             else:
-                self.uns_map[asset_uuid] = uns_id
+                table[asset_uuid] = value
 
     def materialize(self, records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
         """Build the tables from raw (key, value) records in log order, as ksqlDB's
