@@ -57,7 +57,6 @@ _FLOAT = re.compile(r"[+-]?+(?:(?:[0-9]++(?:\.[0-9]*+)?+|\.[0-9]++)(?:[eE][+-]?+
 _TRUE = frozenset({"1", "t", "y", "on", "yes", "true"})
 _FALSE = frozenset({"0", "f", "n", "no", "off", "false"})
 _CONTAINERS = (list, dict)
-_SCALARS = (str, int, float, bool)
 
 
 def _int_from_text(text: str) -> int:
