@@ -19,8 +19,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from .transports.ksqldb import quote
-
 REGISTRY_TYPE = "Prometheus.Registry"
 TARGETS_SOURCE = "METRICS_TARGETS_SOURCE"
 TARGETS_TABLE = "METRICS_TARGETS"
@@ -44,11 +42,15 @@ def _ksqldb(transport: Any) -> Any:
 
 
 def registry_present(client: Any) -> bool:
+    from .transports.ksqldb import quote  # here: importing this module must not load requests
+
     rows = client.query(f"SELECT ASSET_UUID FROM ASSETS_TYPE WHERE TYPE={quote(REGISTRY_TYPE)};")
     return bool(rows)
 
 
 def _registered(client: Any, asset_uuid: str, wanted: dict[str, Any]) -> bool:
+    from .transports.ksqldb import quote
+
     try:
         rows = client.query(f"SELECT HOST, PORT, PATH FROM {TARGETS_TABLE} WHERE APPLICATION_UUID={quote(asset_uuid)};")
     except Exception:  # no such table yet: not registered

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .transports.ksqldb import KsqlDBClient, quote
 
 
 class UNSLookupError(LookupError):
@@ -18,6 +17,8 @@ class UNSLookupError(LookupError):
 
 def resolve_uns(ksqldb_url: str | None, uns_id: str, *, client: Any = None) -> str:
     """The asset UUID that ``uns_id`` maps to now."""
+    from .transports.ksqldb import KsqlDBClient, quote  # here: importing this module must not load requests
+
     if not isinstance(uns_id, str) or not uns_id.strip():
         raise ValueError(f"UNS id must be a non-empty string, got {uns_id!r}")
     if client is None:
