@@ -10,6 +10,7 @@ difference is a non-finite float, which we refuse and pydantic accepts.
 from __future__ import annotations
 
 import enum
+import itertools
 import json
 import math
 import typing
@@ -191,3 +192,18 @@ def test_an_unsupported_annotation_is_refused_at_declaration() -> None:
 
     with pytest.raises(TypeError, match="when"):
         build_spec(bad)
+
+
+@pytest.mark.parametrize("annotation, alphabet, longest", [
+    (int, "01_-+.9", 5),  # signs, zeros, underscores and dots in every order: pydantic's odd corners
+    (float, "01_-+.e ", 4),
+    (int, "0_- .a\u00a0", 4),
+])
+def test_every_short_string_over_a_number_alphabet_matches_pydantic(annotation: Any, alphabet: str,
+                                                                       longest: int) -> None:
+    corpus = ["".join(chars) for n in range(1, longest + 1) for chars in itertools.product(alphabet, repeat=n)]
+    found, accepted, _ = differences(annotation, corpus)
+    print(f"{annotation}: all {len(corpus)} strings up to {longest} characters over {alphabet!r}, "
+          f"{accepted} accepted by both, {len(found)} differences")
+    assert not found, found[:10]
+    assert accepted > 0
