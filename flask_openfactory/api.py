@@ -982,6 +982,30 @@ def add_method_routes(state: "OpenFactoryState", specs: Iterable[MethodSpec]) ->
     api.endpoint_methods.update({endpoint: method for method, endpoint in endpoints.items()})
 
 
+def _command_arguments(spec: MethodSpec, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The validated body as a command's arguments (text on the wire, enums by value).
+
+    Only what the caller sent (defaults are the executor's to fill in). A JSON
+    null has no text form: it is the parameter's default when that is None,
+    and a 422 otherwise.
+    """
+    sent = request.get_json(silent=True) or {}
+    defaults = {p.name: (p.required, p.default) for p in spec.parameters}
+    wire: dict[str, Any] = {}
+    for name, value in arguments.items():
+        if name not in sent:
+            continue
+        if value is None:
+            required, default = defaults.get(name, (True, None))
+            if required or default is not None:
+                abort(422, message=f"argument {name!r}: null cannot be sent as a command argument (commands "
+                                   "carry text); it is accepted only where the parameter's default is None",
+                      errors={"json": {name: ["null is accepted only where the default is None"]}})
+            continue
+        wire[name] = json_default(value)
+    return wire
+
+
 def _method_view(state: "OpenFactoryState", spec: MethodSpec) -> Callable[[dict[str, Any]], Any]:
     def invoke(arguments: dict[str, Any]) -> ResponseReturnValue:
         correlation_id = correlation_id_from_request()
@@ -993,8 +1017,7 @@ def _method_view(state: "OpenFactoryState", spec: MethodSpec) -> Callable[[dict[
             result = runtime.invoke(spec.name, arguments, sender_uuid=_sender(), correlation_id=correlation_id)
         else:
             try:
-                sent = request.get_json(silent=True) or {}  # defaults are the executor's to fill in
-                wire = {name: json_default(value) for name, value in arguments.items() if name in sent}
+                wire = _command_arguments(spec, arguments)
                 result = runtime.call(spec.name, wire, sender_uuid=_sender(), correlation_id=correlation_id)
             except CallConflict as exc:
                 abort(409, message=str(exc))

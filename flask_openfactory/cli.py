@@ -26,9 +26,11 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from .commands import ERROR, OK, REJECTED, CommandResult
+from .answering import NO_RESULT_TEXT
+from .commands import ERROR, NO_RESULT, OK, REJECTED, CommandResult
 from .methods import MethodSpec
 from .protocol import Record, validate_identifier
+from .routing import routing_warnings
 from .runtime import AssetRuntime
 
 T = TypeVar("T")
@@ -39,6 +41,7 @@ EXIT_REJECTED = 2
 EXIT_TIMEOUT = 3
 EXIT_USAGE = 4
 EXIT_TRANSPORT = 5
+EXIT_NO_RESULT = 6
 
 _STATUS_EXIT = {OK: EXIT_OK, ERROR: EXIT_ERROR, REJECTED: EXIT_REJECTED}
 
@@ -347,6 +350,7 @@ def status_command(timeout: float, as_json: bool) -> None:
         session.close()
     report: dict[str, Any] = {
         "asset_uuid": runtime.asset_uuid,
+        "routing_warnings": routing_warnings(runtime.asset_uuid),
         "config_name": current_app.config["OPENFACTORY_CONFIG_NAME"] or "unknown",
         "transport": transport,
         "attributes": None if records is None else [r.as_dict() for r in records],
@@ -397,6 +401,8 @@ def _print_status(report: dict[str, Any], runtime: AssetRuntime, records: list[R
     transport = report["transport"]
     answer = "ok" if transport["ok"] else "NOT ANSWERING"
     click.echo(f"asset:     {report['asset_uuid']}")
+    for warning in report["routing_warnings"]:
+        click.echo(f"WARNING:   {warning}")
     click.echo(f"config:    {report['config_name']}")
     click.echo(f"transport: {transport['url']} ({answer}: {transport['detail']})")
     click.echo("")
@@ -472,8 +478,11 @@ def call_command(method: str, arguments: tuple[str, ...], target: str | None, ti
 
     Writes <METHOD>_CMD on the target through the transport and follows the
     target's log for the matching <METHOD>_RESULT. Values are sent as strings.
+    An asset that writes no results (a reference app, told by what it
+    advertises and has written) is not waited for: the command is sent and
+    reported as SENT_NO_RESULT at once.
     Exit codes: 0 OK, 1 ERROR, 2 REJECTED, 3 no result in time, 4 bad usage,
-    5 the transport failed.
+    5 the transport failed, 6 sent to an asset that does not answer with results.
     """
     runtime = _runtime()
     args = _parse_arguments(arguments)
@@ -490,8 +499,12 @@ def call_command(method: str, arguments: tuple[str, ...], target: str | None, ti
         _fail(f"asset {target_uuid!r} has no method {method!r} (methods: {known})", EXIT_USAGE)
 
     session = _Session(runtime)
+    unanswered = False
     try:
         _require_transport(session, min(timeout, _CHECK_TIMEOUT), EXIT_TRANSPORT)
+
+        def answers() -> bool:
+            return target_uuid == runtime.asset_uuid or runtime.asset(target_uuid).answers_results() is not False
 
         def send() -> tuple[str, CommandResult | None]:
             cid, result = runtime.send_command(target_uuid, method, args,
@@ -503,6 +516,8 @@ def call_command(method: str, arguments: tuple[str, ...], target: str | None, ti
             return cid, result
 
         try:
+            if not no_wait and not session.run(answers, timeout + _GRACE, "reading the target's state"):
+                no_wait = unanswered = True
             correlation_id, result = session.run(send, timeout + _SEND_GRACE, "sending the command")
         except _Deadline as exc:
             _fail(f"transport {_transport_url(runtime)} does not answer: {exc}", EXIT_TRANSPORT)
@@ -515,7 +530,10 @@ def call_command(method: str, arguments: tuple[str, ...], target: str | None, ti
     report: dict[str, Any] = {"method": method, "target": target_uuid, "sender_uuid": sender_uuid,
                               "arguments": args, "correlation_id": correlation_id, "transport": url,
                               "signed": runtime.settings.command_secret is not None}
-    if no_wait:
+    if unanswered:
+        report.update(status=NO_RESULT, result=None, error=None, duration_ms=None)
+        code = EXIT_NO_RESULT
+    elif no_wait:
         report.update(status="SENT", result=None, error=None, duration_ms=None)
         code = EXIT_OK
     elif result is None:
@@ -542,6 +560,8 @@ def _print_call(report: dict[str, Any]) -> None:
     where = f"{report['method']} on {report['target']}"
     if status == "SENT":
         click.echo(f"SENT {where} (not waiting for the result)")
+    elif status == NO_RESULT:
+        click.echo(f"{NO_RESULT} {where}: {NO_RESULT_TEXT}")
     elif status == "TIMEOUT":
         click.echo(f"TIMEOUT {where}: no result")
     else:

@@ -22,10 +22,12 @@ from .protocol import (
     parse_timestamp,
 )
 
-Status = Literal["OK", "ERROR", "REJECTED"]
+Status = Literal["OK", "ERROR", "REJECTED", "SENT_NO_RESULT"]
 OK: Status = "OK"
 ERROR: Status = "ERROR"
 REJECTED: Status = "REJECTED"
+# Never on the wire: a caller's verdict when the target (a reference app) writes no results.
+NO_RESULT: Status = "SENT_NO_RESULT"
 
 COMMAND_TAG = "Method.Command"
 RESULT_TAG = "Method.Result"

@@ -9,24 +9,17 @@ from __future__ import annotations
 import enum
 import inspect
 import json
-import math
-import re
-import types
 import typing
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 from .commands import json_safe
+from .conversion import ConversionError, split_optional, text_converter, value_converter
 from .protocol import validate_identifier
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 SPEC_ATTRIBUTE = "__ofa_method__"
-
-_INT = re.compile(r"^[+-]?\d+$")
-_TRUE = {"true", "1", "yes", "on", "t", "y"}
-_FALSE = {"false", "0", "no", "off", "f", "n"}
-
 
 class ArgumentError(ValueError):
     """Arguments that do not fit the method's signature; the command is REJECTED."""
@@ -47,10 +40,12 @@ class Parameter:
         return f"{name} | None" if self.optional else name
 
     def convert(self, text: str) -> Any:
-        """Lax conversion of the contract's string arguments to the annotated type."""
-        if self.optional and text.strip().lower() in ("", "null", "none"):
-            return None
-        return _convert(self.annotation, text, self.name)
+        """The reference's lax conversion of a command's string argument (see conversion.py)."""
+        annotation = self.annotation if not self.optional else typing.Optional[self.annotation]
+        try:
+            return text_converter(annotation)(text)
+        except ConversionError as exc:
+            raise ArgumentError(f"argument {self.name!r}: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,61 +118,6 @@ def _type_name(annotation: Any) -> str:
     return str(annotation)
 
 
-def _convert(annotation: Any, text: str, name: str) -> Any:
-    def fail(expected: str) -> ArgumentError:
-        return ArgumentError(f"argument {name!r}: {text!r} is not a valid {expected}")
-
-    if annotation is None or annotation is Any or annotation is str:
-        return text
-    stripped = text.strip()
-    if annotation is bool:
-        lowered = stripped.lower()
-        if lowered in _TRUE:
-            return True
-        if lowered in _FALSE:
-            return False
-        raise fail("bool (true/false, 1/0, yes/no, on/off)")
-    if annotation is int:
-        if not _INT.match(stripped):
-            raise fail("int")
-        try:
-            return int(stripped)
-        except ValueError:  # more digits than Python's int-string limit (4300)
-            raise fail("int") from None
-    if annotation is float:
-        try:
-            number = float(stripped)
-        except ValueError:
-            raise fail("float") from None
-        if not math.isfinite(number):
-            raise fail("finite float")
-        return number
-    origin = typing.get_origin(annotation)
-    if origin is typing.Literal:
-        for choice in typing.get_args(annotation):
-            if str(choice) == stripped:
-                return choice
-        raise fail("choice of " + ", ".join(repr(c) for c in typing.get_args(annotation)))
-    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        for member in annotation:
-            if stripped in (member.name, str(member.value)):
-                return member
-        raise fail(f"{annotation.__name__} (one of {', '.join(m.name for m in annotation)})")
-    if annotation in (list, dict) or origin in (list, dict):
-        container = origin or annotation
-        try:
-            value = json.loads(stripped)
-        except (ValueError, RecursionError):  # RecursionError: nesting past the decoder's limit
-            raise fail(f"JSON {container.__name__}") from None
-        if not isinstance(value, container):
-            raise fail(f"JSON {container.__name__}")
-        return value
-    raise ArgumentError(f"argument {name!r}: unsupported annotation {annotation!r}")
-
-
-_SUPPORTED = (str, int, float, bool, list, dict)
-
-
 def _unwrap(annotation: Any) -> tuple[Any, bool, str]:
     """Strip ``Annotated`` and ``Optional``; return (type, optional, description)."""
     description = ""
@@ -185,28 +125,19 @@ def _unwrap(annotation: Any) -> tuple[Any, bool, str]:
         base, *metadata = typing.get_args(annotation)
         description = next((m for m in metadata if isinstance(m, str)), "")
         annotation = base
-    optional = False
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1 and len(typing.get_args(annotation)) == 2:
-            optional, annotation = True, args[0]
+    annotation, optional = split_optional(annotation)
     return annotation, optional, description
 
 
 def _check_supported(func_name: str, name: str, annotation: Any) -> None:
-    if annotation is None or annotation is Any or annotation in _SUPPORTED:
-        return
-    origin = typing.get_origin(annotation)
-    if origin is typing.Literal or origin in (list, dict):
-        return
-    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        return
-    raise TypeError(
-        f"ofa_method {func_name}: parameter {name!r} has annotation {annotation!r}; "
-        "supported are str, int, float, bool, list, dict, Literal, Enum, their Optional forms, "
-        "Any or no annotation"
-    )
+    try:
+        value_converter(annotation)
+    except TypeError:
+        raise TypeError(
+            f"ofa_method {func_name}: parameter {name!r} has annotation {annotation!r}; "
+            "supported are str, int, float, bool, Literal (of str, int, bool), Enum, list[...] and "
+            "dict[...] of these, their Optional forms, Any or no annotation"
+        ) from None
 
 
 def build_spec(

@@ -41,8 +41,11 @@ from .duties import Duties, Runner, stop_runners
 from .logs import AssetLog
 from .methods import MethodSpec
 from .metrics import MethodResults
+from .metrics_registry import MetricsTarget, register, withdraw
 from .protocol import METHOD, Record, format_timestamp, validate_identifier
+from .routing import routing_warnings
 from .signing import SigningKeys, sign_envelope
+from .storage import Storage, StorageConfig, open_storages
 from .subscriptions import SubscriptionRunner, SubscriptionSpec
 from .tasks import TaskRunner, TaskSpec
 from .transports import Health, Transport, TransportError, TransportOptions, create_transport
@@ -93,6 +96,8 @@ class RuntimeSettings:
     command_secret: SigningKeys | None = field(default=None, repr=False)
     allowed_senders: frozenset[str] | None = None  # None: any sender may command this asset
     argument_limits: ArgumentLimits = field(default_factory=ArgumentLimits)  # larger commands are REJECTED
+    storage: Mapping[str, StorageConfig] = field(default_factory=dict)  # from STORAGE, by name
+    metrics_target: MetricsTarget | None = None  # registered with the platform's Prometheus registry
 
     def __post_init__(self) -> None:
         """Accept plain values (a secret string or list, any iterable of senders) too."""
@@ -138,6 +143,7 @@ class AssetRuntime:
         self._methods: dict[str, MethodSpec] = {}
         self._tasks: dict[str, TaskSpec] = {}
         self._subscriptions: dict[str, SubscriptionSpec] = {}
+        self._storages: dict[str, Storage] | None = None
         self._reset_process_state()
 
     def _reset_process_state(self) -> None:
@@ -274,6 +280,27 @@ class AssetRuntime:
             self.started_at = time.time()
             _stop_at_exit(self)
         self.log.info("started on %s", self.transport.display_url)
+        for warning in routing_warnings(self.asset_uuid):
+            self.log.warning("%s", warning)
+        self._register_metrics()
+
+    def _register_metrics(self) -> None:
+        target = self.settings.metrics_target
+        if target is None:
+            return
+        try:
+            register(self.transport, self.asset_uuid, target)
+        except Exception as exc:  # scraping is optional: the asset serves without it
+            self.log.warning("could not register the metrics target with the Prometheus registry: %s", exc)
+
+    def withdraw_metrics(self) -> None:
+        """Withdraw the metrics target, when the whole server stops (not one worker)."""
+        if self.settings.metrics_target is None:
+            return
+        try:
+            withdraw(self.transport, self.asset_uuid)
+        except Exception as exc:
+            self.log.warning("could not withdraw the metrics target from the Prometheus registry: %s", exc)
 
     def _start(self) -> None:
         transport = self.transport
@@ -477,7 +504,9 @@ class AssetRuntime:
             self.log.exception("could not leave the deployment cleanly")
 
     def _publish_unavailable(self, budget: float) -> None:
+        """The whole deployment stops: availability, and the metrics target withdrawn."""
         self.set("avail", UNAVAILABLE)
+        self.withdraw_metrics()
         if self.transport.flush(max(0.1, budget)):
             self.log.error("avail=UNAVAILABLE not delivered before the stop deadline")
 
@@ -829,6 +858,19 @@ class AssetRuntime:
         from .remote import RemoteAsset
 
         return RemoteAsset(self, asset_uuid)
+
+    def asset_by_uns(self, uns_id: str) -> "RemoteAsset":
+        """Another asset by its UNS id, resolved through ksqlDB (the reference's ``AssetUNS``)."""
+        from .remote import RemoteAsset
+
+        return RemoteAsset.by_uns(self, uns_id)
+
+    @property
+    def storage(self) -> Mapping[str, Storage]:
+        """The platform's storages (``STORAGE``) by name: ``storage["data"].open("a.csv", "w")``."""
+        if self._storages is None:  # paths only: nothing to rebuild after a fork
+            self._storages = open_storages(self.settings.storage)
+        return self._storages
 
     # -- status ------------------------------------------------------------------------
 

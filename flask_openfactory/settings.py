@@ -19,6 +19,8 @@ from .commands import DEFAULT_MAX_ARGUMENTS, DEFAULT_MAX_COMMAND_BYTES, Argument
 from .protocol import validate_identifier
 from .runtime import RuntimeSettings
 from .signing import MIN_SECRET_LENGTH, SigningKeys
+from .metrics_registry import MetricsTarget
+from .storage import StorageConfigError, parse_storage
 from .transports import ConfigurationError, TransportOptions, scheme_of
 
 PREFIX = "OPENFACTORY_"
@@ -78,6 +80,9 @@ def defaults(instance_path: str, environ: Mapping[str, str] | None = None) -> di
         "OPENFACTORY_PROTECT_READ_ROUTES": False,  # True: read routes need a token too (not /health)
         "OPENFACTORY_AUTHORIZE": None,  # the host app's own check, see flask_openfactory.auth
         "OPENFACTORY_LOG_LEVEL": "INFO",
+        "OPENFACTORY_STORAGE": env.get("STORAGE") or None,  # JSON name -> storage (flask_openfactory.storage)
+        "OPENFACTORY_REGISTER_METRICS": True,  # with the platform's Prometheus registry, when it runs one
+        "OPENFACTORY_METRICS_PORT": env.get("PORT") or 4000,  # the port Prometheus scrapes
         "OPENFACTORY_APPLICATION_VERSION": env.get("APPLICATION_VERSION") or "latest",
         "OPENFACTORY_APPLICATION_MANUFACTURER": env.get("APPLICATION_MANUFACTURER") or "OpenFactoryIO",
         "OPENFACTORY_APPLICATION_LICENSE": env.get("APPLICATION_LICENSE")
@@ -237,7 +242,18 @@ def runtime_settings(config: Mapping[str, Any]) -> RuntimeSettings:
         command_secret=read(config, "OPENFACTORY_COMMAND_SECRET", _secret),
         allowed_senders=read(config, "OPENFACTORY_ALLOWED_SENDERS", _senders),
         argument_limits=argument_limits(config),
+        storage=read(config, "OPENFACTORY_STORAGE", _storage),
+        metrics_target=MetricsTarget(read(config, "OPENFACTORY_METRICS_PORT", _number(int, 1)),
+                                     f"{url_prefix(config).rstrip('/')}/metrics")
+        if flag(config, "OPENFACTORY_REGISTER_METRICS") else None,
     )
+
+
+def _storage(key: str, value: Any) -> Any:
+    try:
+        return parse_storage(value)
+    except StorageConfigError as exc:
+        raise ConfigurationError(f"{key}: {exc}") from None
 
 
 def argument_limits(config: Mapping[str, Any]) -> ArgumentLimits:

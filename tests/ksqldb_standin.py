@@ -9,8 +9,8 @@ over real loopback HTTP, and it answers in ksqlDB's documented REST formats
   stalls, odd shapes), as the ksqlDB client tests do;
 * platform: ``standin.serve_platform(topic)`` answers ``GET /info``,
   ``DESCRIBE ASSETS_STREAM EXTENDED`` on ``/ksql`` and pull queries on the
-  ``assets`` and ``assets_type`` tables on ``/query`` from rows the test sets
-  (``set_attribute``, ``set_asset_type``, ``materialize``), so that an app or
+  ``assets``, ``assets_type`` and ``asset_to_uns_map`` tables on ``/query`` from rows the test sets
+  (``set_attribute``, ``set_asset_type``, ``set_uns``, ``materialize``), so that an app or
   the CLI can be pointed at it like at a platform's ksqlDB.
 
 Every request is recorded in ``received`` so tests can check what was asked.
@@ -48,6 +48,8 @@ STATE_SCHEMA = "`ID` STRING, `VALUE` STRING, `TYPE` STRING, `TAG` STRING, `TIMES
 # The columns of the platform's tables as ksqlDB types them (VALUE is text).
 ASSETS_COLUMNS = ("ASSET_UUID", "ID", "VALUE", "TYPE", "TAG", "TIMESTAMP")
 ASSETS_TYPE_COLUMNS = ("ASSET_UUID", "TYPE")
+UNS_MAP_COLUMNS = ("ASSET_UUID", "UNS_ID")
+METRICS_TARGETS_COLUMNS = ("APPLICATION_UUID", "HOST", "PORT", "PATH")
 
 
 @dataclass
@@ -102,6 +104,9 @@ class KsqlDBStandIn:
     # asset UUID -> attribute ID -> row of the ``assets`` table (ksqlDB column names)
     assets: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     asset_types: dict[str, str] = field(default_factory=dict)
+    uns_map: dict[str, str] = field(default_factory=dict)  # asset UUID -> UNS id (asset_to_uns_map)
+    metrics_targets: dict[str, dict[str, Any]] = field(default_factory=dict)  # METRICS_TARGETS rows by UUID
+    topics: dict[str, str] = field(default_factory=dict)  # other sources DESCRIBE answers: NAME -> topic
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- scripted use -------------------------------------------------------------
@@ -137,11 +142,18 @@ class KsqlDBStandIn:
             }
 
     def set_asset_type(self, asset_uuid: str, asset_type: str | None) -> None:
+        self._set_row(self.asset_types, asset_uuid, asset_type)
+
+    def set_uns(self, asset_uuid: str, uns_id: str | None) -> None:
+        """Map an asset to a UNS id in ``asset_to_uns_map`` (None removes it), as the deployer does."""
+        self._set_row(self.uns_map, asset_uuid, uns_id)
+
+    def _set_row(self, table: dict[str, str], asset_uuid: str, value: str | None) -> None:
         with self.lock:
-            if asset_type is None:
-                self.asset_types.pop(asset_uuid, None)
+            if value is None:
+                table.pop(asset_uuid, None)
             else:
-                self.asset_types[asset_uuid] = asset_type
+                table[asset_uuid] = value
 
     def materialize(self, records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
         """Build the tables from raw (key, value) records in log order, as ksqlDB's
@@ -174,9 +186,10 @@ class KsqlDBStandIn:
             return _error(400, 40001, f"the stand-in only answers DESCRIBE ... EXTENDED, got {statement!r}",
                           statement)
         name = match.group(1).upper()
-        if name != "ASSETS_STREAM" or self.topic is None:
+        topic = self.topic if name == "ASSETS_STREAM" else self.topics.get(name)
+        if topic is None:
             return _error(400, 40001, f"{name} does not exist.", statement)
-        return Reply.json(describe_answer(name, self.topic))
+        return Reply.json(describe_answer(name, topic))
 
     def _query(self, _h: StandInHandler, received: Received) -> Reply:
         statement = received.body.get("ksql", "") if isinstance(received.body, dict) else ""
@@ -191,6 +204,12 @@ class KsqlDBStandIn:
             elif table == "ASSETS_TYPE":
                 source = [{"ASSET_UUID": k, "TYPE": v} for k, v in self.asset_types.items()]
                 known = ASSETS_TYPE_COLUMNS
+            elif table == "METRICS_TARGETS":
+                source = [{"APPLICATION_UUID": k, **v} for k, v in self.metrics_targets.items()]
+                known = METRICS_TARGETS_COLUMNS
+            elif table == "ASSET_TO_UNS_MAP":
+                source = [{"ASSET_UUID": k, "UNS_ID": v} for k, v in self.uns_map.items()]
+                known = UNS_MAP_COLUMNS
             else:
                 return _error(400, 40001, f"Line: 1, Col: 15: {table} does not exist.", statement)
         wanted = list(known if columns == ["*"] else columns)

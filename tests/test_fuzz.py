@@ -775,7 +775,7 @@ class StreamBuilder:
         elif method == "fz_label":
             args["text"] = self.g.text()
             if rng.random() < 0.5:
-                args["count"] = rng.choice(["none", "", number()])
+                args["count"] = number()  # a string is never None (as the reference)
             if rng.random() < 0.5:
                 args["items"] = rng.choice(["[1, 2, 3]", "[]", "null", " [ -4 ] "])
         return args
@@ -790,7 +790,7 @@ class StreamBuilder:
         elif flaw == 1:
             del args[rng.choice(["seq"] + [k for k in ("x", "y", "on", "text") if k in args])]
         elif flaw == 2:
-            args["seq"] = rng.choice(["1.5", "abc", "", "0x10", "7" * 5000, "1_000", "--1", "1e3"])
+            args["seq"] = rng.choice(["1.5", "abc", "", "0x10", "7" * 5000, "1__000", "1.5.0", "--1", "1e3"])
         elif flaw == 3 and method == "fz_move":
             args["x"] = rng.choice(["nan", "inf", "-Infinity", "1e999", "abc", "", "1,5"])
         elif flaw == 4 and method == "fz_switch":

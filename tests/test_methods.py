@@ -121,10 +121,11 @@ def typed(
         ("s", "  keep  ", "  keep  "),
         ("raw", "anything", "anything"),
         ("mode", "slow", Mode.SLOW),
-        ("mode", "FAST", Mode.FAST),
+        ("mode", "fast", Mode.FAST),
         ("pick", "b", "b"),
-        ("maybe", "null", None),
         ("maybe", "5", 5),
+        ("n", "5.0", 5),
+        ("n", "1_000", 1000),
         ("items", "[1, 2]", [1, 2]),
     ],
 )
@@ -136,8 +137,10 @@ def test_lax_conversion_accepts(name, text, expected):
 
 @pytest.mark.parametrize(
     "name, text",
-    [("n", "2.5"), ("n", "abc"), ("f", "nan"), ("f", "x"), ("b", "maybe"), ("mode", "medium"),
-     ("pick", "c"), ("items", "{}"), ("items", "[")],
+    [("n", "2.5"), ("n", "abc"), ("n", "１２"), ("f", "nan"), ("f", "x"), ("b", "maybe"), ("mode", "medium"),
+     ("pick", "c"), ("items", "{}"), ("items", "["),
+     # as the reference: an enum by its value only; a string is never None
+     ("mode", "FAST"), ("maybe", "null")],
 )
 def test_lax_conversion_rejects(name, text):
     spec = spec_of(typed)

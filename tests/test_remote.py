@@ -3,7 +3,6 @@
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from flask import Flask
 
 from flask_openfactory import FlaskOpenFactory, SampleAttribute, current_openfactory, ofa_method
@@ -12,6 +11,7 @@ from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
 from flask_openfactory.transports import TransportOptions
 from kafka_config import KAFKA_TEST_CONFIG
 from ksqldb_standin import running_standin
+from topic_reader import raw_records
 
 
 @ofa_method(description="Move X.")
@@ -88,13 +88,7 @@ def test_on_kafka_the_snapshot_comes_from_ksqldb(kafka_broker, unique_topic):
     try:
         target.set("x", 7.25)
         assert target.transport.flush(10) == 0
-        consumer = Consumer({"bootstrap.servers": kafka_broker.bootstrap, "group.id": f"read-{uuid.uuid4()}"})
-        partitions = consumer.list_topics(unique_topic, timeout=10).topics[unique_topic].partitions
-        consumer.assign([TopicPartition(unique_topic, p, 0) for p in partitions])
-        raw = []
-        while (batch := consumer.consume(500, 1.0)):
-            raw.extend((m.key(), m.value()) for m in batch if m.error() is None)
-        consumer.close()
+        raw = raw_records(kafka_broker.bootstrap, unique_topic)
         with running_standin(unique_topic) as standin:
             assert standin.materialize(raw) > 0
             options = TransportOptions(topic=unique_topic, kafka_config=dict(KAFKA_TEST_CONFIG),
