@@ -42,9 +42,14 @@ from .methods import ArgumentError, MethodSpec
 from .protocol import COMMAND_SUFFIX, validate_identifier
 from .signing import MAX_CLOCK_SKEW, SigningKeys, envelope_message
 from .logs import AssetLog
+from .quiet import Repeats, fault_key
 from .transports.base import CommandReader, LogEntry, Transport
 
 _log = logging.getLogger("flask_openfactory.dispatch")
+
+# A reader that failed is retried at least this often: a log that heals (a file put
+# back, a folder writable again, a broker back) is resumed within seconds, unasked.
+MAX_RETRY_DELAY = 2.0
 
 ContextFactory = Callable[[], AbstractContextManager[Any]]
 
@@ -192,6 +197,7 @@ class Dispatcher:
         self.last_error: str | None = None
         self.recoveries = 0
         self.largest_backlog = 0  # commands held back at once while recovering (memory, status)
+        self.reader_faults = Repeats(self.log, "the command reader")
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -251,9 +257,10 @@ class Dispatcher:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self.counters["dispatch_errors"] += 1
                 self._first_poll.set()
-                self.log.exception("command reader failed; retrying")
+                self.reader_faults.failed(fault_key(self.last_error), "command reader failed; retrying: %s",
+                                          self.last_error, exc_info=exc)
                 self._close_reader()
-                self._stop.wait(min(30.0, self.settings.retry_backoff * 2 ** min(failures, 6)))
+                self._stop.wait(min(MAX_RETRY_DELAY, self.settings.retry_backoff * 2 ** min(failures, 6)))
         self._drain()
 
     def _consume(self, reader: CommandReader) -> None:
@@ -263,6 +270,9 @@ class Dispatcher:
         while not self._stop.is_set():
             entries = reader.poll(0 if not self._first_poll.is_set() else self.settings.poll_interval)
             self.owns = reader.owns
+            if self.reader_faults.failing:
+                self.reader_faults.cleared()
+                self.last_error = None
             self._first_poll.set()
             if reader.generation != generation:
                 generation = reader.generation

@@ -39,6 +39,7 @@ from .logs import AssetLog
 from .methods import MethodSpec
 from .metrics import MethodResults
 from .protocol import METHOD, Record, format_timestamp, validate_identifier
+from .quiet import Repeats, fault_key
 from .signing import SigningKeys, sign_envelope
 from .subscriptions import SubscriptionRunner, SubscriptionSpec
 from .tasks import TaskRunner, TaskSpec
@@ -419,17 +420,20 @@ class AssetRuntime:
     def _follow(self, transport: Transport) -> None:
         """Apply records written by other processes (and echoes of our own)."""
         follower = None
+        faults = Repeats(self.log, "following the asset's log")
         while not self._stopping.is_set():
             try:
                 if follower is None:
                     follower = transport.follow(self.asset_uuid, skip_own_writes=True)
                 records = follower.poll(0.2)
+                faults.cleared()
                 if records:
                     self._apply(records)
                 self._commands_check()  # stamps an ownership change within one poll
-            except Exception:  # the shared state depends on this thread: reopen, never die
+            except Exception as exc:  # the shared state depends on this thread: reopen, never die
                 self.counters["follow_errors"] += 1
-                self.log.exception("following the asset's log failed; reopening")
+                faults.failed(fault_key(f"{type(exc).__name__}: {exc}"), "following the asset's log failed; "
+                              "reopening: %s: %s", type(exc).__name__, exc, exc_info=exc)
                 if follower is not None:
                     _close_quietly(follower)
                     follower = None
