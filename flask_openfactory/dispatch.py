@@ -227,6 +227,11 @@ class Dispatcher:
             if self._on_ownership is not None:
                 self._on_ownership(value)
 
+    def halt(self) -> None:
+        """Start no further command, at once; ``stop`` still drains and releases the log."""
+        self._drain_until = time.monotonic()
+        self._stop.set()
+
     def stop(self, timeout: float) -> None:
         """Stop taking commands, let those in flight finish, commit, release the log."""
         self._drain_until = time.monotonic() + max(0.0, timeout - 0.2)  # leave time to commit and close

@@ -378,6 +378,12 @@ class AssetRuntime:
             if attribute.id not in self._standard and attribute.id not in snapshot and attribute.id not in reported:
                 self.set(attribute.id, attribute.default)
 
+    def halt_commands(self) -> None:
+        """Start no further command in this process, now, without waiting (``stop`` follows)."""
+        dispatcher = self._dispatcher
+        if dispatcher is not None and self._pid == os.getpid():
+            dispatcher.halt()
+
     def stop(self, timeout: float | None = None, *, publish_unavailable: bool = True) -> None:
         """Finish the command in flight, publish ``avail`` if asked, flush, close.
 

@@ -241,7 +241,7 @@ class SqliteTransport(Transport):
         guard = self._guard()
         fault = guard.verify()
         if fault is not None:
-            raise fault
+            raise fault.again()
         holder: _Connection | None = getattr(self._local, "holder", None)
         pid = os.getpid()
         if holder is None or holder.pid != pid or holder.epoch != guard.epoch:
@@ -494,11 +494,11 @@ class SqliteTransport(Transport):
             guard = self._guard()
             fault = guard.verify(force=True)
             if fault is not None:
-                raise fault
+                raise fault.again()
             end = self._end()
             fault = guard.integrity(self._conn())
             if fault is not None:
-                raise fault
+                raise fault.again()
         except TransportError as exc:
             self._health.set(False, str(exc))
         else:

@@ -52,6 +52,10 @@ class LogFault(TransportError):
         super().__init__(message)
         self.kind = kind
 
+    def again(self) -> "LogFault":
+        """A fresh exception to raise: re-raising one instance from many threads chains their tracebacks."""
+        return LogFault(self.kind, str(self))
+
 
 def id_path(path: str) -> str:
     return path + ID_SUFFIX
@@ -276,8 +280,8 @@ class FileGuard:
             with self._lock:
                 self._corrupt = (_signature(self.path), str(exc))
                 self._set(self._corruption(str(exc)))
-            return self.fault
-        return self.verify(force=True)
+        fault = self.fault if is_corruption(exc) else self.verify(force=True)
+        return fault.again() if fault is not None else None
 
     def integrity(self, conn: sqlite3.Connection) -> LogFault | None:
         """The health check's integrity check, at most every QUICK_CHECK_EVERY seconds."""
@@ -294,4 +298,4 @@ class FileGuard:
 
     def _fail(self, fault: LogFault) -> LogFault:
         self._set(fault)
-        return fault
+        return fault.again()
