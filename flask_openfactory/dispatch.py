@@ -234,7 +234,8 @@ class Dispatcher:
 
     def stop(self, timeout: float) -> None:
         """Stop taking commands, let those in flight finish, commit, release the log."""
-        self._drain_until = time.monotonic() + max(0.0, timeout - 0.2)  # leave time to commit and close
+        # leave time to commit and close; a halt() before keeps its earlier limit
+        self._drain_until = min(self._drain_until, time.monotonic() + max(0.0, timeout - 0.2))
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)

@@ -6,15 +6,16 @@
   runs only between two waits of up to half its ``timeout`` (15 s by default),
   meanwhile the orphan would execute commands and hold the listening socket.
   A thread watches the parent pid instead: at once the orphan stops taking
-  commands and closes its listening sockets (so a new server can bind the
-  port), then stops its runtime and exits. No signal handler is installed:
-  gunicorn owns them.
+  commands and lets go of its listening sockets (so a new server can bind
+  the port), then wakes gunicorn's loop, which exits through ``worker_exit``
+  (the runtime stops there). No signal handler is installed: gunicorn owns them.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 from typing import Any, Iterable
 
@@ -22,7 +23,7 @@ log = logging.getLogger("flask_openfactory.gunicorn")
 
 START_RETRY = 1.0  # seconds between start attempts of a runtime that failed to start
 PARENT_CHECK = 0.1  # seconds between two looks at the parent pid
-ORPHAN_STOP_BUDGET = 3.0  # seconds an orphan spends finishing its command in flight
+ORPHAN_EXIT_DEADLINE = 30.0  # seconds after which an orphan that did not exit is ended
 
 
 def keep_starting(states: Iterable[Any]) -> threading.Thread | None:
@@ -62,22 +63,45 @@ def watch_parent(worker: Any, states: Iterable[Any]) -> threading.Thread:
             if os.getppid() != parent:
                 break
         log.error("worker %s: the gunicorn master (pid %s) is gone: no more commands here; "
-                  "closing the listening socket and exiting", pid, parent)
+                  "releasing the listening socket and exiting", pid, parent)
         for state in states:
             state.runtime.halt_commands()
-        for sock in list(getattr(worker, "sockets", None) or ()):
-            try:
-                sock.close()
-            except OSError:
-                pass
-        for state in states:
-            try:
-                state.runtime.stop(ORPHAN_STOP_BUDGET, publish_unavailable=False)
-            except Exception:
-                log.exception("worker %s: stopping the runtime of an orphan failed", pid)
-        logging.shutdown()
-        os._exit(0)
+        release_listeners(worker)
+        # gunicorn's loop now finds its parent changed and exits through worker_exit
+        # (which stops the runtime); should it not, this thread ends the process.
+        if not stop.wait(ORPHAN_EXIT_DEADLINE):
+            log.error("worker %s: still running %.0f s after its master died; exiting now", pid,
+                      ORPHAN_EXIT_DEADLINE)
+            os._exit(1)
 
     thread = threading.Thread(target=run, name="ofa-parent-watch", daemon=True)
     thread.start()
     return thread
+
+
+def release_listeners(worker: Any) -> None:
+    """Let go of the listening sockets now, so that a new server can bind the port.
+
+    Closing them from this thread would not do: the worker's main thread waits
+    in ``select`` on them, which keeps them open, and then fails on a closed
+    descriptor. Instead each descriptor is pointed at an idle socket of its own
+    (``accept`` answers "try again"), and the wait is woken through the
+    worker's pipe: the kernel then drops the real listening socket.
+    """
+    for listener in list(getattr(worker, "sockets", None) or ()):
+        try:
+            fd = listener.fileno()
+            idle = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            idle.bind(("127.0.0.1", 0))
+            idle.listen(1)
+            idle.setblocking(False)
+            os.dup2(idle.fileno(), fd)
+            idle.close()
+        except OSError as exc:
+            log.warning("could not release listening socket %s: %s", listener, exc)
+    pipe = getattr(worker, "PIPE", None)
+    if pipe:
+        try:
+            os.write(pipe[1], b".")
+        except OSError:
+            pass
