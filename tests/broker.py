@@ -146,6 +146,25 @@ class TansuBroker:
                 raise
         raise RuntimeError("test broker failed to start:\n" + "\n".join(failures))
 
+    def pause(self) -> None:
+        """Stop the broker but keep its port for :meth:`resume` (an outage, as clients see it).
+
+        Storage is in memory: the broker comes back empty (no topics, groups or
+        producer state), as a broker that lost its data would.
+        """
+        port = self._port
+        self.stop()
+        self._port = port
+
+    def resume(self) -> TansuBroker:
+        """Start again on the same port after :meth:`pause`."""
+        if self._port is None or self._proc is not None:
+            raise RuntimeError("resume() needs a paused broker")
+        binary = tansu_binary() if self._binary is None else self._binary
+        self._launch(binary, self._port)
+        self._wait_until_ready()
+        return self
+
     def _launch(self, binary: Path, port: int) -> None:
         url = f"tcp://127.0.0.1:{port}"
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
