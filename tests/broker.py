@@ -306,6 +306,16 @@ class TansuBroker:
                     f"topic {name!r} not visible with {partitions} partitions after {timeout:g} s"
                 )
 
+    def delete_topic(self, name: str, *, timeout: float = 15.0) -> None:
+        """Delete a topic and return once the broker no longer lists it."""
+        if self._admin is None:
+            raise RuntimeError("broker not running")
+        self._admin.delete_topics([name], operation_timeout=timeout, request_timeout=timeout)[name].result(timeout)
+        deadline = time.monotonic() + timeout
+        while name in self._admin.list_topics(timeout=max(0.1, deadline - time.monotonic())).topics:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"topic {name!r} still listed {timeout:g} s after its deletion")
+
     def freeze(self) -> None:
         """SIGSTOP the broker: it keeps its sockets but answers nothing, like a hung host.
 

@@ -140,6 +140,11 @@ class Deployment:
 
 @pytest.fixture
 def deployment(kafka_broker: TansuBroker, unique_topic: str, tmp_path: Path) -> Iterator[Deployment]:
+    yield from deployment_on(kafka_broker, unique_topic, tmp_path)
+
+
+def deployment_on(kafka_broker: TansuBroker, unique_topic: str, tmp_path: Path) -> Iterator[Deployment]:
+    """A deployment of the probe app on ``unique_topic`` (created here), torn down after the yield."""
     kafka_broker.create_topic(unique_topic, PARTITIONS)
     asset = f"gunicorn-kafka-{uuid.uuid4().hex[:10]}"
     lock_dir = tmp_path / "locks"

@@ -58,9 +58,11 @@ DEFAULT_TOPIC = "ofa_assets"
 FETCH_LIMIT = 500  # records handed over per fetch
 END_SCAN_SECONDS = 5.0  # a flood of writes must not hold up finding the end
 SECRET_HINTS = ("password", "secret", "token", "key.pem", "private")
-# No delivery report for this long while records wait and the broker answers: the
-# outgoing queue is stuck (an idempotent producer whose id a restarted broker lost
-# retries forever without an error); reported, and the producer is recreated.
+# No delivery report for STUCK_REPORT seconds while records wait and the broker
+# answers: the outgoing queue is stuck (an idempotent producer whose id a restarted
+# broker lost retries forever without an error): readiness says so; after
+# STUCK_AFTER seconds the producer is recreated.
+STUCK_REPORT = 5.0
 STUCK_AFTER = 10.0
 _PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
 _CONNECTION_CODES = (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE)
@@ -288,14 +290,20 @@ class KafkaTransport(Transport):
             self._progress_at = now
             return
         idle = now - self._progress_at
-        if idle < STUCK_AFTER:
+        if idle < STUCK_REPORT:
             return
+        first = self._stuck is None
+        recreate = idle >= STUCK_AFTER
         self._stuck = (f"Kafka at {self.bootstrap}: the outgoing queue is stuck: {pending} record(s) have waited "
-                       f"{idle:.0f}s with no delivery report although the broker answers; the producer was "
-                       f"recreated at {time.strftime('%H:%M:%SZ', time.gmtime())}")
-        self._stats["stuck"] += 1
-        log.error("%s", self._stuck)
-        self._recreate(producer, "outgoing queue stuck")
+                       f"{idle:.0f}s with no delivery report although the broker answers; the producer "
+                       + (f"was recreated at {time.strftime('%H:%M:%SZ', time.gmtime())}" if recreate
+                          else f"is recreated after {STUCK_AFTER:g}s"))
+        if first:
+            self._stats["stuck"] += 1
+            log.error("%s", self._stuck)
+        if recreate:
+            self._recreate(producer, "outgoing queue stuck")
+            self._progress_at = now
 
     def _probe(self, producer: Producer, timeout: float) -> bool:
         try:
@@ -616,7 +624,7 @@ class KafkaFollower(Follower):
             return []
         records = []
         messages = _fetch(self._consumer, timeout)
-        if not messages:
+        if not any(m.error() is None for m in messages):  # idle (error events aside)
             self._check_end()
         for message in messages:
             if message.error():
@@ -734,7 +742,7 @@ class _PartitionReader(CommandReader):
             except RecordError as exc:
                 entries.append(LogEntry(message.offset(), self._key, None, str(exc)))
         self._last_batch = len(messages)
-        if not messages and self._owns:
+        if self._owns and not any(m.error() is None for m in messages):  # idle (error events aside)
             self._check_end()
         return entries
 

@@ -27,6 +27,8 @@ _CONNECTION_TEXTS = ("Connection refused", "brokers are down", "Disconnected", "
                      "Connect to", "Connection reset", "No route to host", "Name or service not known")
 
 END_CHECK_EVERY = 1.0  # seconds between two end checks of an idle reader
+EXPLAINED_FOR = 5.0  # seconds a low watermark, once shown to be a quirk, is trusted without a new read
+CLEAR_AFTER = 2.0  # seconds the broker must answer before a connection fault counts as over
 
 
 def is_connection_fault(facility: str, text: str) -> bool:
@@ -39,21 +41,32 @@ class QuietKafkaLog:
     def __init__(self, logger: logging.Logger, what: str) -> None:
         self.logger = logger
         self.repeats = Repeats(logger, what)
+        self._ok_since: float | None = None  # the broker answers since then, during a fault
 
     def log(self, level: int, fmt: str, *args: Any) -> None:
         facility = str(args[0]) if args else ""
         text = str(args[-1]) if args else fmt
         if level >= logging.INFO and is_connection_fault(facility, text):
-            self.repeats.failed("connection", "Kafka connection fault: %s", text, level=logging.ERROR)
+            self.connection_error(text)
             return
         self.logger.log(level, fmt, *args)
 
     def connection_error(self, text: str) -> None:
-        """A connection error that reached us another way (a consumer's error event)."""
+        """A connection error (a librdkafka line, or a consumer's error event)."""
+        self._ok_since = None
         self.repeats.failed("connection", "Kafka connection fault: %s", text, level=logging.ERROR)
 
     def cleared(self) -> None:
-        self.repeats.cleared()
+        """The broker answered; the fault is over once it has answered for CLEAR_AFTER seconds
+        (clients reconnect one by one: their last complaints belong to the same fault)."""
+        if not self.repeats.failing:
+            return
+        now = time.monotonic()
+        if self._ok_since is None:
+            self._ok_since = now
+        elif now - self._ok_since >= CLEAR_AFTER:
+            self._ok_since = None
+            self.repeats.cleared()
 
     @property
     def held_back(self) -> int:
@@ -65,13 +78,15 @@ class EndWatch:
 
     The watermark is only a hint (some brokers answer ListOffsets with the last
     batch's first offset + 1, which looks like "beyond"): ``true_end`` reads
-    the real end before anything is concluded, once per watermark value.
+    the real end before anything is concluded; a watermark so explained is
+    trusted for EXPLAINED_FOR seconds (the same value may later be the real
+    end of a recreated partition).
     """
 
     def __init__(self, true_end: Callable[[], int]) -> None:
         self._true_end = true_end
         self._checked_at = 0.0
-        self._explained: int | None = None  # a low watermark already shown to be a broker quirk
+        self._explained: tuple[int, float] | None = None  # (watermark shown to be a quirk, when)
 
     def beyond(self, consumer: Consumer, tp: TopicPartition, position: int) -> int | None:
         """The partition's real end when ``position`` lies beyond it, else None."""
@@ -83,14 +98,16 @@ class EndWatch:
             _, high = consumer.get_watermark_offsets(tp, timeout=2.0, cached=False)
         except KafkaException:  # the broker is away: nothing to conclude now
             return None
-        if high < 0 or position <= high or high == self._explained:
+        if high < 0 or position <= high:
+            return None
+        if self._explained is not None and self._explained[0] == high and now - self._explained[1] < EXPLAINED_FOR:
             return None
         try:
             end = self._true_end()
         except KafkaException:
             return None
         if position <= end:
-            self._explained = high
+            self._explained = (high, now)
             return None
         self._explained = None
         return end
