@@ -149,6 +149,7 @@ def test_corrupt_file_at_start_refuses_writes_and_says_so(servers: ServerPool, t
     writer.close()
     with closing(sqlite3.connect(db)) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    backup(db, tmp_path / "good-copy.sqlite3")
     corrupt_middle(db)
     fingerprint = hashlib.sha256(db.read_bytes()).hexdigest()
 
@@ -161,6 +162,13 @@ def test_corrupt_file_at_start_refuses_writes_and_says_so(servers: ServerPool, t
     wait_for(lambda: "is corrupt" in server.log_text(), 10, "the server log to say the file is corrupt")
     assert hashlib.sha256(db.read_bytes()).hexdigest() == fingerprint, "something was written into the file"
     print(f"\nready: {next(iter(details.values()))[:200]}\ncall: {answer.status_code} {answer.json()['message'][:120]}")
+
+    shutil.copy(tmp_path / "good-copy.sqlite3", db)  # a good copy put back heals the running server
+    restored_at = time.monotonic()
+    for worker in workers:
+        with server.only(worker):
+            wait_for(lambda: call(server, 3).status_code == 200, 10, f"worker {worker} to take calls again")
+    print(f"every worker took calls again {time.monotonic() - restored_at:.2f} s after a good copy was put back")
 
 
 def _freeze(paths: list[Path]) -> None:

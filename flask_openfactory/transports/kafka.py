@@ -62,9 +62,14 @@ SECRET_HINTS = ("password", "secret", "token", "key.pem", "private")
 # answers: the outgoing queue is stuck (an idempotent producer whose id a restarted
 # broker lost retries forever without an error): readiness says so; after
 # STUCK_AFTER seconds the producer is recreated.
+PURGE_WAIT = 10.0  # seconds to get back what a replaced producer held
 STUCK_REPORT = 5.0
 STUCK_AFTER = 10.0
 _PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
+# Delivery errors of a producer that must be replaced (its idempotence state is broken):
+# the record is produced again by the new producer rather than reported as failed.
+_PRODUCER_FATAL = (KafkaError._FATAL, KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, KafkaError.UNKNOWN_PRODUCER_ID,
+                   KafkaError.INVALID_PRODUCER_EPOCH)
 _CONNECTION_CODES = (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE)
 
 # Headers on the attribute records we write (the value format is the contract's,
@@ -149,6 +154,8 @@ class KafkaTransport(Transport):
         self._progress_at = time.monotonic()  # last delivery report, or the queue seen empty
         self._stuck: str | None = None  # why the outgoing queue is considered stuck
         self._requeue: Producer | None = None  # records purged from this producer go to the new one
+        self._fatal: str | None = None  # a fatal error seen in a callback, handled after the poll returns
+        self._held: list[tuple[Message, Any]] = []  # records the fatal producer failed: for its successor
         self.origin = uuid.uuid4().hex.encode("ascii")  # this transport instance, one per process
         self._attribute_headers = [(KIND_HEADER, ATTRIBUTE_KIND), (ORIGIN_HEADER, self.origin)]
 
@@ -219,7 +226,7 @@ class KafkaTransport(Transport):
                     KEEP_ALIVE.append(self._producer)
                     self._pid, self._closing, self._full = os.getpid(), threading.Event(), False
                     self._lock = threading.Lock()
-                    self._requeue, self._stuck = None, None
+                    self._requeue, self._stuck, self._fatal = None, None, None
                 self._producer = Producer({
                     **self._base(), **PRODUCER_DEFAULTS,
                     "queue.buffering.max.messages": self.options.max_pending,
@@ -245,23 +252,51 @@ class KafkaTransport(Transport):
             self._producer = None
             self._stats["recreated"] += 1
             KEEP_ALIVE.append(producer)
-        log.error("Kafka producer recreated (%s); %d record(s) it held are queued again", reason, len(producer))
+        held, self._held = self._held, []
+        log.error("Kafka producer recreated (%s); %d record(s) it held are queued again", reason,
+                  len(producer) + len(held))
         self._requeue = producer
         try:
+            for message, report in held:  # failed first, so before those still queued: order kept
+                self._produce_again(message, report)
             producer.purge()
-            producer.poll(0)  # serves the purge reports: each record goes to the new producer
+            deadline = time.monotonic() + PURGE_WAIT
+            while len(producer) and time.monotonic() < deadline:  # each purge report: to the new producer
+                producer.poll(0.05)
+            if len(producer):
+                log.error("%d record(s) of the replaced Kafka producer did not come back within %gs",
+                          len(producer), PURGE_WAIT)
         except Exception:
             log.exception("purging the replaced Kafka producer failed")
         finally:
             self._requeue = None
+        if not self._closing.is_set():
+            self.producer()  # the new client (and its poller) now, not at the next write
+
+    def log_reset(self, what: str) -> None:
+        """A partition was recreated or truncated: the producer's idempotence state (its id and
+        sequence numbers) belongs to the old log; it is replaced by the poller thread."""
+        if self._producer is not None and self._pid == os.getpid():
+            self._fatal = self._fatal or f"{what} was recreated or truncated"
 
     def _requeued(self, error: KafkaError | None, message: Message, report: Any) -> bool:
-        """A record purged from a replaced producer: produce it again on the new one."""
-        if error is None or error.code() not in _PURGED or self._requeue is None:
+        """A record purged from a replaced producer goes to the new one; one that a producer
+        in need of replacement failed is held for its successor."""
+        if error is None:
             return False
+        if error.code() in _PRODUCER_FATAL or error.fatal():
+            self._fatal = self._fatal or f"fatal error: {error.str()}"
+            self._held.append((message, report))
+            return True
+        if error.code() not in _PURGED or self._requeue is None:
+            return False
+        return self._produce_again(message, report)
+
+    def _produce_again(self, message: Message, report: Any) -> bool:
         try:
             self.producer().produce(message.topic(), value=message.value(), key=message.key(), on_delivery=report)
         except (BufferError, KafkaException) as exc:
+            self._stats["delivery_failures"] += 1
             log.error("a record of the replaced Kafka producer could not be queued again: %s", exc)
             return False
         return True
@@ -272,6 +307,10 @@ class KafkaTransport(Transport):
         next_check = 0.0
         while producer is not None and producer is self._producer and not self._closing.is_set():
             try:
+                if self._fatal is not None:  # never from inside a callback of the same client
+                    reason, self._fatal = self._fatal, None
+                    self._recreate(producer, reason)
+                    break
                 producer.poll(0.1)  # re-raises what a delivery callback raised
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + (1.0 if self._health.get().ok else 0.5)
@@ -279,6 +318,11 @@ class KafkaTransport(Transport):
                         self._watch_queue(producer)
                     else:  # records wait for the broker, not for a stuck client
                         self._progress_at = time.monotonic()
+            except KafkaException as exc:
+                if exc.args[0].fatal():  # raised by poll: the client is unusable
+                    self._fatal = f"fatal error: {exc.args[0].str()}"
+                else:
+                    log.exception("Kafka delivery report or probe failed")
             except Exception:  # this thread serves every delivery report: it must not die
                 log.exception("Kafka delivery report or probe failed")
 
@@ -319,9 +363,7 @@ class KafkaTransport(Transport):
         if error.code() in _CONNECTION_CODES:
             self._health.set(False, f"Kafka at {self.bootstrap}: {error.str()}")
         if error.fatal():
-            producer = self._producer
-            if producer is not None:
-                self._recreate(producer, f"fatal error: {error.str()}")
+            self._fatal = f"fatal error: {error.str()}"
         else:
             log.debug("Kafka: %s", error.str())
 
@@ -339,8 +381,6 @@ class KafkaTransport(Transport):
             self._stuck = None
         else:
             self._failed(error)
-            if error.fatal() and self._producer is not None:
-                self._recreate(self._producer, f"fatal error: {error.str()}")
 
     def _reporter(self, on_delivery: DeliveryCallback) -> Callable[[KafkaError | None, Message], None]:
         """A delivery report that also tells the caller (results: commit once durable)."""
@@ -609,6 +649,7 @@ class KafkaFollower(Follower):
     def __init__(self, transport: KafkaTransport, asset_uuid: str, *, skip_own_writes: bool = False) -> None:
         self._key = asset_uuid.encode("utf-8")
         self._origin = transport.origin if skip_own_writes else None
+        self._transport = transport
         self._closed = False
         self._consumer = transport._consumer()
         tp = TopicPartition(transport.topic, transport.partition_of(asset_uuid))
@@ -655,6 +696,7 @@ class KafkaFollower(Follower):
                   self._position, max(low, 0))
         self._consumer.seek(TopicPartition(self._tp.topic, self._tp.partition, max(low, 0)))
         self._position = max(low, 0)
+        self._transport.log_reset(f"topic {self._tp.topic!r} partition {self._tp.partition}")
 
     def close(self) -> None:
         if not self._closed:
@@ -769,6 +811,7 @@ class _PartitionReader(CommandReader):
                   "update" if self._attributes else "command", self._key, self._topic, self._partition, what,
                   self._position, offset)
         self._transport._stats["position_resets"] += 1
+        self._transport.log_reset(f"topic {self._topic!r} partition {self._partition}")
         self._consumer.commit(offsets=[TopicPartition(self._topic, self._partition, offset)], asynchronous=False)
         self._position = self._committed = offset
         self._generation += 1

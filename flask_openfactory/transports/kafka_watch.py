@@ -27,7 +27,7 @@ _CONNECTION_TEXTS = ("Connection refused", "brokers are down", "Disconnected", "
                      "Connect to", "Connection reset", "No route to host", "Name or service not known")
 
 END_CHECK_EVERY = 1.0  # seconds between two end checks of an idle reader
-EXPLAINED_FOR = 5.0  # seconds a low watermark, once shown to be a quirk, is trusted without a new read
+EXPLAINED_FOR = 30.0  # seconds a low watermark, once shown to be a quirk, is trusted without a new read
 CLEAR_AFTER = 2.0  # seconds the broker must answer before a connection fault counts as over
 
 

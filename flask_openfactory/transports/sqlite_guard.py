@@ -38,7 +38,7 @@ log = logging.getLogger("flask_openfactory.sqlite")
 
 ID_SUFFIX = ".log-id"
 VERIFY_EVERY = 0.25  # seconds between two looks at the path from the hot path
-QUICK_CHECK_EVERY = 10.0  # seconds between integrity checks from the health check
+QUICK_CHECK_EVERY = 30.0  # seconds between integrity checks from the health check (it reads the whole file)
 
 DELETED, REPLACED, CORRUPT, READ_ONLY = "deleted", "replaced", "corrupt", "read_only"
 
