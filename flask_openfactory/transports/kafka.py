@@ -62,9 +62,9 @@ SECRET_HINTS = ("password", "secret", "token", "key.pem", "private")
 # answers: the outgoing queue is stuck (an idempotent producer whose id a restarted
 # broker lost retries forever without an error): readiness says so; after
 # STUCK_AFTER seconds the producer is recreated.
-PURGE_WAIT = 10.0  # seconds to get back what a replaced producer held
 STUCK_REPORT = 5.0
 STUCK_AFTER = 10.0
+PURGE_WAIT = 10.0  # seconds to get back what a replaced producer held
 _PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
 # Delivery errors of a producer that must be replaced (its idempotence state is broken):
 # the record is produced again by the new producer rather than reported as failed.
@@ -284,13 +284,14 @@ class KafkaTransport(Transport):
         in need of replacement failed is held for its successor."""
         if error is None:
             return False
-        if error.code() in _PRODUCER_FATAL or error.fatal():
+        fatal = error.code() in _PRODUCER_FATAL or error.fatal()
+        if self._requeue is not None and (fatal or error.code() in _PURGED):  # while being replaced
+            return self._produce_again(message, report)
+        if fatal:
             self._fatal = self._fatal or f"fatal error: {error.str()}"
             self._held.append((message, report))
             return True
-        if error.code() not in _PURGED or self._requeue is None:
-            return False
-        return self._produce_again(message, report)
+        return False
 
     def _produce_again(self, message: Message, report: Any) -> bool:
         try:
