@@ -11,6 +11,9 @@
   commands succeed again.
 * A stuck outgoing queue (in process: the same broker restart, no reader to
   notice it first) is named by readiness and recreated.
+* A real fatal producer error (in process: out-of-sequence write after the
+  restarted broker gave this producer's id to another) recreates the client,
+  and the failed write is made by the new one.
 """
 
 from __future__ import annotations
@@ -187,5 +190,43 @@ def test_stuck_outgoing_queue_is_reported_then_the_producer_is_recreated(
         assert delivered == [None]
         assert stats["stuck"] >= 1 and stats["recreated"] >= 1 and stats["queue_stuck"] == 0
         assert transport.health().ok
+    finally:
+        transport.close(2.0)
+
+
+def test_fatal_producer_error_is_followed_by_a_recreated_client_and_successful_writes(
+        own_broker: TansuBroker, tmp_path: Path) -> None:
+    """A real fatal error: the broker restarts empty and hands this producer's id to another
+    producer; the next write is out of sequence (librdkafka: fatal). The client is recreated and
+    the record that failed is written by the new one, once."""
+    own_broker.create_topic("fatal-ids", 1)
+    transport = KafkaTransport(f"kafka://{own_broker.bootstrap}",
+                               TransportOptions(topic="fatal-ids", lock_dir=str(tmp_path)))
+    try:
+        for i in range(5):  # sequence numbers 0..4 on the partition
+            transport.publish(Record.create("asset-1", "x", float(i), tag="X", type="Samples"))
+        assert transport.flush(10) == 0
+        own_broker.pause()
+        own_broker.resume()
+        own_broker.create_topic("fatal-ids", 1)
+        other = CommandSender(own_broker.bootstrap, "fatal-ids", "asset-1", "another-producer")
+        other.publish(Record.create("asset-1", "z", 1.0, tag="Z", type="Samples"))  # takes producer id 1 again
+        other.flush()
+        delivered: list[Exception | None] = []
+        transport.publish(Record.create("asset-1", "answer", "after", tag="A", type="Events"),
+                          on_delivery=delivered.append)
+        wait_for(lambda: delivered, 20, "the write after the fatal error", interval=0.05)
+        stats = transport.stats()
+        print(f"\ndelivered: {delivered}; stats {stats}")
+        assert delivered == [None] and stats["recreated"] == 1
+        assert stats["stuck"] == 0 and stats["position_resets"] == 0  # so the fatal error recreated it
+        watcher = TopicWatcher(own_broker.bootstrap, "fatal-ids", 1, "asset-1")
+        try:
+            seen = watcher.wait(lambda s: [r for r in s if r.record.id == "answer"], 15, "the write on the topic")
+        finally:
+            watcher.close()
+        assert len(seen) == 1
+        transport.publish(Record.create("asset-1", "x", 9.0, tag="X", type="Samples"))
+        assert transport.flush(10) == 0 and transport.stats()["delivery_failures"] == 0
     finally:
         transport.close(2.0)
