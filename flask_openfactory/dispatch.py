@@ -42,9 +42,14 @@ from .methods import ArgumentError, MethodSpec
 from .protocol import COMMAND_SUFFIX, Record, validate_identifier
 from .signing import MAX_CLOCK_SKEW, SigningKeys, envelope_message
 from .logs import AssetLog
+from .quiet import Repeats, fault_key
 from .transports.base import CommandReader, LogEntry, Transport
 
 _log = logging.getLogger("flask_openfactory.dispatch")
+
+# A reader that failed is retried at least this often: a log that heals (a file put
+# back, a folder writable again, a broker back) is resumed within seconds, unasked.
+MAX_RETRY_DELAY = 2.0
 
 ContextFactory = Callable[[], AbstractContextManager[Any]]
 
@@ -206,6 +211,7 @@ class Dispatcher:
         self._undelivered = 0  # results published and not yet reported durable or failed
         self.recoveries = 0
         self.largest_backlog = 0  # commands held back at once while recovering (memory, status)
+        self.reader_faults = Repeats(self.log, "the command reader")
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -235,9 +241,15 @@ class Dispatcher:
             if self._on_ownership is not None:
                 self._on_ownership(value)
 
+    def halt(self) -> None:
+        """Start no further command, at once; ``stop`` still drains and releases the log."""
+        self._drain_until = time.monotonic()
+        self._stop.set()
+
     def stop(self, timeout: float) -> None:
         """Stop taking commands, let those in flight finish, commit, release the log."""
-        self._drain_until = time.monotonic() + max(0.0, timeout - 0.2)  # leave time to commit and close
+        # leave time to commit and close; a halt() before keeps its earlier limit
+        self._drain_until = min(self._drain_until, time.monotonic() + max(0.0, timeout - 0.2))
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -269,9 +281,10 @@ class Dispatcher:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self.counters["dispatch_errors"] += 1
                 self._first_poll.set()
-                self.log.exception("command reader failed; retrying")
+                self.reader_faults.failed(fault_key(self.last_error), "command reader failed; retrying: %s",
+                                          self.last_error, exc_info=exc)
                 self._close_reader()
-                self._stop.wait(min(30.0, self.settings.retry_backoff * 2 ** min(failures, 6)))
+                self._stop.wait(min(MAX_RETRY_DELAY, self.settings.retry_backoff * 2 ** min(failures, 6)))
         self._drain()
 
     def _consume(self, reader: CommandReader) -> None:
@@ -286,6 +299,9 @@ class Dispatcher:
                 return
             entries = reader.poll(0 if not self._first_poll.is_set() else self.settings.poll_interval)
             self.owns = reader.owns
+            if self.reader_faults.failing:
+                self.reader_faults.cleared()
+                self.last_error = None
             self._first_poll.set()
             if reader.generation != generation:
                 generation = reader.generation

@@ -5,7 +5,9 @@ wsgi:app``) or import the hooks into your own ``gunicorn.conf.py``:
 ``from flask_openfactory.gunicorn_conf import post_worker_init, worker_exit, on_exit``.
 
 * ``post_worker_init``: the worker starts its runtime at once, so an idle
-  worker still takes part in executing commands.
+  worker still takes part in executing commands (retried in the background if
+  the log is faulty), and watches its master (``worker``: an orphan stops
+  executing and releases the socket at once).
 * ``worker_exit``: graceful stop (command in flight finishes, result
   delivered, offsets committed, flush) without publishing ``UNAVAILABLE``:
   availability belongs to the server, not to one worker.
@@ -79,7 +81,11 @@ def post_worker_init(worker: Any) -> None:
         try:
             state.runtime.start(eligible=lambda: bool(getattr(worker, "alive", True)), deployment=deployment)
         except Exception:
-            log.exception("worker %s: runtime did not start; the first request will retry", os.getpid())
+            log.exception("worker %s: runtime did not start; retrying in the background", os.getpid())
+    from .worker import keep_starting, watch_parent
+
+    keep_starting(states)
+    watch_parent(worker, states)
 
 
 def worker_exit(server: Any, worker: Any) -> None:

@@ -253,6 +253,13 @@ class RuntimeCollector:
 
     def _transport(self, runtime: "AssetRuntime", gauge: Callable[..., Any]) -> Iterator[Any]:
         stats = runtime.transport_stats()
+        if "fault" in stats:  # the transport knows its faults by kind (sqlite: deleted, corrupt...)
+            fault = gauge(f"{NAMESPACE}_transport_fault",
+                          "1 while the transport's log is at fault in this process, by kind (see GET /ready)",
+                          labels=["kind"])
+            if stats["fault"]:
+                fault.add_metric([str(stats["fault"])], 1.0)
+            yield fault
         numbers = {k: v for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         if not numbers:
             return

@@ -44,6 +44,7 @@ from .metrics import MethodResults
 from .metrics_registry import MetricsTarget, register, withdraw
 from .protocol import METHOD, Record, format_timestamp, validate_identifier
 from .routing import routing_warnings
+from .quiet import Repeats, fault_key
 from .signing import SigningKeys, sign_envelope
 from .storage import Storage, StorageConfig, open_storages
 from .subscriptions import SubscriptionRunner, SubscriptionSpec
@@ -552,6 +553,12 @@ class AssetRuntime:
             if attribute.id not in self._standard and attribute.id not in snapshot and attribute.id not in reported:
                 self.set(attribute.id, attribute.default)
 
+    def halt_commands(self) -> None:
+        """Start no further command in this process, now, without waiting (``stop`` follows)."""
+        dispatcher = self._dispatcher
+        if dispatcher is not None and self._pid == os.getpid():
+            dispatcher.halt()
+
     def _linger(self, seconds: float) -> None:
         """Keep executing until another process took the role (a successor is booting), bounded."""
         dispatcher = self._dispatcher
@@ -608,18 +615,21 @@ class AssetRuntime:
     def _follow(self, transport: Transport) -> None:
         """Apply records written by other processes (and echoes of our own)."""
         follower = self._follower
+        faults = Repeats(self.log, "following the asset's log")
         while not self._stopping.is_set():
             try:
                 if follower is None:
                     follower = self._follower = transport.follow(self.asset_uuid, skip_own_writes=True)
                 records = follower.poll(0.2)
+                faults.cleared()
                 if records:
                     self._apply(records)
                 self._applied.advance(follower.position)
                 self._commands_check()  # stamps an ownership change within one poll
-            except Exception:  # the shared state depends on this thread: reopen, never die
+            except Exception as exc:  # the shared state depends on this thread: reopen, never die
                 self.counters["follow_errors"] += 1
-                self.log.exception("following the asset's log failed; reopening")
+                faults.failed(fault_key(f"{type(exc).__name__}: {exc}"), "following the asset's log failed; "
+                              "reopening: %s: %s", type(exc).__name__, exc, exc_info=exc)
                 if follower is not None:
                     _close_quietly(follower)
                     follower = self._follower = None

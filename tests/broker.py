@@ -146,6 +146,25 @@ class TansuBroker:
                 raise
         raise RuntimeError("test broker failed to start:\n" + "\n".join(failures))
 
+    def pause(self) -> None:
+        """Stop the broker but keep its port for :meth:`resume` (an outage, as clients see it).
+
+        Storage is in memory: the broker comes back empty (no topics, groups or
+        producer state), as a broker that lost its data would.
+        """
+        port = self._port
+        self.stop()
+        self._port = port
+
+    def resume(self) -> TansuBroker:
+        """Start again on the same port after :meth:`pause`."""
+        if self._port is None or self._proc is not None:
+            raise RuntimeError("resume() needs a paused broker")
+        binary = tansu_binary() if self._binary is None else self._binary
+        self._launch(binary, self._port)
+        self._wait_until_ready()
+        return self
+
     def _launch(self, binary: Path, port: int) -> None:
         url = f"tcp://127.0.0.1:{port}"
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
@@ -286,6 +305,16 @@ class TansuBroker:
                 raise RuntimeError(
                     f"topic {name!r} not visible with {partitions} partitions after {timeout:g} s"
                 )
+
+    def delete_topic(self, name: str, *, timeout: float = 15.0) -> None:
+        """Delete a topic and return once the broker no longer lists it."""
+        if self._admin is None:
+            raise RuntimeError("broker not running")
+        self._admin.delete_topics([name], operation_timeout=timeout, request_timeout=timeout)[name].result(timeout)
+        deadline = time.monotonic() + timeout
+        while name in self._admin.list_topics(timeout=max(0.1, deadline - time.monotonic())).topics:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"topic {name!r} still listed {timeout:g} s after its deletion")
 
     def freeze(self) -> None:
         """SIGSTOP the broker: it keeps its sockets but answers nothing, like a hung host.

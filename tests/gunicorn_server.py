@@ -170,6 +170,30 @@ class GunicornServer:
                     raise
         return self
 
+    def launch(self, port: int | None = None) -> "GunicornServer":
+        """Start without waiting for readiness: a server a test expects not to become ready,
+        or one that must bind a given port (``port``) at once."""
+        self.port = port or free_port()
+        self._launch()
+        return self
+
+    def wait_answering(self, timeout: float = 60.0) -> list[int]:
+        """Every worker answers ``/ofa/health`` (ready or not); their pids."""
+        answered: set[int] = set()
+
+        def all_answered() -> list[int] | None:
+            self._check_master()
+            workers = set(self.worker_pids())
+            if len(workers) == self.workers and workers <= answered:
+                return sorted(workers)
+            try:
+                answered.add(self.answering_pid(timeout=5))
+            except (requests.RequestException, ValueError, KeyError):
+                pass
+            return None
+
+        return wait_for(all_answered, timeout, f"every worker of {self.url} to answer /ofa/health")
+
     def _launch(self) -> None:
         command = [
             GUNICORN,
@@ -595,6 +619,13 @@ class ServerPool:
         server = GunicornServer(log_path=log_path, env=env, **options)
         self.servers.append(server)
         return server.start(ready_timeout, executing=executing)
+
+    def launch(self, *, env: Mapping[str, str], port: int | None = None, **options: Any) -> GunicornServer:
+        """A server started without waiting for readiness (see ``GunicornServer.launch``)."""
+        log_path = self.directory / f"gunicorn-{len(self.servers) + 1}.log"
+        server = GunicornServer(log_path=log_path, env=env, **options)
+        self.servers.append(server)
+        return server.launch(port)
 
     def close(self) -> None:
         for server in self.servers:

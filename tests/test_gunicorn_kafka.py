@@ -140,6 +140,11 @@ class Deployment:
 
 @pytest.fixture
 def deployment(kafka_broker: TansuBroker, unique_topic: str, tmp_path: Path) -> Iterator[Deployment]:
+    yield from deployment_on(kafka_broker, unique_topic, tmp_path)
+
+
+def deployment_on(kafka_broker: TansuBroker, unique_topic: str, tmp_path: Path) -> Iterator[Deployment]:
+    """A deployment of the probe app on ``unique_topic`` (created here), torn down after the yield."""
     kafka_broker.create_topic(unique_topic, PARTITIONS)
     asset = f"gunicorn-kafka-{uuid.uuid4().hex[:10]}"
     lock_dir = tmp_path / "locks"
@@ -313,6 +318,11 @@ def test_hup_mid_stream_replaces_workers_without_loss(deployment: Deployment) ->
     deployment.wait_answered(sent)
     after = wait_for(lambda: (lambda pids: pids if len(pids) == 3 and not pids & before else None)(
         set(server.worker_pids())), 30, "three new workers after HUP")
+    # the old executor may run the whole stream (it executes until a new worker has taken over):
+    # commands sent once the reload is over are a new worker's
+    later = deployment.send_records(5, "after-hup")
+    deployment.wait_answered(later)
+    sent.update(later)
     executors = Counter(e.pid for e in side_effects(deployment.effects))
     print(f"\nworkers {sorted(before)} -> {sorted(after)}; executions per pid {dict(executors)}")
     assert set(executors) & before and set(executors) & after, "the executor role did not move to a new worker"

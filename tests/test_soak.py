@@ -38,7 +38,9 @@ def test_soak_workers_keep_memory_threads_and_fds_flat(own_broker: TansuBroker) 
     assert result.executor in result.pids_before, "no single worker held the executor lock"
     assert not result.kafka_errors, result.kafka_errors[:5]
     assert not result.http_errors, result.http_errors[:5]
-    assert set(result.http) == {200}, result.http
+    # a method call waits for its result through the log; one not answered within
+    # OPENFACTORY_CALL_WAIT is a 504 (it stays in the log), never an error or a 500
+    assert set(result.http) <= {200, 504} and result.http[200], result.http
     assert result.commands_sent >= SECONDS * 10 / 2  # the load really ran (its pace is not measured)
     assert result.commands_ok == result.commands_sent, f"commands not answered OK:\n{result.unanswered}"
     for trend in found:

@@ -50,6 +50,7 @@ from .base import (
     TransportOptions,
     is_call_id,
 )
+from .kafka_watch import EndWatch, QuietKafkaLog
 from .partitioning import partition_for_key
 
 log = logging.getLogger("flask_openfactory.kafka")
@@ -59,6 +60,19 @@ FETCH_LIMIT = 500  # records handed over per fetch
 END_SCAN_SECONDS = 5.0  # a flood of writes must not hold up finding the end
 CALLS_SCAN_SECONDS = 60.0  # reading back the max age's calls at start: complete, or an error
 SECRET_HINTS = ("password", "secret", "token", "key.pem", "private")
+# No delivery report for STUCK_REPORT seconds while records wait and the broker
+# answers: the outgoing queue is stuck (an idempotent producer whose id a restarted
+# broker lost retries forever without an error): readiness says so; after
+# STUCK_AFTER seconds the producer is recreated.
+STUCK_REPORT = 5.0
+STUCK_AFTER = 10.0
+PURGE_WAIT = 10.0  # seconds to get back what a replaced producer held
+_PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
+# Delivery errors of a producer that must be replaced (its idempotence state is broken):
+# the record is produced again by the new producer rather than reported as failed.
+_PRODUCER_FATAL = (KafkaError._FATAL, KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, KafkaError.UNKNOWN_PRODUCER_ID,
+                   KafkaError.INVALID_PRODUCER_EPOCH)
+_CONNECTION_CODES = (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE)
 
 # Headers on the attribute records we write (the value format is the contract's,
 # untouched): our own readers skip them undecoded. The command reader needs only
@@ -130,13 +144,20 @@ class KafkaTransport(Transport):
         self._ksql: Any = None
         self._health = HealthTracker("no broker contact yet")
         # queue_full: produce attempts refused by a full queue (retried); busy: publishes given up (TransportBusy)
-        self._stats = {"published": 0, "delivered": 0, "delivery_failures": 0, "queue_full": 0, "busy": 0}
+        self._stats = {"published": 0, "delivered": 0, "delivery_failures": 0, "queue_full": 0, "busy": 0,
+                       "recreated": 0, "stuck": 0, "position_resets": 0}
         self._last_failure_log = 0.0
         # Set when a write waited the whole publish timeout in vain, cleared by the next delivery
         # report (which made room): meanwhile writes fail at once instead of each waiting again.
         self._full = False
         self._suppressed_failures = 0
         self._last_failure = ""
+        self.quiet = QuietKafkaLog(log, f"the connection to Kafka at {self.bootstrap}")
+        self._progress_at = time.monotonic()  # last delivery report, or the queue seen empty
+        self._stuck: str | None = None  # why the outgoing queue is considered stuck
+        self._requeue: Producer | None = None  # records purged from this producer go to the new one
+        self._fatal: str | None = None  # a fatal error seen in a callback, handled after the poll returns
+        self._held: list[tuple[Message, Any]] = []  # records the fatal producer failed: for its successor
         self.origin = uuid.uuid4().hex.encode("ascii")  # this transport instance, one per process
         self._attribute_headers = [(KIND_HEADER, ATTRIBUTE_KIND), (ORIGIN_HEADER, self.origin)]
         self._probe_lock = threading.Lock()  # one consumer answers end_position for the whole process
@@ -150,7 +171,7 @@ class KafkaTransport(Transport):
         return f"kafka://{self.bootstrap}"
 
     def _base(self) -> dict[str, Any]:
-        return {"bootstrap.servers": self.bootstrap, "error_cb": self._on_error, "logger": log}
+        return {"bootstrap.servers": self.bootstrap, "error_cb": self._on_error, "logger": self.quiet}
 
     def consumer_config(self, **overrides: Any) -> dict[str, Any]:
         base = {**self._base(), "error_cb": self._on_consumer_error}
@@ -158,7 +179,7 @@ class KafkaTransport(Transport):
 
     def _on_consumer_error(self, error: KafkaError) -> None:
         """Consumers report here: their fatal errors surface in poll(), the producer stays."""
-        if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
+        if error.code() in _CONNECTION_CODES:
             self._health.set(False, f"Kafka at {self.bootstrap}: {error.str()}")
         log.debug("Kafka consumer: %s", error.str())
 
@@ -210,15 +231,81 @@ class KafkaTransport(Transport):
                     KEEP_ALIVE.append(self._producer)
                     self._pid, self._closing, self._full = os.getpid(), threading.Event(), False
                     self._lock = threading.Lock()
+                    self._requeue, self._stuck, self._fatal = None, None, None
                 self._producer = Producer({
                     **self._base(), **PRODUCER_DEFAULTS,
                     "queue.buffering.max.messages": self.options.max_pending,
                     "queue.buffering.max.kbytes": min(2**31 - 1, max(1, self.options.max_pending_bytes // 1024)),
                     **self._producer_config,
                 })
+                self._progress_at = time.monotonic()
                 self._poller = threading.Thread(target=self._serve, name="ofa-kafka-poll", daemon=True)
                 self._poller.start()
             return self._producer
+
+    def _recreate(self, producer: Producer, reason: str) -> None:
+        """Replace a producer that can no longer deliver; what it still holds is queued on the new one.
+
+        The old client is purged (each record comes back as a purge report and is
+        produced again, in order, by the new client) and kept referenced, never
+        destroyed. Records purged in flight may already be on the log: at least
+        once, as for any retry; readers drop repeated results and commands by id.
+        """
+        with self._lock:
+            if self._producer is not producer:
+                return  # already replaced
+            self._producer = None
+            self._stats["recreated"] += 1
+            KEEP_ALIVE.append(producer)
+        held, self._held = self._held, []
+        log.error("Kafka producer recreated (%s); %d record(s) it held are queued again", reason,
+                  len(producer) + len(held))
+        self._requeue = producer
+        try:
+            for message, report in held:  # failed first, so before those still queued: order kept
+                self._produce_again(message, report)
+            producer.purge()
+            deadline = time.monotonic() + PURGE_WAIT
+            while len(producer) and time.monotonic() < deadline:  # each purge report: to the new producer
+                producer.poll(0.05)
+            if len(producer):
+                log.error("%d record(s) of the replaced Kafka producer did not come back within %gs",
+                          len(producer), PURGE_WAIT)
+        except Exception:
+            log.exception("purging the replaced Kafka producer failed")
+        finally:
+            self._requeue = None
+        if not self._closing.is_set():
+            self.producer()  # the new client (and its poller) now, not at the next write
+
+    def log_reset(self, what: str) -> None:
+        """A partition was recreated or truncated: the producer's idempotence state (its id and
+        sequence numbers) belongs to the old log; it is replaced by the poller thread."""
+        if self._producer is not None and self._pid == os.getpid():
+            self._fatal = self._fatal or f"{what} was recreated or truncated"
+
+    def _requeued(self, error: KafkaError | None, message: Message, report: Any) -> bool:
+        """A record purged from a replaced producer goes to the new one; one that a producer
+        in need of replacement failed is held for its successor."""
+        if error is None:
+            return False
+        fatal = error.code() in _PRODUCER_FATAL or error.fatal()
+        if self._requeue is not None and (fatal or error.code() in _PURGED):  # while being replaced
+            return self._produce_again(message, report)
+        if fatal:
+            self._fatal = self._fatal or f"fatal error: {error.str()}"
+            self._held.append((message, report))
+            return True
+        return False
+
+    def _produce_again(self, message: Message, report: Any) -> bool:
+        try:
+            self.producer().produce(message.topic(), value=message.value(), key=message.key(), on_delivery=report)
+        except (BufferError, KafkaException) as exc:
+            self._stats["delivery_failures"] += 1
+            log.error("a record of the replaced Kafka producer could not be queued again: %s", exc)
+            return False
+        return True
 
     def _serve(self) -> None:
         """Serve delivery reports and watch the broker (a frozen broker sends no error)."""
@@ -226,12 +313,47 @@ class KafkaTransport(Transport):
         next_check = 0.0
         while producer is not None and producer is self._producer and not self._closing.is_set():
             try:
+                if self._fatal is not None:  # never from inside a callback of the same client
+                    reason, self._fatal = self._fatal, None
+                    self._recreate(producer, reason)
+                    break
                 producer.poll(0.1)  # re-raises what a delivery callback raised
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + (1.0 if self._health.get().ok else 0.5)
-                    self._probe(producer, timeout=2.0)
+                    if self._probe(producer, timeout=2.0):
+                        self._watch_queue(producer)
+                    else:  # records wait for the broker, not for a stuck client
+                        self._progress_at = time.monotonic()
+            except KafkaException as exc:
+                if exc.args[0].fatal():  # raised by poll: the client is unusable
+                    self._fatal = f"fatal error: {exc.args[0].str()}"
+                else:
+                    log.exception("Kafka delivery report or probe failed")
             except Exception:  # this thread serves every delivery report: it must not die
                 log.exception("Kafka delivery report or probe failed")
+
+    def _watch_queue(self, producer: Producer) -> None:
+        """The broker answers: records waiting with no delivery report for STUCK_AFTER is a stuck queue."""
+        pending = len(producer)
+        now = time.monotonic()
+        if pending == 0:
+            self._progress_at = now
+            return
+        idle = now - self._progress_at
+        if idle < STUCK_REPORT:
+            return
+        first = self._stuck is None
+        recreate = idle >= STUCK_AFTER
+        self._stuck = (f"Kafka at {self.bootstrap}: the outgoing queue is stuck: {pending} record(s) have waited "
+                       f"{idle:.0f}s with no delivery report although the broker answers; the producer "
+                       + (f"was recreated at {time.strftime('%H:%M:%SZ', time.gmtime())}" if recreate
+                          else f"is recreated after {STUCK_AFTER:g}s"))
+        if first:
+            self._stats["stuck"] += 1
+            log.error("%s", self._stuck)
+        if recreate:
+            self._recreate(producer, "outgoing queue stuck")
+            self._progress_at = now
 
     def _probe(self, producer: Producer, timeout: float) -> bool:
         try:
@@ -240,24 +362,29 @@ class KafkaTransport(Transport):
             self._health.set(False, f"Kafka at {self.bootstrap} does not answer: {exc.args[0].str()}")
             return False
         self._health.set(True, f"Kafka at {self.bootstrap}, topic {self.topic!r}")
+        self.quiet.cleared()
         return True
 
     def _on_error(self, error: KafkaError) -> None:
-        if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
+        if error.code() in _CONNECTION_CODES:
             self._health.set(False, f"Kafka at {self.bootstrap}: {error.str()}")
         if error.fatal():
-            log.error("fatal Kafka client error (client will be recreated): %s", error.str())
-            with self._lock:
-                KEEP_ALIVE.append(self._producer)  # unusable; never flushed again
-                self._producer = None
+            self._fatal = f"fatal error: {error.str()}"
         else:
             log.debug("Kafka: %s", error.str())
 
     def _report(self, error: KafkaError | None, message: Message) -> None:
         """Delivery report of a plain write (one bound method: no closure per record)."""
+        if self._requeued(error, message, self._report):
+            return
+        self._delivered(error)
+
+    def _delivered(self, error: KafkaError | None) -> None:
         self._full = False  # a record left the queue: there is room again
+        self._progress_at = time.monotonic()
         if error is None:
             self._stats["delivered"] += 1
+            self._stuck = None
         else:
             self._failed(error)
 
@@ -265,7 +392,9 @@ class KafkaTransport(Transport):
         """A delivery report that also tells the caller (results: commit once durable)."""
 
         def report(error: KafkaError | None, message: Message) -> None:
-            self._report(error, message)
+            if self._requeued(error, message, report):
+                return
+            self._delivered(error)
             on_delivery(None if error is None else TransportError(f"Kafka: {error.str()}"))
 
         return report
@@ -285,8 +414,11 @@ class KafkaTransport(Transport):
             except BufferError:
                 pass
             except KafkaException as exc:
-                raise TransportError(f"Kafka at {self.bootstrap}: {exc.args[0].str()}") from None
+                if not exc.args[0].fatal():
+                    raise TransportError(f"Kafka at {self.bootstrap}: {exc.args[0].str()}") from None
+                self._recreate(producer, f"fatal error: {exc.args[0].str()}")  # then once more, below
         deadline = time.monotonic() + (0.0 if self._full else self.options.publish_timeout)
+        recreated = False
         while True:
             producer = self.producer()
             try:
@@ -301,6 +433,10 @@ class KafkaTransport(Transport):
                     raise self._busy(producer) from None
                 time.sleep(0.01)  # the poller frees the queue as deliveries complete
             except KafkaException as exc:
+                if exc.args[0].fatal() and not recreated:
+                    self._recreate(producer, f"fatal error: {exc.args[0].str()}")
+                    recreated = True
+                    continue
                 raise TransportError(f"Kafka at {self.bootstrap}: {exc.args[0].str()}") from None
 
     def saturated(self) -> TransportBusy | None:
@@ -514,6 +650,8 @@ class KafkaTransport(Transport):
         if self._producer is None:
             return Health(False, f"Kafka at {self.bootstrap}: not connected in this process")
         health = self._health.get()
+        if self._stuck is not None:
+            return Health(False, self._stuck, health.since)
         failures = self._stats["delivery_failures"]
         if failures:
             health.detail += f"; {failures} record(s) failed delivery in this process, last: {self._last_failure}"
@@ -521,7 +659,8 @@ class KafkaTransport(Transport):
 
     def stats(self) -> dict[str, Any]:
         pending = len(self._producer) if self._producer is not None and self._pid == os.getpid() else 0
-        return {**self._stats, "pending": pending}
+        return {**self._stats, "pending": pending, "queue_stuck": int(self._stuck is not None),
+                "log_lines_held_back": self.quiet.held_back}
 
     def close(self, timeout: float = 5.0) -> None:
         if self._pid != os.getpid():
@@ -591,6 +730,7 @@ class KafkaFollower(Follower):
     def __init__(self, transport: KafkaTransport, asset_uuid: str, *, skip_own_writes: bool = False) -> None:
         self._key = asset_uuid.encode("utf-8")
         self._origin = transport.origin if skip_own_writes else None
+        self._transport = transport
         self._closed = False
         self._consumer = transport._consumer()
         tp = TopicPartition(transport.topic, transport.partition_of(asset_uuid))
@@ -598,7 +738,8 @@ class KafkaFollower(Follower):
         # could be after a result we are about to wait for.
         _, high = self._consumer.get_watermark_offsets(tp, timeout=10.0, cached=False)
         self._consumer.assign([TopicPartition(tp.topic, tp.partition, high if high >= 0 else OFFSET_END)])
-        self._position = max(high, 0)
+        self._tp, self._position = tp, max(high, 0)
+        self._end_watch = EndWatch(lambda: transport.end_offset(tp.partition))
 
     @property
     def position(self) -> int:
@@ -608,10 +749,13 @@ class KafkaFollower(Follower):
         if self._closed:
             return []
         records = []
-        for message in _fetch(self._consumer, timeout):
+        messages = _fetch(self._consumer, timeout)
+        if not any(m.error() is None for m in messages):  # idle (error events aside)
+            self._check_end()
+        for message in messages:
             if message.error():
                 continue
-            self._position = max(self._position, message.offset() + 1)
+            self._position = message.offset() + 1
             if message.key() != self._key:
                 continue
             if self._origin is not None and _header(message, ORIGIN_HEADER) == self._origin:
@@ -621,6 +765,23 @@ class KafkaFollower(Follower):
             except RecordError:
                 continue
         return records
+
+    def _check_end(self) -> None:
+        """Following a recreated topic: its partition holds only records written since, so
+        all of them are read (from its beginning), not only those after an old position."""
+        end = self._end_watch.beyond(self._consumer, self._tp, self._position)
+        if end is None:
+            return
+        try:
+            low, _ = self._consumer.get_watermark_offsets(self._tp, timeout=2.0, cached=False)
+        except KafkaException:
+            low = 0  # a recreated partition starts at 0
+        log.error("topic %r partition %d ends at offset %d, before the followed position %d: recreated or "
+                  "truncated; following it from offset %d", self._tp.topic, self._tp.partition, end,
+                  self._position, max(low, 0))
+        self._consumer.seek(TopicPartition(self._tp.topic, self._tp.partition, max(low, 0)))
+        self._position = max(low, 0)
+        self._transport.log_reset(f"topic {self._tp.topic!r} partition {self._tp.partition}")
 
     def close(self) -> None:
         if not self._closed:
@@ -647,6 +808,7 @@ class _PartitionReader(CommandReader):
         self._last_batch = 0
         self.received: dict[int, int] = {}  # records fetched per partition, for tests and status
         self._consumer: Consumer | None = None
+        self._end_watch = EndWatch(lambda: self._transport.end_offset(self._partition))
 
     @property
     def owns(self) -> bool:
@@ -680,13 +842,17 @@ class _PartitionReader(CommandReader):
             if error is not None:
                 if error.fatal():
                     raise TransportError(f"Kafka consumer failed: {error.str()}")
-                if error.code() != KafkaError._PARTITION_EOF:
+                if error.code() in _CONNECTION_CODES:
+                    self._transport.quiet.connection_error(error.str())
+                elif error.code() != KafkaError._PARTITION_EOF:
                     log.warning("Kafka consumer: %s", error.str())
                 continue
             partition = message.partition()
             self.received[partition] = self.received.get(partition, 0) + 1
             if not self._owns or partition != self._partition:
                 continue
+            if message.offset() < self._position:  # the client reset itself (offset out of range)
+                self._reset(message.offset(), f"went back to offset {message.offset()}")
             self._position = message.offset() + 1
             raw_key = message.key()
             if raw_key != self._key_bytes:  # another asset's record: count it, never decode it
@@ -703,7 +869,37 @@ class _PartitionReader(CommandReader):
             except RecordError as exc:
                 entries.append(LogEntry(message.offset(), self._key, None, str(exc)))
         self._last_batch = len(messages)
+        if self._owns and not any(m.error() is None for m in messages):  # idle (error events aside)
+            self._check_end()
         return entries
+
+    def _check_end(self) -> None:
+        """A committed or read position beyond the partition's end (topic recreated or truncated).
+
+        The documented rule: resume from the partition's end as it is now, and
+        commit it; what lies before was either answered already or belongs to
+        a log that no longer exists, so nothing is run again. The generation
+        moves on, so that the runtime forgets the positions of the old log.
+        """
+        assert self._consumer is not None
+        tp = TopicPartition(self._topic, self._partition)
+        end = self._end_watch.beyond(self._consumer, tp, self._position)
+        if end is not None:
+            self._reset(end, f"ends at offset {end}")
+            self._consumer.seek(TopicPartition(self._topic, self._partition, end))
+
+    def _reset(self, offset: int, what: str) -> None:
+        """Continue from ``offset`` of a log that is not the one the old positions counted in."""
+        assert self._consumer is not None
+        log.error("the %s log of %s (topic %r partition %d) %s, before this reader's position %d: the topic "
+                  "was recreated or truncated; resuming from offset %d, nothing before it is run",
+                  "update" if self._attributes else "command", self._key, self._topic, self._partition, what,
+                  self._position, offset)
+        self._transport._stats["position_resets"] += 1
+        self._transport.log_reset(f"topic {self._topic!r} partition {self._partition}")
+        self._consumer.commit(offsets=[TopicPartition(self._topic, self._partition, offset)], asynchronous=False)
+        self._position = self._committed = offset
+        self._generation += 1
 
     def caught_up(self) -> bool:
         """The last fetch drained what was buffered and reached the watermark read now.

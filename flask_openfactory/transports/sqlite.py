@@ -22,6 +22,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 import weakref
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -42,6 +43,7 @@ from .base import (
     TransportOptions,
 )
 from .locks import HostLock, Membership, lock_path, membership_base
+from .sqlite_guard import FileGuard, Identity, ensure_log_id
 
 T = TypeVar("T")
 
@@ -75,12 +77,14 @@ _SCHEMA = (
 
 
 class _Connection:
-    """A connection tagged with the process that opened it (weakly referenceable)."""
+    """A connection tagged with the process that opened it (weakly referenceable),
+    the file it was opened on and the guard's epoch at that time."""
 
-    __slots__ = ("conn", "pid", "__weakref__")
+    __slots__ = ("conn", "pid", "identity", "epoch", "__weakref__")
 
-    def __init__(self, conn: sqlite3.Connection, pid: int) -> None:
-        self.conn, self.pid = conn, pid
+    def __init__(self, conn: sqlite3.Connection, pid: int, epoch: int = 0) -> None:
+        self.conn, self.pid, self.epoch = conn, pid, epoch
+        self.identity: Identity | None = None
 
 
 class _Wakeup:
@@ -175,18 +179,18 @@ def check_location(path: str) -> None:
     """Fail early on a path SQLite could never use, without creating anything.
 
     The directory must be writable, not only the file: WAL mode and the
-    command reader lock files create files next to the database.
+    command reader lock files create files next to the database. A folder or
+    file that exists but is read-only now is a fault the guard reports (503,
+    readiness) and heals from, not a configuration error.
     """
     if os.path.isdir(path):
         raise ConfigurationError(f"sqlite database path {path} is a directory; name a file inside it")
-    if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
-        raise ConfigurationError(f"sqlite database {path} exists but is not readable and writable")
     existing = os.path.dirname(path)
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         raise ConfigurationError(f"cannot create sqlite database {path}: {existing} is not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
+    if existing != os.path.dirname(path) and not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigurationError(
             f"cannot use sqlite database {path}: directory {existing} is not writable"
         )
@@ -217,31 +221,65 @@ class SqliteTransport(Transport):
         self._failed = 0
         self._health = HealthTracker()
         self._children: "weakref.WeakSet[SqliteFollower | SqliteCommandReader]" = weakref.WeakSet()
+        self.guard = FileGuard(self.path)
+        self._guard_pid = os.getpid()
 
     # connections
 
-    def _conn(self) -> sqlite3.Connection:
-        """This thread's connection in this process, opened on first use."""
+    def _guard(self) -> FileGuard:
+        """This process's guard: a child judges the file afresh (its parent's view is not its own)."""
+        if self._guard_pid != os.getpid():
+            self.guard, self._guard_pid = FileGuard(self.path), os.getpid()
+        return self.guard
+
+    def _holder(self) -> _Connection:
+        """This thread's connection in this process, opened on first use and after the file changed.
+
+        Raises LogFault while the file is deleted, replaced, corrupt or read-only.
+        """
         if self._closed:
             raise TransportError(f"sqlite transport {self.path} is closed")
+        guard = self._guard()
+        fault = guard.verify()
+        if fault is not None:
+            raise fault.again()
         holder: _Connection | None = getattr(self._local, "holder", None)
         pid = os.getpid()
-        if holder is None or holder.pid != pid:
+        if holder is None or holder.pid != pid or holder.epoch != guard.epoch:
             if holder is not None:
-                _inherited.append(holder)  # from a parent process: keep it alive, never close it
+                self._retire(holder, guard)
+            self._local.holder = None
             holder = self._open(pid)
             self._local.holder = holder
-        return holder.conn
+        return holder
+
+    def _conn(self) -> sqlite3.Connection:
+        return self._holder().conn
+
+    @staticmethod
+    def _retire(holder: _Connection, guard: FileGuard) -> None:
+        """Close a connection of an earlier epoch; one on a file that is no longer the log is kept,
+        unused: closing it would checkpoint into that file and delete the ``-wal`` by name."""
+        if holder.pid == os.getpid() and holder.identity is not None and holder.identity == guard.identity:
+            try:
+                holder.conn.close()
+            except sqlite3.Error:
+                pass
+        else:
+            _inherited.append(holder)
 
     def _open(self, pid: int) -> _Connection:
+        guard = self._guard()
+        mode = "rwc" if guard.may_create() else "rw"
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             conn = sqlite3.connect(
-                self.path, timeout=max(self.options.publish_timeout, 0.0), isolation_level=None
+                f"file:{urllib.parse.quote(self.path)}?mode={mode}", uri=True,
+                timeout=max(self.options.publish_timeout, 0.0), isolation_level=None,
             )
         except (OSError, sqlite3.Error) as exc:
-            raise TransportError(f"cannot open sqlite database {self.path}: {exc}") from exc
-        holder = _Connection(conn, pid)
+            raise guard.failed(exc) or TransportError(f"cannot open sqlite database {self.path}: {exc}") from exc
+        holder = _Connection(conn, pid, guard.epoch)
         with _registry_lock:
             _connections.add(holder)
         try:
@@ -252,12 +290,16 @@ class SqliteTransport(Transport):
                     "is it on a network file system?"
                 )
             conn.execute("PRAGMA synchronous=NORMAL")
-            if self._schema_pid != pid:
-                self._transaction(conn, _create_schema, "create the schema")
+            guard.admit(conn)
+            if self._schema_pid != pid or guard.identity is None:
+                log_id = self._transaction(conn, _create_schema, "create the schema")
                 self._schema_pid = pid
+            else:
+                log_id = guard.log_id or ""
+            holder.identity = guard.adopt(log_id)
         except sqlite3.Error as exc:
             conn.close()
-            raise TransportError(f"cannot set up sqlite database {self.path}: {exc}") from exc
+            raise guard.failed(exc) or TransportError(f"cannot set up sqlite database {self.path}: {exc}") from exc
         except BaseException:
             conn.close()
             raise
@@ -314,19 +356,25 @@ class SqliteTransport(Transport):
         return self._retry(attempt, conn, what)
 
     def _write(self, work: Callable[[sqlite3.Connection], T], what: str) -> T:
-        conn = self._conn()
+        """One transaction, acknowledged only if the file it went to is still the log at the path."""
+        holder = self._holder()
         try:
-            return self._transaction(conn, work, what)
+            result = self._transaction(holder.conn, work, what)
         except TransportError:
             raise
         except sqlite3.Error as exc:
-            raise TransportError(f"sqlite database {self.path}: cannot {what}: {exc}") from exc
+            fault = self._guard().failed(exc)
+            raise TransportError(f"sqlite database {self.path}: cannot {what}: {fault or exc}") from exc
+        self._guard().confirm(holder.identity)
+        return result
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        conn = self._conn()
         try:
-            return self._conn().execute(sql, params).fetchall()
+            return conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
-            raise TransportError(f"sqlite database {self.path}: cannot read: {exc}") from exc
+            fault = self._guard().failed(exc)
+            raise TransportError(f"sqlite database {self.path}: cannot read: {fault or exc}") from exc
 
     def _wakeup(self) -> _Wakeup:
         return _wakeup_for(self.path)
@@ -476,8 +524,17 @@ class SqliteTransport(Transport):
         return self.health()
 
     def health(self) -> Health:
+        """Reads the log's end, looks at the file (identity, writability) and, every
+        QUICK_CHECK_EVERY seconds, checks its integrity."""
         try:
+            guard = self._guard()
+            fault = guard.verify(force=True)
+            if fault is not None:
+                raise fault.again()
             end = self._end()
+            fault = guard.integrity(self._conn())
+            if fault is not None:
+                raise fault.again()
         except TransportError as exc:
             self._health.set(False, str(exc))
         else:
@@ -485,8 +542,11 @@ class SqliteTransport(Transport):
         return self._health.get()
 
     def stats(self) -> dict[str, Any]:
+        guard = self._guard()
+        fault = guard.fault
         with self._counters_lock:
-            return {"path": self.path, "published": self._published, "failed": self._failed}
+            return {"path": self.path, "published": self._published, "failed": self._failed,
+                    "faults": guard.faults, "fault": fault.kind if fault is not None else None}
 
     def close(self, timeout: float = 5.0) -> None:
         """Release this transport's readers (their locks) and this thread's connection.
@@ -505,9 +565,11 @@ class SqliteTransport(Transport):
             holder.conn.close()
 
 
-def _create_schema(conn: sqlite3.Connection) -> None:
+def _create_schema(conn: sqlite3.Connection) -> str:
+    """The tables, and the log's id (created with the log)."""
     for statement in _SCHEMA:
         conn.execute(statement)
+    return ensure_log_id(conn)
 
 
 class SqliteFollower(Follower):
