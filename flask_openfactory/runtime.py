@@ -782,6 +782,10 @@ class AssetRuntime:
         stays in the log), ``CallConflict`` for an id used by another call.
         """
         self._check_process()
+        health = self.transport.health()
+        if not health.ok:
+            raise TransportError(f"the asset's log is unreachable ({health.detail}): the call was not "
+                                 "written and did not run; retry when /ofa/ready answers 200")
         if not self._started:
             raise TransportError(f"the OpenFactory runtime of {self.asset_uuid!r} is not started in this "
                                  f"process (pid {os.getpid()}): a call needs it to follow the log for the result")
@@ -799,10 +803,6 @@ class AssetRuntime:
             busy = self.transport.saturated()
             if busy is not None:
                 raise busy  # refused before anything was written
-            health = self.transport.health()
-            if not health.ok:
-                raise TransportError(f"the asset's log is unreachable ({health.detail}): the call was not "
-                                     "written and did not run; retry when /ofa/ready answers 200")
             self._publish(command_record(self.asset_uuid, name, envelope))
         budget = self.settings.call_wait if wait is None else wait
         result = self.calls.wait(cid, budget)

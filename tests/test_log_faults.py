@@ -124,9 +124,11 @@ def test_deleted_file_is_named_everywhere_nothing_acknowledged_and_put_back_heal
 
     shutil.copy(tmp_path / "good-copy.sqlite3", db)
     restored_at = time.monotonic()
-    for worker in workers:
+    for worker in workers:  # each worker healed on its own (ready again); calls go through the executor
         with server.only(worker):
-            wait_for(lambda: call(server, 7).status_code == 200, 10, f"worker {worker} to take calls again")
+            wait_for(lambda: server.get("/ofa/ready").status_code == 200, 10, f"worker {worker} to be ready again")
+    for _ in workers:
+        wait_for(lambda: call(server, 7).status_code == 200, 10, "a call to be taken again")
     print(f"every worker took calls again {time.monotonic() - restored_at:.2f} s after the file was put back")
     assert set(server.worker_pids()) == set(workers), "a worker was restarted"
     moves = [r.value for r in log_records(db, asset) if r.id == "position_x"]
@@ -165,9 +167,10 @@ def test_corrupt_file_at_start_refuses_writes_and_says_so(servers: ServerPool, t
 
     shutil.copy(tmp_path / "good-copy.sqlite3", db)  # a good copy put back heals the running server
     restored_at = time.monotonic()
-    for worker in workers:
+    for worker in workers:  # each worker healed on its own (ready again); calls go through the executor
         with server.only(worker):
-            wait_for(lambda: call(server, 3).status_code == 200, 10, f"worker {worker} to take calls again")
+            wait_for(lambda: server.get("/ofa/ready").status_code == 200, 10, f"worker {worker} to be ready again")
+    assert call(server, 3).status_code == 200
     print(f"every worker took calls again {time.monotonic() - restored_at:.2f} s after a good copy was put back")
 
 
