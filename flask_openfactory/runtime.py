@@ -472,6 +472,8 @@ class AssetRuntime:
         assert membership is not None
         marker = f"{self._deployment} {self._identity_digest()}"
         with membership.exclusive(DEPLOYMENT_LOCK_SECONDS):
+            # Before this process serves a call: a first executor never starts past one.
+            self.transport.mark_start(self.asset_uuid, self.settings.group)
             membership.join()
             if self.settings.execute_commands and self._eligible():
                 membership.stand()

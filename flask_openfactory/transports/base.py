@@ -253,6 +253,13 @@ class Transport(ABC):
     @abstractmethod
     def command_reader(self, asset_uuid: str, group: str) -> CommandReader: ...
 
+    def mark_start(self, asset_uuid: str, group: str) -> None:
+        """Give a group that never committed its first position: the log's end, now.
+
+        Called at start, before the process serves anything: a call written
+        after it is never skipped by a first executor that starts "at the end".
+        """
+
     @abstractmethod
     def end_position(self, asset_uuid: str) -> int:
         """Where the asset's log ends now, as a ``Follower.position`` to wait for.

@@ -563,6 +563,20 @@ class KafkaTransport(Transport):
     def follow(self, asset_uuid: str, *, skip_own_writes: bool = False) -> Follower:
         return KafkaFollower(self, asset_uuid, skip_own_writes=skip_own_writes)
 
+    def mark_start(self, asset_uuid: str, group: str) -> None:
+        partition = self.partition_of(asset_uuid)
+        tp = TopicPartition(self.topic, partition)
+        consumer = self._consumer(**{"group.id": group})
+        try:
+            if consumer.committed([tp], timeout=10.0)[0].offset < 0:
+                end = self.end_offset(partition)
+                consumer.commit(offsets=[TopicPartition(self.topic, partition, end)], asynchronous=False)
+        except KafkaException as exc:
+            raise TransportError(f"Kafka at {self.bootstrap}: cannot mark the start of the command log of "
+                                 f"{asset_uuid}: {exc.args[0].str()}") from None
+        finally:
+            consumer.close()
+
     def end_position(self, asset_uuid: str) -> int:
         """The partition's high watermark, asked of the broker (one round trip).
 

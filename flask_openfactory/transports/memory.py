@@ -207,6 +207,10 @@ class MemoryTransport(Transport):
     def command_reader(self, asset_uuid: str, group: str) -> CommandReader:
         return MemoryCommandReader(self.log, asset_uuid, group)
 
+    def mark_start(self, asset_uuid: str, group: str) -> None:
+        with self.log.changed:
+            self.log.committed.setdefault((group, asset_uuid), len(self.log.entries) - 1)
+
     def end_position(self, asset_uuid: str) -> int:
         with self.log.changed:
             return len(self.log.entries)

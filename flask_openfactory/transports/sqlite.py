@@ -474,6 +474,9 @@ class SqliteTransport(Transport):
         self._children.add(follower)
         return follower
 
+    def mark_start(self, asset_uuid: str, group: str) -> None:
+        self._claim_start(group, asset_uuid)
+
     def end_position(self, asset_uuid: str) -> int:
         return self._end()
 
