@@ -3,6 +3,7 @@
 from flask_openfactory.gunicorn_conf import (  # noqa: F401  (gunicorn reads these names)
     bind,
     graceful_timeout,
+    logconfig_dict,
     on_exit,
     post_worker_init,
     worker_exit,

@@ -4,8 +4,9 @@ Use as the whole config (``gunicorn -c python:flask_openfactory.gunicorn_conf
 wsgi:app``) or import the hooks into your own ``gunicorn.conf.py``:
 ``from flask_openfactory.gunicorn_conf import post_worker_init, worker_exit, on_exit``.
 
-* ``post_worker_init``: the worker starts its runtime at once, so an idle
-  worker still takes part in executing commands.
+* ``post_worker_init``: the worker starts its runtime at once (in the
+  background: the worker serves its health probe meanwhile, even with the
+  broker away), so an idle worker still takes part in executing commands.
 * ``worker_exit``: graceful stop (command in flight finishes, result
   delivered, offsets committed, flush) without publishing ``UNAVAILABLE``:
   availability belongs to the server, not to one worker.
@@ -19,11 +20,17 @@ import logging
 import os
 from typing import Any
 
+from .logs import gunicorn_logconfig
+
 log = logging.getLogger("flask_openfactory.gunicorn")
 
 # Defaults for a config module used as is; a user's own config sets its own.
 bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{os.environ.get('PORT') or '4000'}"
-graceful_timeout = 30
+# Below the 10 s stop grace period of Docker and Swarm: the workers stop within 80 % of it,
+# then the master publishes avail=UNAVAILABLE (ON_EXIT_BUDGET) before the orchestrator's SIGKILL.
+graceful_timeout = 5
+# OPENFACTORY_LOG_FORMAT=json: the master's and workers' own lines are JSON objects too.
+logconfig_dict = gunicorn_logconfig() if os.environ.get("OPENFACTORY_LOG_FORMAT", "").strip() == "json" else {}
 ON_EXIT_BUDGET = 3.0  # seconds the master spends publishing avail=UNAVAILABLE after its workers
 
 
@@ -56,10 +63,8 @@ def post_worker_init(worker: Any) -> None:
         level = str(states[0].runtime_config.get("OPENFACTORY_LOG_LEVEL", "INFO")).upper()
         route_to(list(error_log.handlers), level)  # gunicorn's format carries the pid
     for state in states:
-        try:
-            state.runtime.start()
-        except Exception:
-            log.exception("worker %s: runtime did not start; the first request will retry", os.getpid())
+        state.starter.at_boot = True
+        state.starter.kick()  # retries on its own while the broker is away
 
 
 def worker_exit(server: Any, worker: Any) -> None:

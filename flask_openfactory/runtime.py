@@ -35,7 +35,7 @@ from .commands import (
 )
 from .dispatch import DispatchSettings, Dispatcher
 from .duties import Duties, Runner, stop_runners
-from .logs import AssetLog
+from .logs import AssetLog, log_method_error
 from .methods import MethodSpec
 from .metrics import MethodResults
 from .protocol import METHOD, Record, format_timestamp, validate_identifier
@@ -208,6 +208,16 @@ class AssetRuntime:
         return self._pid == os.getpid() and self._started
 
     @property
+    def stopped(self) -> bool:
+        """``stop()`` ran in this process since the last start."""
+        return self._pid == os.getpid() and self._stopped
+
+    @property
+    def transport_created(self) -> bool:
+        """Whether this process opened the transport already (it can no longer be replaced)."""
+        return self._pid == os.getpid() and self._transport is not None
+
+    @property
     def transport(self) -> Transport:
         """This process's transport, created on first use."""
         transport = self._transport
@@ -274,7 +284,7 @@ class AssetRuntime:
                 methods=lambda: self._methods,
                 context=self._context,
                 counters=self.counters,
-                on_ownership=self._duties.ownership if self._duties is not None else None,
+                on_ownership=self._ownership_changed,
             )
             if self._duties is not None:
                 self._duties.start()
@@ -282,6 +292,15 @@ class AssetRuntime:
         self._watchers = self._subscription_runners(every_worker=True)
         for watcher in self._watchers:
             watcher.start()
+
+    def _ownership_changed(self, owns: bool) -> None:
+        """One line per lifecycle event; the duties follow the command log."""
+        if owns:
+            self.log.info("executing commands here")
+        else:
+            self.log.info("handed over: no longer executing commands here")
+        if self._duties is not None:
+            self._duties.ownership(owns)
 
     def _executor_runners(self) -> list[Runner]:
         """Built each time this process takes the executor role (in the duties thread)."""
@@ -519,7 +538,7 @@ class AssetRuntime:
         try:
             value = spec.func(**kwargs)
         except Exception as exc:
-            self.log.error("method %s (%s) raised %s: %s", name, cid, type(exc).__name__, exc, exc_info=exc)
+            log_method_error(self.log, name, cid, exc)
             result = CommandResult(name, cid, sender_uuid, ERROR, error=f"{type(exc).__name__}: {exc}",
                                    duration_ms=(time.monotonic() - started) * 1000.0)
         else:
