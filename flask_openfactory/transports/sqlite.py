@@ -74,12 +74,23 @@ _SCHEMA = (
 
 
 class _Connection:
-    """A connection tagged with the process that opened it (weakly referenceable)."""
+    """A connection tagged with the process that opened it (weakly referenceable).
+
+    Closed when its thread ends (the thread-local drops it) or its transport
+    goes: only in the process that opened it, never a parent's handle.
+    """
 
     __slots__ = ("conn", "pid", "__weakref__")
 
     def __init__(self, conn: sqlite3.Connection, pid: int) -> None:
         self.conn, self.pid = conn, pid
+
+    def __del__(self) -> None:
+        if self.pid == os.getpid():
+            try:
+                self.conn.close()
+            except Exception:  # interpreter shutdown, or closed already
+                pass
 
 
 class _Wakeup:
@@ -235,8 +246,9 @@ class SqliteTransport(Transport):
     def _open(self, pid: int) -> _Connection:
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            conn = sqlite3.connect(
-                self.path, timeout=max(self.options.publish_timeout, 0.0), isolation_level=None
+            conn = sqlite3.connect(  # used by one thread; closed by whichever drops it last
+                self.path, timeout=max(self.options.publish_timeout, 0.0), isolation_level=None,
+                check_same_thread=False,
             )
         except (OSError, sqlite3.Error) as exc:
             raise TransportError(f"cannot open sqlite database {self.path}: {exc}") from exc
