@@ -24,7 +24,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import settings as config_keys
 from .attributes import Attribute
-from .logs import configure_format
+from .logs import configure_format, route_to
 from .methods import MethodSpec
 from .runtime import AssetRuntime
 from .subscriptions import SubscriptionSpec
@@ -94,6 +94,9 @@ class OpenFactoryState:
         if self.runtime.started:
             return
         if self.starter.kick() and not self.starter.at_boot and not self.testing:
+            if "gunicorn.arbiter" in sys.modules:  # no hooks routed our lines: gunicorn's error log
+                route_to(list(logging.getLogger("gunicorn.error").handlers),
+                         str(self.runtime_config.get("OPENFACTORY_LOG_LEVEL", "INFO")).upper())
             _warn_started_on_request(self.runtime.asset_uuid, request.method, request.path)
         if request.endpoint in PROBE_ENDPOINTS or self.starter.wait(START_WAIT):
             return

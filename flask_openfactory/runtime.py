@@ -614,6 +614,9 @@ class AssetRuntime:
         commands = self._commands_check()
         if commands is not None:
             checks["commands"] = commands
+        duties = self._duties
+        if duties is not None and duties.error is not None:
+            checks["duties"] = self._stamp("duties", False, duties.error)
         return checks
 
     def _commands_check(self) -> Health | None:

@@ -184,6 +184,8 @@ def test_a_missing_config_value_is_logged_and_the_app_still_serves(url: str, tmp
         wait_for(lambda: "could not start" in caplog.text, what="the error logged")
         assert "NO_SUCH_KEY" in caplog.text
         assert app.test_client().get("/ofa/attributes").status_code == 200
+        ready = app.test_client().get("/ofa/ready")  # what the API shows is true: nothing runs
+        assert ready.status_code == 503 and "NO_SUCH_KEY" in ready.json["checks"]["duties"]["detail"]
     finally:
         runtime.stop()
 
