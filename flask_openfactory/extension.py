@@ -107,7 +107,7 @@ class OpenFactoryState:
                   f"{self.runtime.start_error or 'starting'}", headers={"Retry-After": str(RETRY_AFTER)})
 
 
-START_WAIT = 5.0  # seconds a request waits for the runtime's first start attempt
+START_WAIT = 2.0  # seconds a request waits for the first start attempt (memory, sqlite, a live broker: less)
 RETRY_AFTER = 5  # seconds, told to a client refused while the runtime cannot start
 
 

@@ -145,6 +145,7 @@ class AssetRuntime:
         self.counters: Counter[str] = Counter()
         self.method_results = MethodResults()  # results seen on the log, for metrics
         self._check_states: dict[str, tuple[Any, float]] = {}  # readiness check -> (state, since)
+        self._checks_lock = threading.Lock()  # not self._lock: a probe never waits on a slow start
         self.started_at: float | None = None
         self.start_error: str | None = None
 
@@ -636,7 +637,7 @@ class AssetRuntime:
         the start time) gives ``since``; otherwise the first sighting counts.
         """
         key = (ok, state)
-        with self._lock:
+        with self._checks_lock:
             seen = self._check_states.get(name)
             if seen is None or seen[0] != key:
                 seen = self._check_states[name] = (key, time.time() if since is None else since)
