@@ -167,6 +167,7 @@ class _Starter:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._attempted = threading.Event()  # the current thread's first attempt ended
+        self._waited_out = False  # a request waited for the attempt in vain: the next ones do not
         self._permanent = False  # a ConfigurationError: retrying cannot help
 
     def kick(self) -> bool:
@@ -177,16 +178,16 @@ class _Starter:
             first = self._thread is None
             if not first and (self._thread.is_alive() or self._permanent):  # type: ignore[union-attr]
                 return False
-            self._attempted = threading.Event()
+            self._attempted, self._waited_out = threading.Event(), False
             self._thread = threading.Thread(target=self._run, args=(self._attempted, first),
                                             name="ofa-start", daemon=True)
             self._thread.start()
             return first
 
     def wait(self, timeout: float) -> bool:
-        """Wait for the first attempt to end; True when the runtime is started."""
-        if self._pid == os.getpid():
-            self._attempted.wait(timeout)
+        """Wait for the first attempt to end (one request in vain at most); True when started."""
+        if self._pid == os.getpid() and not self._waited_out and not self._attempted.wait(timeout):
+            self._waited_out = True
         return self._runtime.started
 
     def _run(self, attempted: threading.Event, first: bool) -> None:

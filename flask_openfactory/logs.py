@@ -62,17 +62,30 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+class _JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The one handler the library adds itself, and only for ``json``."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.setFormatter(JsonFormatter())
+
+
 def configure_format(fmt: str) -> None:
-    """``json``: the hierarchy's lines as JSON objects on stderr (or gunicorn's handlers, see route_to)."""
+    """``json``: the hierarchy's lines as JSON objects on stderr (or gunicorn's handlers, see route_to).
+
+    Process-wide, like the logging module: the last app initialised decides.
+    """
     global _format
     _format = fmt
     logger = logging.getLogger(LOGGER)
+    ours = [h for h in logger.handlers if isinstance(h, _JsonHandler)]
     if fmt != "json":
+        if ours:
+            logger.handlers = [h for h in logger.handlers if h not in ours]
+            logger.propagate = not logger.handlers
         return
-    if not any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(JsonFormatter())
-        logger.handlers = [handler]
+    if not logger.handlers:
+        logger.handlers = [_JsonHandler()]
         logger.propagate = False
 
 
