@@ -20,6 +20,8 @@ from flask_openfactory import AssetBlueprint, ConfigurationError, FlaskOpenFacto
 from flask_openfactory.testing import OpenFactoryTester, runtime_of
 from gunicorn_server import GUNICORN, free_port, server_env, wait_for
 
+pytest_plugins = ["pytester"]
+
 PLATFORM_ENV = {
     "APP_UUID": "OVEN-7",
     "KAFKA_BROKER": "broker-1:9092,broker-2:9092",
@@ -274,3 +276,50 @@ def test_json_log_format_is_one_object_per_line(tmp_path: Path) -> None:
     assert all(e["asset_uuid"] == "JSON-1" and e["pid"] > 0 for e in entries if e["logger"] != "flask_openfactory")
     (bug,) = [e for e in entries if e["level"] == "ERROR"]
     assert "RuntimeError: a bug in the method" in bug["traceback"]
+
+
+def test_json_logs_under_gunicorn_are_one_object_per_line_master_included(tmp_path: Path) -> None:
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "jsonapp.py").write_text(
+        "import sys; sys.path.insert(0, %r)\nfrom test_platform import make_app\n" % str(Path(__file__).parent))
+    port = free_port()
+    log = tmp_path / "gunicorn.log"
+    env = server_env({"OPENFACTORY_LOG_FORMAT": "json", "APP_UUID": "JSON-2",
+                      "FLASK_OPENFACTORY_TRANSPORT_URL": f"sqlite:///{tmp_path / 'log.sqlite3'}"})
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([GUNICORN, "--no-control-socket", "-b", f"127.0.0.1:{port}", "-w", "2",
+                                 "-c", "python:flask_openfactory.gunicorn_conf",
+                                 "jsonapp:make_app(OPENFACTORY_TRANSPORT_URL=%r)" % f"sqlite:///{tmp_path / 'db.sqlite3'}"],
+                                cwd=app_dir, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "executing commands here" in log.read_text(errors="replace"), 30, "a worker executing")
+        requests.post(f"http://127.0.0.1:{port}/ofa/methods/heat", json={"setpoint": 400}, timeout=10)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    entries = [json.loads(line) for line in log.read_text().splitlines()]  # every line is one JSON object
+    messages = [e["message"] for e in entries]
+    assert any(m.startswith("Starting gunicorn") for m in messages)  # the master's own lines too
+    assert any("answered ERROR: ValueError" in m for m in messages)
+    assert sum(m == "executing commands here" for m in messages) == 1
+    assert all(e.get("asset_uuid") == "JSON-2" for e in entries if e["logger"].startswith("flask_openfactory."))
+
+
+def test_the_plugin_refuses_an_app_whose_factory_used_its_log(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(eager="""
+        from flask import Flask
+        from flask_openfactory import FlaskOpenFactory
+
+        def create_app():
+            app = Flask(__name__)
+            app.config["OPENFACTORY_TRANSPORT_URL"] = "sqlite:///" + __file__ + ".sqlite3"
+            ofa = FlaskOpenFactory(app)
+            ofa.runtime(app).transport  # opened in the factory: too late to isolate the tests
+            return app
+    """)
+    pytester.makefile(".ini", pytest="[pytest]\nopenfactory_app = eager:create_app\n")
+    pytester.makepyfile(test_eager="def test_it(ofa):\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*the factory used the asset's log*memory:// transport in the testing config*"])

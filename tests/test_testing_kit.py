@@ -73,7 +73,6 @@ def test_every_fixture_and_a_conftest_override(pytester: pytest.Pytester) -> Non
     pytester.makeconftest("""
         import pytest
         import demo
-from readme import section_blocks
 
         @pytest.fixture
         def ofa_app():

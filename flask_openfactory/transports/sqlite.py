@@ -74,22 +74,32 @@ _SCHEMA = (
 
 
 class _Connection:
-    """A connection tagged with the process that opened it (weakly referenceable).
+    """A connection tagged with the process and thread that opened it (weakly referenceable)."""
 
-    Closed when its thread ends (the thread-local drops it) or its transport
-    goes: only in the process that opened it, never a parent's handle.
-    """
-
-    __slots__ = ("conn", "pid", "__weakref__")
+    __slots__ = ("conn", "pid", "thread", "__weakref__")
 
     def __init__(self, conn: sqlite3.Connection, pid: int) -> None:
         self.conn, self.pid = conn, pid
+        self.thread = weakref.ref(threading.current_thread())
 
-    def __del__(self) -> None:
-        if self.pid == os.getpid():
+    @property
+    def thread_ended(self) -> bool:
+        thread = self.thread()
+        return thread is None or not thread.is_alive()
+
+
+def _close_connections(holders: list[_Connection], *, only_ended: bool = False) -> None:
+    """Close this process's connections (never a parent's handle): all, or those whose thread ended.
+
+    Explicit, because the garbage collector finalizes a cycle's objects in no
+    set order and Python 3.13 warns about a connection deallocated unclosed.
+    """
+    for holder in list(holders):
+        if holder.pid == os.getpid() and (not only_ended or holder.thread_ended):
+            holders.remove(holder)
             try:
-                self.conn.close()
-            except Exception:  # interpreter shutdown, or closed already
+                holder.conn.close()
+            except sqlite3.Error:
                 pass
 
 
@@ -227,6 +237,11 @@ class SqliteTransport(Transport):
         self._failed = 0
         self._health = HealthTracker()
         self._children: "weakref.WeakSet[SqliteFollower | SqliteCommandReader]" = weakref.WeakSet()
+        # Every connection this transport opened in this process, closed by close() or when the
+        # transport is collected (a finalizer holds the list, so the collector never meets them).
+        self._holders: list[_Connection] = []
+        self._holders_lock = threading.Lock()
+        weakref.finalize(self, _close_connections, self._holders).atexit = False  # daemon threads may still run
 
     # connections
 
@@ -246,7 +261,7 @@ class SqliteTransport(Transport):
     def _open(self, pid: int) -> _Connection:
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            conn = sqlite3.connect(  # used by one thread; closed by whichever drops it last
+            conn = sqlite3.connect(  # used by its thread only; closed by close() or the finalizer
                 self.path, timeout=max(self.options.publish_timeout, 0.0), isolation_level=None,
                 check_same_thread=False,
             )
@@ -255,6 +270,9 @@ class SqliteTransport(Transport):
         holder = _Connection(conn, pid)
         with _registry_lock:
             _connections.add(holder)
+        with self._holders_lock:
+            _close_connections(self._holders, only_ended=True)  # threads that came and went
+            self._holders.append(holder)
         try:
             mode = self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone()[0], conn, "enable WAL")
             if str(mode).lower() != "wal":
@@ -465,20 +483,24 @@ class SqliteTransport(Transport):
             return {"path": self.path, "published": self._published, "failed": self._failed}
 
     def close(self, timeout: float = 5.0) -> None:
-        """Release this transport's readers (their locks) and this thread's connection.
+        """Release this transport's readers (their locks), this thread's connection and those of ended threads.
 
-        Connections of other threads cannot be closed from here (SQLite's
-        same-thread rule); they refuse further use and close with their thread.
+        Connections of threads that still run are not closed under them; they
+        refuse further use and are closed when the transport is collected.
         """
         if self._closed:
             return
         for child in list(self._children):
             child.close()
         self._closed = True
-        holder: _Connection | None = getattr(self._local, "holder", None)
         self._local.holder = None
-        if holder is not None and holder.pid == os.getpid():
-            holder.conn.close()
+        current = threading.current_thread()
+        with self._holders_lock:  # this thread's and those of ended threads; the others at collection
+            for holder in [h for h in self._holders if h.thread() is current]:
+                self._holders.remove(holder)
+                if holder.pid == os.getpid():
+                    holder.conn.close()
+            _close_connections(self._holders, only_ended=True)
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:
