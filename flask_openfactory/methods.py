@@ -167,10 +167,28 @@ def _convert(annotation: Any, text: str, name: str) -> Any:
             value = json.loads(stripped)
         except (ValueError, RecursionError):  # RecursionError: nesting past the decoder's limit
             raise fail(f"JSON {container.__name__}") from None
-        if not isinstance(value, container):
-            raise fail(f"JSON {container.__name__}")
+        if not isinstance(value, container) or _nested_deeper_than(value, MAX_JSON_DEPTH):
+            raise fail(f"JSON {container.__name__}" + (f" (at most {MAX_JSON_DEPTH} levels deep)"
+                                                       if isinstance(value, container) else ""))
         return value
     raise ArgumentError(f"argument {name!r}: unsupported annotation {annotation!r}")
+
+
+# The same bound on every Python: 3.13's JSON decoder nests far deeper than 3.11's before a RecursionError.
+MAX_JSON_DEPTH = 500
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+        elif isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+    return False
 
 
 _SUPPORTED = (str, int, float, bool, list, dict)
