@@ -154,8 +154,13 @@ def test_the_quickstart_on_the_platform_environment_without_hooks(
         try:
             health = wait_for(lambda: _get(f"http://127.0.0.1:{port}/ofa/health"), 30, "the health probe")
             assert health.json()["asset_uuid"] == asset
+            pids: set[int] = set()  # probe until both workers answered: each starts, one says it
+            wait_for(lambda: pids.add(_get(f"http://127.0.0.1:{port}/ofa/health").json()["pid"]) or len(pids) == 2,
+                     30, "both workers probed")
             watcher.wait(lambda seen: any(s.record.id == "avail" and s.record.value == "AVAILABLE" for s in seen),
                          30, "avail=AVAILABLE under APP_UUID")
+            # The first owner of a fresh command log starts at its end: send once one executes.
+            wait_for(lambda: _executing(f"http://127.0.0.1:{port}/ofa/ready"), 30, "a worker executing commands")
             cid = sender.send("heat", {"setpoint": "120"})
             sender.flush()
             ((_, result),) = watcher.wait(lambda seen: results_by_cid(seen, "heat").get(cid), 30, "heat_RESULT")
@@ -169,6 +174,11 @@ def test_the_quickstart_on_the_platform_environment_without_hooks(
     watcher.wait(lambda seen: [s.record.value for s in seen if s.record.id == "avail"][-1:] == ["UNAVAILABLE"],
                  15, "avail=UNAVAILABLE last after SIGTERM")
     watcher.close()
+
+
+def _executing(url: str) -> bool:
+    answer = _get(url)
+    return answer is not None and answer.json()["checks"]["commands"]["detail"].startswith("executing")
 
 
 def _get(url: str) -> requests.Response | None:
