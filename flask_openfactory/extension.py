@@ -3,8 +3,10 @@
 ``init_app`` validates config and registers views, CLI and hooks; it creates
 no thread, socket or client, because every ``flask`` command runs the app
 factory and gunicorn's ``--preload`` runs it in the master before forking.
-The runtime starts per process: from gunicorn's ``post_worker_init`` hook, or
-before the first request it serves (the fallback for other servers).
+The runtime starts per process, in a thread of its own: from gunicorn's
+``post_worker_init`` hook, or on the first request of any kind it serves (the
+fallback for other servers, and for gunicorn without the hooks, which is said
+once). A broker that is away never holds up the health probe.
 """
 
 from __future__ import annotations
