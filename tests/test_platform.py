@@ -158,19 +158,27 @@ def test_without_hooks_avail_is_unavailable_after_the_process_exits(tmp_path: Pa
 # -- a broker that is away: transient ---------------------------------------------------------
 
 
-def test_with_the_broker_away_the_api_answers_at_once_and_never_500(tmp_path: Path) -> None:
-    """gunicorn with the hooks, KAFKA_BROKER on a port nobody listens on."""
+def serve_with_hooks(tmp_path: Path, env: dict[str, str], *, workers: int,
+                     **config: str) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """``make_app(**config)`` under gunicorn with the extension's config module; its log in a file."""
     app_dir = tmp_path / "app"
     app_dir.mkdir()
-    (app_dir / "deadapp.py").write_text(
+    (app_dir / "platformapp.py").write_text(
         "import sys; sys.path.insert(0, %r)\nfrom test_platform import make_app\n" % str(Path(__file__).parent))
     port = free_port()
     log = tmp_path / "gunicorn.log"
-    env = server_env({"KAFKA_BROKER": f"127.0.0.1:{free_port()}", "APP_UUID": "OVEN-AWAY"})
+    call = "platformapp:make_app(%s)" % ", ".join(f"{k}={v!r}" for k, v in config.items())
     with open(log, "ab") as out:
-        proc = subprocess.Popen([GUNICORN, "--no-control-socket", "-b", f"127.0.0.1:{port}", "-w", "1",
-                                 "-c", "python:flask_openfactory.gunicorn_conf", "deadapp:make_app()"],
-                                cwd=app_dir, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([GUNICORN, "--no-control-socket", "-b", f"127.0.0.1:{port}", "-w", str(workers),
+                                 "-c", "python:flask_openfactory.gunicorn_conf", call],
+                                cwd=app_dir, env=server_env(env), stdout=out, stderr=subprocess.STDOUT)
+    return proc, port, log
+
+
+def test_with_the_broker_away_the_api_answers_at_once_and_never_500(tmp_path: Path) -> None:
+    """gunicorn with the hooks, KAFKA_BROKER on a port nobody listens on."""
+    proc, port, log = serve_with_hooks(tmp_path, {"KAFKA_BROKER": f"127.0.0.1:{free_port()}", "APP_UUID": "OVEN-AWAY"},
+                                       workers=1)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _answer(base + "/ofa/health"), 30, "the worker serving")
@@ -279,19 +287,8 @@ def test_json_log_format_is_one_object_per_line(tmp_path: Path) -> None:
 
 
 def test_json_logs_under_gunicorn_are_one_object_per_line_master_included(tmp_path: Path) -> None:
-    app_dir = tmp_path / "app"
-    app_dir.mkdir()
-    (app_dir / "jsonapp.py").write_text(
-        "import sys; sys.path.insert(0, %r)\nfrom test_platform import make_app\n" % str(Path(__file__).parent))
-    port = free_port()
-    log = tmp_path / "gunicorn.log"
-    env = server_env({"OPENFACTORY_LOG_FORMAT": "json", "APP_UUID": "JSON-2",
-                      "FLASK_OPENFACTORY_TRANSPORT_URL": f"sqlite:///{tmp_path / 'log.sqlite3'}"})
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([GUNICORN, "--no-control-socket", "-b", f"127.0.0.1:{port}", "-w", "2",
-                                 "-c", "python:flask_openfactory.gunicorn_conf",
-                                 "jsonapp:make_app(OPENFACTORY_TRANSPORT_URL=%r)" % f"sqlite:///{tmp_path / 'db.sqlite3'}"],
-                                cwd=app_dir, env=env, stdout=out, stderr=subprocess.STDOUT)
+    proc, port, log = serve_with_hooks(tmp_path, {"OPENFACTORY_LOG_FORMAT": "json", "APP_UUID": "JSON-2"}, workers=2,
+                                       OPENFACTORY_TRANSPORT_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}")
     try:
         wait_for(lambda: "executing commands here" in log.read_text(errors="replace"), 30, "a worker executing")
         requests.post(f"http://127.0.0.1:{port}/ofa/methods/heat", json={"setpoint": 400}, timeout=10)
