@@ -4,9 +4,10 @@ Use as the whole config (``gunicorn -c python:flask_openfactory.gunicorn_conf
 wsgi:app``) or import the hooks into your own ``gunicorn.conf.py``:
 ``from flask_openfactory.gunicorn_conf import post_worker_init, worker_exit, on_exit``.
 
-* ``post_worker_init``: the worker starts its runtime at once (in the
-  background: the worker serves its health probe meanwhile, even with the
-  broker away), so an idle worker still takes part in executing commands.
+* ``post_worker_init``: the worker starts its runtime at once, so an idle
+  worker still takes part in executing commands; in the background, waiting
+  for it at most ``START_WAIT`` seconds: with the broker away the worker serves
+  its health probe and retries the start.
 * ``worker_exit``: graceful stop (command in flight finishes, result
   delivered, offsets committed, flush) without publishing ``UNAVAILABLE``:
   availability belongs to the server, not to one worker.
@@ -20,6 +21,7 @@ import logging
 import os
 from typing import Any
 
+from .extension import START_WAIT
 from .logs import gunicorn_logconfig
 
 log = logging.getLogger("flask_openfactory.gunicorn")
@@ -65,6 +67,8 @@ def post_worker_init(worker: Any) -> None:
     for state in states:
         state.starter.at_boot = True
         state.starter.kick()  # retries on its own while the broker is away
+    for state in states:  # serve once started, as a worker always did; a broker away delays it START_WAIT at most
+        state.starter.wait(START_WAIT)
 
 
 def worker_exit(server: Any, worker: Any) -> None:
