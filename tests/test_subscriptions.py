@@ -78,7 +78,9 @@ def test_current_state_first_then_each_update_in_order_filtered(url: str, tmp_pa
     runtime = runtime_of(app)
     runtime.start()
     try:
-        wait_for(lambda: x_only.values() == [1.0], what="the current state delivered")
+        # each subscription starts on its own: all three have the current state before the updates
+        wait_for(lambda: x_only.values() == [1.0] and events.values() == ["READY"] and len(every.records) == 2,
+                 what="the current state delivered to each subscription")
         machine_writes(url, *[("position_x", float(v), "Samples") for v in range(2, 12)],
                        ("status", "ACTIVE", "Events"))
         # commands, results and method advertisements of the machine are not attribute updates
