@@ -6,6 +6,7 @@ from flask_openfactory.gunicorn_conf import (  # noqa: F401  (gunicorn reads the
     limit_request_field_size,
     limit_request_fields,
     limit_request_line,
+    logconfig_dict,
     on_exit,
     post_worker_init,
     worker_exit,

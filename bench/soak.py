@@ -47,6 +47,23 @@ from flask_openfactory.protocol import Record, RecordError
 from .common import KAFKA_CONFIG, KAFKA_LOG, RAW_CONSUMER_CONFIG, children_of, log, scratch_dir, unique_name
 from .web import Gunicorn, ext_env
 
+
+def _wait_executing(port: int, timeout: float = 60.0) -> None:
+    """Until a worker says it executes commands: the first owner of a fresh command log starts at its end,
+    so a command sent before would never run (a worker standing by answers ready before that)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ofa/ready", timeout=5) as response:
+                detail = json.load(response)["checks"].get("commands", {}).get("detail", "")
+            if detail.startswith("executing"):
+                return
+        except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError, KeyError):
+            pass
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"no worker executes commands after {timeout:g} s")
+        time.sleep(0.05)
+
 ASSET = "BENCH-SOAK"
 CALLER = "BENCH-SOAK-CALLER"
 METHOD = "move_axis"
@@ -299,6 +316,7 @@ def run_soak(bootstrap: str, create_topic: Callable[[str, int], object], *, seco
 
     try:
         server.start("/ofa/ready")
+        _wait_executing(server.port)
         result.pids_before = list(server.worker_pids)
         results.start()
         threads = [_Paced("soak-commands", command_rate, send, stop), _Paced("soak-http", http_rate, call, stop),

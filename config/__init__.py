@@ -2,8 +2,8 @@
 
 ``development`` (default): the embedded sqlite transport in the instance folder.
 ``testing``: an in-process memory transport, unique per app.
-``production``: Kafka, from the OpenFactory platform's environment; refuses to
-start without what it needs (no fallback secret).
+``production``: Kafka, from the OpenFactory platform's environment (which the
+extension reads); refuses to start without what it needs (no fallback secret).
 """
 
 from __future__ import annotations
@@ -54,8 +54,7 @@ class ProductionConfig(Config):
                 + ", ".join(missing)
                 + " (set by the OpenFactory platform when it deploys the app)"
             )
-        app.config["SECRET_KEY"] = os.environ["SECRET_KEY"]
-        app.config.setdefault("OPENFACTORY_TRANSPORT_URL", "kafka://" + os.environ["KAFKA_BROKER"])
+        app.config["SECRET_KEY"] = os.environ["SECRET_KEY"]  # the transport: KAFKA_BROKER, read by the extension
 
 
 CONFIGS: dict[str, type[Config]] = {

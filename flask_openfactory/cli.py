@@ -360,6 +360,7 @@ def status_command(timeout: float, as_json: bool) -> None:
         "tasks": _task_info(runtime, records),
         "subscriptions": _subscription_info(runtime),
         "ksqldb": ksqldb,
+        "warnings": list(current_app.extensions["openfactory"].warnings),
         "ok": bool(transport["ok"]) and records_error is None,
     }
     if as_json:
@@ -405,6 +406,8 @@ def _print_status(report: dict[str, Any], runtime: AssetRuntime, records: list[R
         click.echo(f"WARNING:   {warning}")
     click.echo(f"config:    {report['config_name']}")
     click.echo(f"transport: {transport['url']} ({answer}: {transport['detail']})")
+    for warning in report["warnings"]:
+        click.echo(f"warning:   {warning}")
     click.echo("")
     if records is None:
         click.echo(f"attributes: {report['attributes_error']}")

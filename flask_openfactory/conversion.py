@@ -290,11 +290,31 @@ def _no_constant(name: str) -> Any:
 
 
 def decode_json(text: str) -> Any:
-    """JSON text, refusing NaN, Infinity and numbers too large for a float."""
+    """JSON text, refusing NaN, Infinity, numbers too large for a float and nesting past MAX_JSON_DEPTH."""
     try:
-        return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+        value = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:  # RecursionError: nesting past the decoder's limit
         raise ConversionError(f"{_show(text)} is not valid JSON ({exc})") from None
+    if _nested_deeper_than(value, MAX_JSON_DEPTH):
+        raise ConversionError(f"{_show(text)} is nested more than {MAX_JSON_DEPTH} levels deep")
+    return value
+
+
+# The same bound on every Python: 3.13's JSON decoder nests far deeper than 3.11's before a RecursionError.
+MAX_JSON_DEPTH = 500
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+        elif isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+    return False
 
 
 @functools.lru_cache(maxsize=None)

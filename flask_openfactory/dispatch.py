@@ -43,6 +43,7 @@ from .protocol import COMMAND_SUFFIX, Record, validate_identifier
 from .signing import MAX_CLOCK_SKEW, SigningKeys, envelope_message
 from .logs import AssetLog
 from .quiet import Repeats, fault_key
+from .logs import log_method_error
 from .transports.base import CommandReader, LogEntry, Transport
 
 _log = logging.getLogger("flask_openfactory.dispatch")
@@ -532,8 +533,7 @@ class Dispatcher:
             result = CommandResult(running.method, running.correlation_id, running.sender_uuid, OK,
                                    result=json_safe(future.result()), duration_ms=duration)
         else:
-            self.log.error("method %s (%s) raised %s: %s", running.method, running.correlation_id,
-                      type(exc).__name__, exc, exc_info=exc)
+            log_method_error(self.log, running.method, running.correlation_id, exc)
             result = CommandResult(running.method, running.correlation_id, running.sender_uuid, ERROR,
                                    error=f"{type(exc).__name__}: {exc}", duration_ms=duration)
         self._settle(running, result)

@@ -53,6 +53,7 @@ class Duties:
         self._retry_at = 0.0
         self.runners: list[Runner] = []
         self.tenures = 0  # how often this process took the role
+        self.error: str | None = None  # why the runners could not start (readiness says so)
         self._thread = threading.Thread(target=self._run, name="ofa-duties", daemon=True)
 
     def start(self) -> None:
@@ -99,11 +100,13 @@ class Duties:
     def _take_role(self) -> None:
         try:
             runners = self._make_runners()
-        except Exception:  # e.g. a subscription's asset UUID missing from config
-            self._log.exception("background tasks and subscriptions could not start; retrying in %.0fs",
-                                self.RETRY_AFTER)
+        except Exception as exc:  # e.g. a subscription's asset UUID missing from config
+            self.error = f"background tasks and subscriptions could not start: {type(exc).__name__}: {exc}"
+            self._log.warning("%s; retrying in %.0fs", self.error, self.RETRY_AFTER)
+            self._log.debug("duties start failure", exc_info=True)
             self._retry_at = time.monotonic() + self.RETRY_AFTER
             return
+        self.error = None
         self.tenures += 1
         for runner in runners:
             runner.start()

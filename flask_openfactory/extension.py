@@ -3,32 +3,41 @@
 ``init_app`` validates config and registers views, CLI and hooks; it creates
 no thread, socket or client, because every ``flask`` command runs the app
 factory and gunicorn's ``--preload`` runs it in the master before forking.
-The runtime starts per process: from gunicorn's ``post_worker_init`` hook, or
-before the first request it serves (the fallback for other servers).
+The runtime starts per process, in a thread of its own: from gunicorn's
+``post_worker_init`` hook, or on the first request of any kind it serves (the
+fallback for other servers, and for gunicorn without the hooks, which is said
+once). A broker that is away never holds up the health probe.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import sys
+import tempfile
 import threading
 import time
-from typing import Any, Iterable
+from dataclasses import replace
+from typing import Any, Callable, Iterable
 
 from flask import Flask, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import settings as config_keys
 from .attributes import Attribute
+from .logs import configure_format, route_to
 from .methods import MethodSpec
 from .runtime import AssetRuntime
 from .subscriptions import SubscriptionSpec
 from .tasks import TaskSpec
+from .transports import ConfigurationError
 
 log = logging.getLogger("flask_openfactory")
 
 EXTENSION_KEY = "openfactory"
 HEALTH_ENDPOINT = "openfactory.health"  # the API blueprint's liveness route
+PROBE_ENDPOINTS = frozenset({HEALTH_ENDPOINT, "openfactory.ready"})  # they never wait on a start
 
 
 class OpenFactoryState:
@@ -42,7 +51,9 @@ class OpenFactoryState:
         self.runtime = runtime
         self.url_prefix = url_prefix
         self.api: Any = None  # the flask-smorest Api that documents /ofa
-        self._guard = _StartGuard(runtime)
+        self.warnings: list[str] = []  # shown at start and by `flask ofa status`
+        self.testing = False
+        self.starter = _Starter(runtime, self.warnings)
 
     def declare(
         self,
@@ -66,37 +77,146 @@ class OpenFactoryState:
 
             add_method_routes(self, methods)
 
+    def use_transport(self, url: str) -> None:
+        """Replace the transport before anything used it (the test plugin's isolation)."""
+        if self.runtime.transport_created:
+            raise RuntimeError(
+                f"asset {self.runtime.asset_uuid!r} already opened {self.runtime.settings.transport_url}: "
+                "its transport can no longer be replaced"
+            )
+        self.runtime.settings = replace(self.runtime.settings, transport_url=url)
+        self.runtime_config["OPENFACTORY_TRANSPORT_URL"] = url
+
     def ensure_started(self) -> None:
-        """Before each request; liveness never waits on a start that may be slow or failing."""
-        if request.endpoint == HEALTH_ENDPOINT:
+        """Before every request, the health probe included: the first one starts the runtime.
+
+        Liveness and readiness never wait on the start (a broker may be away);
+        other requests wait for a start in progress, at most ``START_WAIT``.
+        """
+        if self.runtime.started:
             return
-        self._guard.ensure()
+        if self.starter.kick() and not self.starter.at_boot and not self.testing:
+            if "gunicorn.arbiter" in sys.modules:  # no hooks routed our lines: gunicorn's error log
+                route_to(list(logging.getLogger("gunicorn.error").handlers),
+                         str(self.runtime_config.get("OPENFACTORY_LOG_LEVEL", "INFO")).upper())
+            _warn_started_on_request(self.runtime.asset_uuid, request.method, request.path)
+        if request.endpoint in PROBE_ENDPOINTS or self.starter.wait(START_WAIT):
+            return
+        if _needs_transport(request.endpoint):  # a 503 in time, not a 500 after the broker's timeouts
+            from flask_smorest import abort
+
+            abort(503, message=f"asset {self.runtime.asset_uuid} is not started yet: "
+                  f"{self.runtime.start_error or 'starting'}", headers={"Retry-After": str(RETRY_AFTER)})
 
 
-class _StartGuard:
-    """Start once per process, before the first request; fork-aware, backs off on failure."""
+START_WAIT = 2.0  # seconds a request waits for the first start attempt (memory, sqlite, a live broker: less)
+RETRY_AFTER = 5  # seconds, told to a client refused while the runtime cannot start
 
-    RETRY_AFTER = 5.0
 
-    def __init__(self, runtime: AssetRuntime) -> None:
+def _needs_transport(endpoint: str | None) -> bool:
+    """Our routes that read or write the asset's log (the others answer without it)."""
+    return endpoint in ("openfactory.attributes", "openfactory.attribute") or (
+        endpoint or "").startswith("openfactory_methods")
+
+
+def _warn_started_on_request(asset_uuid: str, method: str, path: str) -> None:
+    if "gunicorn.arbiter" in sys.modules:  # a gunicorn worker: say it once per server
+        if not _first_worker_to_say(asset_uuid):
+            return
+        how = ("serve with 'gunicorn -c python:flask_openfactory.gunicorn_conf ...' or import its "
+               "post_worker_init, worker_exit and on_exit into your gunicorn.conf.py")
+        log.warning("gunicorn runs without flask_openfactory's hooks: asset %s starts on each worker's first "
+                    "request (here %s %s) and no command runs before one; to start at boot, %s",
+                    asset_uuid, method, path, how)
+        return
+    log.warning("asset %s started on the first request (%s %s): no command runs before one; to start at "
+                "boot, call ofa.runtime(app).start() after creating the app (under gunicorn, use "
+                "-c python:flask_openfactory.gunicorn_conf)", asset_uuid, method, path)
+
+
+def _first_worker_to_say(asset_uuid: str) -> bool:
+    """One worker of a gunicorn server (the same parent) says it; a marker file decides which."""
+    digest = hashlib.sha256(asset_uuid.encode("utf-8")).hexdigest()[:16]
+    marker = os.path.join(tempfile.gettempdir(), f"flask-openfactory-nohooks-{os.getppid()}-{digest}")
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except FileExistsError:
+        return False
+    except OSError:
+        return True  # no marker possible: saying it twice beats never
+    return True
+
+
+class _Starter:
+    """Start the runtime once per process, in a thread of its own, retrying while the start fails.
+
+    Fork-aware. A broker that is away is transient (retry with a growing
+    pause, one line per failure); a ConfigurationError is permanent (one
+    error, no retry): the setting must change.
+    """
+
+    MIN_PAUSE = 1.0
+    MAX_PAUSE = 30.0
+
+    def __init__(self, runtime: AssetRuntime, warnings: list[str]) -> None:
         self._runtime = runtime
+        self._warnings = warnings
         self._pid = -1
-        self._lock = threading.Lock()
-        self._failed_at = 0.0
+        self.at_boot = False  # a gunicorn hook (or the app) started it before any request
 
-    def ensure(self) -> None:
-        if self._runtime.started:
-            return
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._attempted = threading.Event()  # the current thread's first attempt ended
+        self._waited_out = False  # a request waited for the attempt in vain: the next ones do not
+        self._permanent = False  # a ConfigurationError: retrying cannot help
+
+    def kick(self) -> bool:
+        """Start in the background unless under way; True the first time in this process."""
         if self._pid != os.getpid():  # a lock held at fork time stays held in the child
-            self._lock, self._pid, self._failed_at = threading.Lock(), os.getpid(), 0.0
+            self._reset()
         with self._lock:
-            if self._runtime.started or time.monotonic() - self._failed_at < self.RETRY_AFTER and self._failed_at:
-                return
-            try:
-                self._runtime.start()
-            except Exception:
-                self._failed_at = time.monotonic()
-                log.exception("the OpenFactory runtime could not start; retrying in %.0fs", self.RETRY_AFTER)
+            first = self._thread is None
+            if not first and (self._thread.is_alive() or self._permanent):  # type: ignore[union-attr]
+                return False
+            self._attempted, self._waited_out = threading.Event(), False
+            self._thread = threading.Thread(target=self._run, args=(self._attempted, first),
+                                            name="ofa-start", daemon=True)
+            self._thread.start()
+            return first
+
+    def wait(self, timeout: float) -> bool:
+        """Wait for the first attempt to end (one request in vain at most); True when started."""
+        if self._pid == os.getpid() and not self._waited_out and not self._attempted.wait(timeout):
+            self._waited_out = True
+        return self._runtime.started
+
+    def _run(self, attempted: threading.Event, first: bool) -> None:
+        runtime = self._runtime
+        pause = self.MIN_PAUSE
+        if first:
+            for warning in self._warnings:
+                runtime.log.warning("%s", warning)
+        try:
+            while not runtime.started:
+                try:
+                    runtime.start()
+                except ConfigurationError as exc:
+                    self._permanent = True
+                    runtime.log.error("cannot start: %s", exc)
+                    return
+                except Exception as exc:
+                    runtime.log.warning("could not start (%s: %s); retrying in %.0fs",
+                                        type(exc).__name__, exc, pause)
+                    runtime.log.debug("start failure", exc_info=True)
+                    attempted.set()
+                    time.sleep(pause)
+                    pause = min(pause * 2, self.MAX_PAUSE)
+                    if runtime.stopped:  # stopped meanwhile (process exit, a test's teardown)
+                        return
+        finally:
+            attempted.set()
 
 
 class FlaskOpenFactory:
@@ -125,16 +245,23 @@ class FlaskOpenFactory:
         root_path = config_keys.root_path(app.config)
         if root_path and app.config.get("APPLICATION_ROOT", "/") == "/":
             app.config["APPLICATION_ROOT"] = root_path
+        if root_path:  # inside ProxyFix: an X-Forwarded-Prefix still wins
+            app.wsgi_app = _RootPath(app.wsgi_app, root_path)  # type: ignore[method-assign]
         if config_keys.flag(app.config, "OPENFACTORY_PROXY_FIX"):
             app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_prefix=1)  # type: ignore[method-assign]
         logging.getLogger("flask_openfactory").setLevel(
             str(app.config["OPENFACTORY_LOG_LEVEL"]).upper()
         )
+        configure_format(config_keys.log_format(app.config))
 
         runtime = AssetRuntime(settings, context=app.app_context)
         state = OpenFactoryState(
             self, runtime, prefix, {k: v for k, v in app.config.items() if k.startswith("OPENFACTORY_")}
         )
+        state.testing = bool(app.testing)
+        conflict = config_keys.uuid_conflict(app.config)
+        if conflict:
+            state.warnings.append(conflict)
         app.extensions[EXTENSION_KEY] = state
 
         if config_keys.flag(app.config, "OPENFACTORY_START_ON_REQUEST"):
@@ -161,3 +288,25 @@ class FlaskOpenFactory:
 
     def runtime(self, app: Flask) -> AssetRuntime:
         return self.state(app).runtime
+
+
+class _RootPath:
+    """Serve under ``OPENFACTORY_ROOT_PATH`` whether or not the gateway strips it.
+
+    Behind the platform's gateway without ``X-Forwarded-Prefix`` the app sees
+    bare paths but its pages must link under the prefix (``/ofa/docs`` loads
+    its assets and spec through ``url_for``); a request that still carries
+    the prefix is served too.
+    """
+
+    def __init__(self, wsgi_app: Callable[..., Any], root: str) -> None:
+        self.wsgi_app = wsgi_app
+        self.root = root.rstrip("/")
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if self.root and not environ.get("SCRIPT_NAME"):
+            path = environ.get("PATH_INFO", "")
+            if path == self.root or path.startswith(self.root + "/"):
+                environ["PATH_INFO"] = path[len(self.root):]
+            environ["SCRIPT_NAME"] = self.root
+        return self.wsgi_app(environ, start_response)

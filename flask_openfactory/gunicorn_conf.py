@@ -5,9 +5,10 @@ wsgi:app``) or import the hooks into your own ``gunicorn.conf.py``:
 ``from flask_openfactory.gunicorn_conf import post_worker_init, worker_exit, on_exit``.
 
 * ``post_worker_init``: the worker starts its runtime at once, so an idle
-  worker still takes part in executing commands (retried in the background if
-  the log is faulty), and watches its master (``worker``: an orphan stops
-  executing and releases the socket at once).
+  worker still takes part in executing commands; in the background, waiting
+  for it at most ``START_WAIT`` seconds: with the broker or the log away the
+  worker serves its health probe and retries the start. It watches its master
+  (``worker``: an orphan stops executing and releases the socket at once).
 * ``worker_exit``: graceful stop (command in flight finishes, result
   delivered, offsets committed, flush) without publishing ``UNAVAILABLE``:
   availability belongs to the server, not to one worker.
@@ -25,11 +26,18 @@ import logging
 import os
 from typing import Any
 
+from .extension import START_WAIT
+from .logs import gunicorn_logconfig
+
 log = logging.getLogger("flask_openfactory.gunicorn")
 
 # Defaults for a config module used as is; a user's own config sets its own.
 bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{os.environ.get('PORT') or '4000'}"
-graceful_timeout = 30
+# Below the 10 s stop grace period of Docker and Swarm: the workers stop within 80 % of it,
+# then the master publishes avail=UNAVAILABLE (ON_EXIT_BUDGET) before the orchestrator's SIGKILL.
+graceful_timeout = 5
+# OPENFACTORY_LOG_FORMAT=json: the master's and workers' own lines are JSON objects too.
+logconfig_dict = gunicorn_logconfig() if os.environ.get("OPENFACTORY_LOG_FORMAT", "").strip() == "json" else {}
 
 # What gunicorn refuses itself, before the app sees the request, answering with
 # its own HTML page (not configurable): a request line over limit_request_line
@@ -78,13 +86,13 @@ def post_worker_init(worker: Any) -> None:
 
     deployment = gunicorn_deployment(getattr(worker, "ppid", os.getppid()))
     for state in states:
-        try:
-            state.runtime.start(eligible=lambda: bool(getattr(worker, "alive", True)), deployment=deployment)
-        except Exception:
-            log.exception("worker %s: runtime did not start; retrying in the background", os.getpid())
-    from .worker import keep_starting, watch_parent
+        state.runtime.serve_as(eligible=lambda: bool(getattr(worker, "alive", True)), deployment=deployment)
+        state.starter.at_boot = True
+        state.starter.kick()  # retries on its own while the broker or the log is away
+    for state in states:  # serve once started, as a worker always did; a broker away delays it START_WAIT at most
+        state.starter.wait(START_WAIT)
+    from .worker import watch_parent
 
-    keep_starting(states)
     watch_parent(worker, states)
 
 

@@ -77,7 +77,28 @@ def load_app(target: str, config_name: str | None) -> "Flask":
     if "openfactory" not in obj.extensions:
         return _fail(f"{APP_OPTION} = {target}: the app has no OpenFactory extension "
                      "(call 'ofa.init_app(app)' in its factory)")
-    return obj
+    return isolate(obj, target)
+
+
+def isolate(app: "Flask", target: str) -> "Flask":
+    """The app under test on an in-process log of its own, whatever its factory chose.
+
+    A factory that ignores ``config_name`` would otherwise write into the
+    development database (or a live broker) that a running server executes.
+    """
+    import uuid
+
+    state = app.extensions["openfactory"]
+    url = state.runtime.settings.transport_url
+    if url.startswith("memory://"):
+        return app
+    try:
+        state.use_transport(f"memory://pytest-{uuid.uuid4().hex}")
+    except RuntimeError as exc:
+        return _fail(f"{APP_OPTION} = {target}: the factory used the asset's log ({exc}); the tests must "
+                     "not write into a real log: use a memory:// transport in the testing config and "
+                     "no attribute or method calls in the factory")
+    return app
 
 
 def _takes_an_argument(factory: Any) -> bool:

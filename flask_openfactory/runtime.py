@@ -38,7 +38,7 @@ from .calls import CallBook, CallEntry
 from .dispatch import DispatchSettings, Dispatcher
 from .freshness import AppliedPosition, SharedLookup
 from .duties import Duties, Runner, stop_runners
-from .logs import AssetLog
+from .logs import AssetLog, log_method_error
 from .methods import MethodSpec
 from .metrics import MethodResults
 from .metrics_registry import MetricsTarget, register, withdraw
@@ -163,6 +163,7 @@ class AssetRuntime:
         self.counters: Counter[str] = Counter()
         self.method_results = MethodResults()  # results seen on the log, for metrics
         self._check_states: dict[str, tuple[Any, float]] = {}  # readiness check -> (state, since)
+        self._checks_lock = threading.Lock()  # not self._lock: a probe never waits on a slow start
         self.started_at: float | None = None
         self.start_error: str | None = None
         # The log's memory of recent calls (duplicate suppression, idempotent HTTP calls).
@@ -235,6 +236,16 @@ class AssetRuntime:
     @property
     def started(self) -> bool:
         return self._pid == os.getpid() and self._started
+
+    @property
+    def stopped(self) -> bool:
+        """``stop()`` ran in this process since the last start."""
+        return self._pid == os.getpid() and self._stopped
+
+    @property
+    def transport_created(self) -> bool:
+        """Whether this process opened the transport already (it can no longer be replaced)."""
+        return self._pid == os.getpid() and self._transport is not None
 
     @property
     def transport(self) -> Transport:
@@ -342,7 +353,7 @@ class AssetRuntime:
                 methods=lambda: self._methods,
                 context=self._context,
                 counters=self.counters,
-                on_ownership=self._duties.ownership if self._duties is not None else None,
+                on_ownership=self._ownership_changed,
                 completed=self.calls,
                 eligible=self._may_execute,
                 before_executing=self._catch_up_before_executing,
@@ -354,6 +365,11 @@ class AssetRuntime:
         self._watchers = self._subscription_runners(every_worker=True)
         for watcher in self._watchers:
             watcher.start()
+
+    def serve_as(self, *, eligible: Callable[[], bool], deployment: str) -> None:
+        """Set before a start that another component makes (a gunicorn worker's starter)."""
+        self._check_process()  # a runtime inherited through fork is reset first, not after
+        self._eligible, self._deployment = eligible, deployment
 
     def _may_execute(self) -> bool:
         """Whether this process may hold the executor role now (asked by the dispatcher each poll).
@@ -388,6 +404,15 @@ class AssetRuntime:
     def _catch_up_before_executing(self) -> None:
         """A new executor knows every answer the log holds before it runs anything."""
         self.sync(max(self.settings.read_timeout, 10.0))
+
+    def _ownership_changed(self, owns: bool) -> None:
+        """One line per lifecycle event; the duties follow the command log."""
+        if owns:
+            self.log.info("executing commands here")
+        else:
+            self.log.info("handed over: no longer executing commands here")
+        if self._duties is not None:
+            self._duties.ownership(owns)
 
     def _executor_runners(self) -> list[Runner]:
         """Built each time this process takes the executor role (in the duties thread)."""
@@ -755,7 +780,7 @@ class AssetRuntime:
         try:
             value = spec.func(**kwargs)
         except Exception as exc:
-            self.log.error("method %s (%s) raised %s: %s", name, cid, type(exc).__name__, exc, exc_info=exc)
+            log_method_error(self.log, name, cid, exc)
             result = CommandResult(name, cid, sender_uuid, ERROR, error=f"{type(exc).__name__}: {exc}",
                                    duration_ms=(time.monotonic() - started) * 1000.0)
         else:
@@ -907,6 +932,9 @@ class AssetRuntime:
         commands = self._commands_check()
         if commands is not None:
             checks["commands"] = commands
+        duties = self._duties
+        if duties is not None and duties.error is not None:
+            checks["duties"] = self._stamp("duties", False, duties.error)
         return checks
 
     def _commands_check(self) -> Health | None:
@@ -926,7 +954,7 @@ class AssetRuntime:
         the start time) gives ``since``; otherwise the first sighting counts.
         """
         key = (ok, state)
-        with self._lock:
+        with self._checks_lock:
             seen = self._check_states.get(name)
             if seen is None or seen[0] != key:
                 seen = self._check_states[name] = (key, time.time() if since is None else since)

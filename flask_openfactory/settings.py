@@ -21,7 +21,8 @@ from .runtime import RuntimeSettings
 from .signing import MIN_SECRET_LENGTH, SigningKeys
 from .metrics_registry import MetricsTarget
 from .storage import StorageConfigError, parse_storage
-from .transports import ConfigurationError, TransportOptions, scheme_of
+from .transports import ConfigurationError, TransportOptions
+from .transports import check_url
 
 PREFIX = "OPENFACTORY_"
 
@@ -45,12 +46,21 @@ def platform_uuid(environ: Mapping[str, str]) -> str:
     return uuid
 
 
+def default_transport_url(instance_path: str, environ: Mapping[str, str]) -> str:
+    """The platform's ``KAFKA_BROKER`` when deployed, else the embedded sqlite log."""
+    broker = (environ.get("KAFKA_BROKER") or "").strip()
+    if broker:
+        return f"kafka://{broker}"
+    return f"sqlite:///{os.path.join(instance_path, 'openfactory.sqlite3')}"
+
+
 def defaults(instance_path: str, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The platform's environment (contract section 1) is the default under the app's config."""
     env = os.environ if environ is None else environ
     return {
         "OPENFACTORY_CONFIG_NAME": None,  # shown by `flask ofa status`
         "OPENFACTORY_APP_UUID": None,  # None: from APP_UUID / SWARM_* (contract section 1)
-        "OPENFACTORY_TRANSPORT_URL": f"sqlite:///{os.path.join(instance_path, 'openfactory.sqlite3')}",
+        "OPENFACTORY_TRANSPORT_URL": default_transport_url(instance_path, env),
         "OPENFACTORY_KAFKA_CONFIG": {},
         "OPENFACTORY_KSQLDB_URL": env.get("KSQLDB_URL") or None,
         "OPENFACTORY_ASSETS_TOPIC": None,
@@ -83,6 +93,7 @@ def defaults(instance_path: str, environ: Mapping[str, str] | None = None) -> di
         "OPENFACTORY_STORAGE": env.get("STORAGE") or None,  # JSON name -> storage (flask_openfactory.storage)
         "OPENFACTORY_REGISTER_METRICS": True,  # with the platform's Prometheus registry, when it runs one
         "OPENFACTORY_METRICS_PORT": env.get("PORT") or 4000,  # the port Prometheus scrapes
+        "OPENFACTORY_LOG_FORMAT": env.get("OPENFACTORY_LOG_FORMAT") or "text",
         "OPENFACTORY_APPLICATION_VERSION": env.get("APPLICATION_VERSION") or "latest",
         "OPENFACTORY_APPLICATION_MANUFACTURER": env.get("APPLICATION_MANUFACTURER") or "OpenFactoryIO",
         "OPENFACTORY_APPLICATION_LICENSE": env.get("APPLICATION_LICENSE")
@@ -146,6 +157,16 @@ def _election(key: str, value: Any) -> str:
     return str(value)
 
 
+def _log_format(key: str, value: Any) -> str:
+    if value not in ("text", "json"):
+        raise ConfigurationError(f"{key} must be 'text' or 'json' (one JSON object per line), got {value!r}")
+    return str(value)
+
+
+def log_format(config: Mapping[str, Any]) -> str:
+    return str(read(config, "OPENFACTORY_LOG_FORMAT", _log_format))
+
+
 def _url_prefix(key: str, value: Any) -> str:
     text = _text(key, value)
     if not text.startswith("/") or text.endswith("/") and text != "/":
@@ -201,8 +222,25 @@ def read(config: Mapping[str, Any], key: str, parse: Callable[[str, Any], Any]) 
         raise ConfigurationError(f"{key} has an unusable value ({type(exc).__name__}: {exc})") from None
 
 
+def uuid_conflict(config: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> str | None:
+    """A warning when the app's own UUID differs from the one the platform deployed it under."""
+    env = os.environ if environ is None else environ
+    own = config.get("OPENFACTORY_APP_UUID")
+    if not own or not env.get("APP_UUID"):
+        return None
+    platform = platform_uuid(env)
+    if own == platform:
+        return None
+    return (f"OPENFACTORY_APP_UUID is {own!r} but the platform deployed this app as {platform!r} "
+            "(APP_UUID): other assets address the platform's UUID; remove the setting to use it")
+
+
 def runtime_settings(config: Mapping[str, Any]) -> RuntimeSettings:
-    """Validated runtime settings from ``app.config``; ConfigurationError names the key."""
+    """Validated runtime settings from ``app.config``; ConfigurationError names the key.
+
+    A transport URL that can never work (no broker in it, a database path that
+    cannot be created) fails here, at boot, rather than on every call later.
+    """
     uuid = config["OPENFACTORY_APP_UUID"] or platform_uuid(os.environ)
     try:
         validate_identifier("asset UUID", uuid)
@@ -210,9 +248,10 @@ def runtime_settings(config: Mapping[str, Any]) -> RuntimeSettings:
         raise ConfigurationError(f"OPENFACTORY_APP_UUID: {exc}") from None
     url = read(config, "OPENFACTORY_TRANSPORT_URL", _text)
     try:
-        scheme_of(url)
+        check_url(url)
     except ConfigurationError as exc:
         raise ConfigurationError(f"OPENFACTORY_TRANSPORT_URL: {exc}") from None
+    read(config, "OPENFACTORY_LOG_FORMAT", _log_format)
     options = TransportOptions(
         publish_timeout=read(config, "OPENFACTORY_PUBLISH_TIMEOUT", _number(float, 0)),
         max_pending=read(config, "OPENFACTORY_MAX_PENDING", _number(int, 1)),

@@ -1,7 +1,5 @@
 """What a gunicorn worker does beside serving requests, from ``post_worker_init``.
 
-* A runtime that could not start (the log faulty at that moment) is retried
-  in the background: an idle worker must heal without waiting for a request.
 * A worker whose master died (``kill -9``) is an orphan: gunicorn's own check
   runs only between two waits of up to half its ``timeout`` (15 s by default),
   meanwhile the orphan would execute commands and hold the listening socket.
@@ -21,32 +19,8 @@ from typing import Any, Iterable
 
 log = logging.getLogger("flask_openfactory.gunicorn")
 
-START_RETRY = 1.0  # seconds between start attempts of a runtime that failed to start
 PARENT_CHECK = 0.1  # seconds between two looks at the parent pid
 ORPHAN_EXIT_DEADLINE = 30.0  # seconds after which an orphan that did not exit is ended
-
-
-def keep_starting(states: Iterable[Any]) -> threading.Thread | None:
-    """Retry the start of runtimes that are not started, until they are (a daemon thread)."""
-    pending = [s for s in states if not s.runtime.started]
-    if not pending:
-        return None
-    pid = os.getpid()
-
-    def run() -> None:
-        stop = threading.Event()
-        while pending and os.getpid() == pid and not stop.wait(START_RETRY):
-            for state in list(pending):
-                try:
-                    state.runtime.start()
-                except Exception:  # the runtime logged why; its readiness says so too
-                    continue
-                pending.remove(state)
-                log.info("worker %s: runtime started after an earlier failure", pid)
-
-    thread = threading.Thread(target=run, name="ofa-start-retry", daemon=True)
-    thread.start()
-    return thread
 
 
 def watch_parent(worker: Any, states: Iterable[Any]) -> threading.Thread:

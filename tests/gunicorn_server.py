@@ -231,8 +231,9 @@ class GunicornServer:
     def wait_ready(self, timeout: float = 60.0, *, executing: bool = True) -> None:
         """Every worker answers HTTP; with ``executing``, one says it executes commands.
 
-        A worker serves only after ``post_worker_init`` (which starts its
-        runtime) returned, so an answer from each worker pid means each started.
+        ``post_worker_init`` starts each worker's runtime in the background (a
+        worker serves its health probe at once); with ``executing``, readiness
+        says that one of them executes commands.
         """
         deadline = time.monotonic() + timeout
         answered: set[int] = set()

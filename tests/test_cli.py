@@ -24,7 +24,7 @@ from click.testing import Result
 from flask import Flask
 from flask.testing import FlaskCliRunner
 
-from flask_openfactory import AssetBlueprint, FlaskOpenFactory, SampleAttribute, TransportError
+from flask_openfactory import AssetBlueprint, ConfigurationError, FlaskOpenFactory, SampleAttribute, TransportError
 from flask_openfactory import runtime as runtime_module
 from flask_openfactory.transports import memory as memory_module
 from flask_openfactory.transports.base import Health
@@ -204,16 +204,10 @@ def test_status_exits_1_when_the_transport_raises(runner: FlaskCliRunner, monkey
     assert len(errors) == 1 and "memory://cli-" in errors[0] and "OSError: connection refused second line" in errors[0]
 
 
-def test_status_exits_1_quickly_for_a_sqlite_path_that_is_a_directory(tmp_path: Path) -> None:
-    pytest.importorskip("flask_openfactory.transports.sqlite")
-    app = make_app(f"sqlite:///{tmp_path}")
-    started = time.monotonic()
-    result = ofa(app.test_cli_runner(), "status")
-    assert time.monotonic() - started < 5.0
-    assert result.exit_code == 1
-    assert "Traceback" not in result.output
-    assert f"transport sqlite:///{tmp_path} does not answer" in result.stderr
-    assert "directory" in result.stderr
+def test_a_sqlite_path_that_is_a_directory_fails_when_the_app_is_created(tmp_path: Path) -> None:
+    """A setting that can never work stops every command at once, naming the setting."""
+    with pytest.raises(ConfigurationError, match="OPENFACTORY_TRANSPORT_URL: .*is a directory"):
+        make_app(f"sqlite:///{tmp_path}")
 
 
 def test_credentials_in_the_url_or_a_transport_error_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:

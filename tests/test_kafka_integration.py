@@ -16,6 +16,7 @@ import random
 import re
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -698,7 +699,7 @@ def test_frozen_broker_http_answers_ready_flips_and_no_value_is_lost(
 def _flask(args: list[str], env: dict[str, str], timeout: float = 60) -> tuple[subprocess.CompletedProcess[str], float]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("FLASK_") and k not in _PLATFORM_VARS}
     started = time.monotonic()
-    completed = subprocess.run([str(ROOT / ".venv" / "bin" / "flask"), "--app", "wsgi", *args],
+    completed = subprocess.run([str(Path(sys.executable).parent / "flask"), "--app", "wsgi", *args],  # this venv's
                                cwd=ROOT, env={**base, "FLASK_CONFIG": "production", **env},
                                capture_output=True, text=True, timeout=timeout)
     return completed, time.monotonic() - started

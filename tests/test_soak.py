@@ -16,7 +16,7 @@ consumer's connection being re-established), never grow with time.
 
 from __future__ import annotations
 
-
+import pytest
 
 from bench.soak import render, run_soak, trends
 from broker import TansuBroker
@@ -28,6 +28,7 @@ THREADS_TOLERANCE = 2  # max - min over the samples after the warm-up
 FDS_TOLERANCE = 4
 
 
+@pytest.mark.slow  # minutes by design: .ci/run runs it on the platform's Python (3.13) only
 def test_soak_workers_keep_memory_threads_and_fds_flat(own_broker: TansuBroker) -> None:
     result = run_soak(own_broker.bootstrap, own_broker.create_topic, seconds=SECONDS, workers=2,
                       command_rate=10.0, http_rate=10.0, sample_every=2.0)

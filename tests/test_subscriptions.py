@@ -78,7 +78,9 @@ def test_current_state_first_then_each_update_in_order_filtered(url: str, tmp_pa
     runtime = runtime_of(app)
     runtime.start()
     try:
-        wait_for(lambda: x_only.values() == [1.0], what="the current state delivered")
+        # each subscription starts on its own: all three have the current state before the updates
+        wait_for(lambda: x_only.values() == [1.0] and events.values() == ["READY"] and len(every.records) == 2,
+                 what="the current state delivered to each subscription")
         machine_writes(url, *[("position_x", float(v), "Samples") for v in range(2, 12)],
                        ("status", "ACTIVE", "Events"))
         # commands, results and method advertisements of the machine are not attribute updates
@@ -184,6 +186,8 @@ def test_a_missing_config_value_is_logged_and_the_app_still_serves(url: str, tmp
         wait_for(lambda: "could not start" in caplog.text, what="the error logged")
         assert "NO_SUCH_KEY" in caplog.text
         assert app.test_client().get("/ofa/attributes").status_code == 200
+        ready = app.test_client().get("/ofa/ready")  # what the API shows is true: nothing runs
+        assert ready.status_code == 503 and "NO_SUCH_KEY" in ready.json["checks"]["duties"]["detail"]
     finally:
         runtime.stop()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import threading
@@ -14,21 +13,17 @@ import pytest
 from flask import Flask
 
 import demo
+from readme import section_blocks
 from flask_openfactory import AssetBlueprint, EventAttribute, FlaskOpenFactory, Record
 from flask_openfactory.testing import NoResultError, OpenFactoryTester
 
 pytest_plugins = ["pytester"]
 
-README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def readme_section_blocks() -> tuple[str, list[str]]:
     """The ``ini`` block and the ``python`` blocks of the README's "Testing your app" section."""
-    text = README.read_text(encoding="utf-8")
-    start = text.index("\n## Testing your app\n")
-    end = text.find("\n## ", start + 1)
-    section = text[start:end if end != -1 else len(text)]
-    blocks = re.findall(r"```(\w+)\n(.*?)```", section, flags=re.S)
+    blocks = section_blocks("Testing your app")
     ini = [body for lang, body in blocks if lang == "ini"]
     python = [body for lang, body in blocks if lang == "python"]
     assert len(ini) == 1 and len(python) >= 2, "the README's testing section lost its examples"

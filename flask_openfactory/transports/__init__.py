@@ -35,6 +35,7 @@ __all__ = [
     "TransportBusy",
     "TransportError",
     "TransportOptions",
+    "check_url",
     "create_transport",
     "scheme_of",
 ]
@@ -51,6 +52,20 @@ def scheme_of(url: Any) -> str:
         raise ConfigurationError(
             f"transport URL {url!r}: unknown scheme {scheme!r}; use one of {', '.join(SCHEMES)}"
         )
+    return scheme
+
+
+def check_url(url: Any) -> str:
+    """Everything about a URL that can be known without I/O: a URL that can never work fails here."""
+    scheme = scheme_of(url)
+    if scheme == "sqlite":
+        from .sqlite import check_location, database_path
+
+        check_location(database_path(url))
+    elif scheme == "kafka":
+        from .kafka import parse_bootstrap
+
+        parse_bootstrap(url)
     return scheme
 
 

@@ -44,8 +44,18 @@ class TransportBusy(TransportError):
     retry_after: float = 5.0  # seconds: a hint for the caller
 
 
-class ConfigurationError(ValueError):
-    """A transport URL or option that cannot work; raised before any I/O."""
+try:  # gunicorn prints an app-loading error as its one-line message and stops (exit 4)
+    from gunicorn.errors import AppImportError as _AppLoadError
+except ImportError:  # pragma: no cover - gunicorn is a dependency, but not on every platform
+    _AppLoadError = Exception  # type: ignore[assignment,misc]
+
+
+class ConfigurationError(ValueError, _AppLoadError):
+    """A setting that can never work; raised before any I/O.
+
+    Raised by ``init_app``, it stops a gunicorn worker at boot with one short
+    line instead of a traceback and a restart loop: the message names the setting.
+    """
 
 
 @dataclass(frozen=True, slots=True)

@@ -842,9 +842,10 @@ class _PartitionReader(CommandReader):
         self._position = self._committed = committed
         self._owns = True
         self._generation += 1
-        log.info("this process now %s %s (partition %d from offset %d)",
-                 "follows updates of" if self._attributes else "executes commands of",
-                 self._key, self._partition, committed)
+        # the runtime says "executing commands here" itself: the position is a detail
+        log.log(logging.INFO if self._attributes else logging.DEBUG, "this process now %s %s (partition %d from offset %d)",
+                "follows updates of" if self._attributes else "executes commands of",
+                self._key, self._partition, committed)
         return committed
 
     def _read(self, timeout: float) -> list[LogEntry]:

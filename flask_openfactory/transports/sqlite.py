@@ -77,14 +77,35 @@ _SCHEMA = (
 
 
 class _Connection:
-    """A connection tagged with the process that opened it (weakly referenceable),
+    """A connection tagged with the process and thread that opened it (weakly referenceable),
     the file it was opened on and the guard's epoch at that time."""
 
-    __slots__ = ("conn", "pid", "identity", "epoch", "__weakref__")
+    __slots__ = ("conn", "pid", "identity", "epoch", "thread", "__weakref__")
 
     def __init__(self, conn: sqlite3.Connection, pid: int, epoch: int = 0) -> None:
         self.conn, self.pid, self.epoch = conn, pid, epoch
         self.identity: Identity | None = None
+        self.thread = weakref.ref(threading.current_thread())
+
+    @property
+    def thread_ended(self) -> bool:
+        thread = self.thread()
+        return thread is None or not thread.is_alive()
+
+
+def _close_connections(holders: list[_Connection], *, only_ended: bool = False) -> None:
+    """Close this process's connections (never a parent's handle): all, or those whose thread ended.
+
+    Explicit, because the garbage collector finalizes a cycle's objects in no
+    set order and Python 3.13 warns about a connection deallocated unclosed.
+    """
+    for holder in list(holders):
+        if holder.pid == os.getpid() and (not only_ended or holder.thread_ended):
+            holders.remove(holder)
+            try:
+                holder.conn.close()
+            except sqlite3.Error:
+                pass
 
 
 class _Wakeup:
@@ -223,6 +244,11 @@ class SqliteTransport(Transport):
         self._children: "weakref.WeakSet[SqliteFollower | SqliteCommandReader]" = weakref.WeakSet()
         self.guard = FileGuard(self.path)
         self._guard_pid = os.getpid()
+        # Every connection this transport opened in this process, closed by close() or when the
+        # transport is collected (a finalizer holds the list, so the collector never meets them).
+        self._holders: list[_Connection] = []
+        self._holders_lock = threading.Lock()
+        weakref.finalize(self, _close_connections, self._holders).atexit = False  # daemon threads may still run
 
     # connections
 
@@ -273,15 +299,19 @@ class SqliteTransport(Transport):
         mode = "rwc" if guard.may_create() else "rw"
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            conn = sqlite3.connect(
+            conn = sqlite3.connect(  # used by its thread only; closed by close() or the finalizer
                 f"file:{urllib.parse.quote(self.path)}?mode={mode}", uri=True,
                 timeout=max(self.options.publish_timeout, 0.0), isolation_level=None,
+                check_same_thread=False,
             )
         except (OSError, sqlite3.Error) as exc:
             raise guard.failed(exc) or TransportError(f"cannot open sqlite database {self.path}: {exc}") from exc
         holder = _Connection(conn, pid, guard.epoch)
         with _registry_lock:
             _connections.add(holder)
+        with self._holders_lock:
+            _close_connections(self._holders, only_ended=True)  # threads that came and went
+            self._holders.append(holder)
         try:
             mode = self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone()[0], conn, "enable WAL")
             if str(mode).lower() != "wal":
@@ -552,20 +582,24 @@ class SqliteTransport(Transport):
                     "faults": guard.faults, "fault": fault.kind if fault is not None else None}
 
     def close(self, timeout: float = 5.0) -> None:
-        """Release this transport's readers (their locks) and this thread's connection.
+        """Release this transport's readers (their locks), this thread's connection and those of ended threads.
 
-        Connections of other threads cannot be closed from here (SQLite's
-        same-thread rule); they refuse further use and close with their thread.
+        Connections of threads that still run are not closed under them; they
+        refuse further use and are closed when the transport is collected.
         """
         if self._closed:
             return
         for child in list(self._children):
             child.close()
         self._closed = True
-        holder: _Connection | None = getattr(self._local, "holder", None)
         self._local.holder = None
-        if holder is not None and holder.pid == os.getpid():
-            holder.conn.close()
+        current = threading.current_thread()
+        with self._holders_lock:  # this thread's and those of ended threads; the others at collection
+            for holder in [h for h in self._holders if h.thread() is current]:
+                self._holders.remove(holder)
+                if holder.pid == os.getpid():
+                    holder.conn.close()
+            _close_connections(self._holders, only_ended=True)
 
 
 def _create_schema(conn: sqlite3.Connection) -> str:
