@@ -74,7 +74,8 @@ def post_worker_init(worker: Any) -> None:
 def worker_exit(server: Any, worker: Any) -> None:
     budget = _stop_budget(float(server.cfg.graceful_timeout))
     for state in _states(getattr(worker, "wsgi", None)):
-        state.runtime.stop(budget, publish_unavailable=False)
+        if state.runtime.started:  # a start still trying (broker away) holds nothing to hand over
+            state.runtime.stop(budget, publish_unavailable=False)
 
 
 def on_exit(server: Any) -> None:
