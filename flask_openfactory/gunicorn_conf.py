@@ -102,7 +102,8 @@ def worker_exit(server: Any, worker: Any) -> None:
     # boots, the executing worker goes on executing until it has taken over.
     linger = budget / 2 if _successor_booting() else 0.0
     for state in _states(getattr(worker, "wsgi", None)):
-        state.runtime.stop(budget, publish_unavailable=False, linger=linger)
+        if state.runtime.started:  # a start still trying (broker away) holds nothing to hand over
+            state.runtime.stop(budget, publish_unavailable=False, linger=linger)
 
 
 def _successor_booting() -> bool:

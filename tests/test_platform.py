@@ -196,10 +196,14 @@ def test_with_the_broker_away_the_api_answers_at_once_and_never_500(tmp_path: Pa
         ready = requests.get(base + "/ofa/ready", timeout=30).json()
         assert ready["checks"]["runtime"]["ok"] is False and "KafkaException" in ready["checks"]["runtime"]["detail"]
     finally:
+        stopping = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+        stopped_after = time.monotonic() - stopping
     text = log.read_text(errors="replace")
     assert "retrying in 1s" in text and "Traceback" not in text
+    print(f"exit {proc.returncode} {stopped_after:.2f} s after SIGTERM")
+    assert proc.returncode == 0 and stopped_after < 10.0  # Docker's and Swarm's stop grace period
 
 
 def _answer(url: str) -> bool:
