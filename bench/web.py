@@ -52,10 +52,12 @@ class _BindFailed(RuntimeError):
 class Gunicorn:
     """One gunicorn master on a free loopback port."""
 
-    def __init__(self, app_spec: str, env: dict[str, str], *, workers: int = 2) -> None:
+    def __init__(self, app_spec: str, env: dict[str, str], *, workers: int = 2,
+                 options: tuple[str, ...] = ()) -> None:
         self.app_spec = app_spec
         self.env = env
         self.workers = workers
+        self.options = options  # more gunicorn options (worker class, threads, keep-alive)
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.worker_pids: list[int] = []
@@ -72,6 +74,7 @@ class Gunicorn:
             "--chdir", str(ROOT),
             "--error-logfile", str(self.log_path),
             "--log-level", "warning",
+            *self.options,
             self.app_spec,
         ]
 

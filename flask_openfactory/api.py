@@ -879,7 +879,7 @@ def add_method_routes(state: "OpenFactoryState", specs: Iterable[MethodSpec]) ->
         schema = arguments_schema(spec, api.unique_schema_name(f"{_camel(spec.name)}Arguments"))
         view = _method_view(state, spec)
         view = blp.arguments(
-            schema,
+            schema(),  # an instance: webargs would build a new one from a class on every request
             location="json",
             required=any(p.required for p in spec.parameters),
             description=f"Arguments of {spec.signature_text()}",
@@ -928,7 +928,9 @@ def _method_view(state: "OpenFactoryState", spec: MethodSpec) -> Callable[[dict[
         status = 200
         if result.status == REJECTED:
             status = _REJECTED_STATUS.get(str(result.error or "").split(":", 1)[0], 409)
-        return result.as_dict(), status, {CORRELATION_HEADER: result.correlation_id or ""}
+        # A Response skips the response schema's dump (documentation only here): as_dict
+        # already has exactly MethodResultSchema's fields and types.
+        return jsonify(result.as_dict()), status, {CORRELATION_HEADER: result.correlation_id or ""}
 
     invoke.__name__ = invoke.__qualname__ = f"invoke_{spec.name}"
     invoke.__doc__ = None  # the operation's text comes from blp.doc
