@@ -3,7 +3,10 @@
 from flask_openfactory.gunicorn_conf import (  # noqa: F401  (gunicorn reads these names)
     bind,
     graceful_timeout,
+    keepalive,
     on_exit,
     post_worker_init,
+    threads,
+    worker_class,
     worker_exit,
 )

@@ -41,7 +41,9 @@ FIGURES = (
     "publish_ratio_vs_raw",
     "publish_ratio_vs_flush_per_write",
     "http_user_route_ratio",
+    "http_vs_reference_server",
     "http_method_route_rps",
+    "http_method_route_rps_sqlite",
     "http_method_cpu_ratio",
     "http_method_p50_vs_command_rtt",
     "read_after_write_p50_ms",
@@ -236,18 +238,32 @@ class Run:
         if http is not None:
             ext_rps = [load.rps for load in http.ext_user]
             plain_rps = [load.rps for load in http.plain_user]
+            ref_rps = [load.rps for load in http.ref_user]
             method = median([load.rps for load in http.ext_method])
             method_cpu, user_cpu = median(http.method_cpu_us), median(http.ext_cpu_us)
+            variants = http.method_variants
+
+            def variant(name: str) -> str:
+                rps, cpu = variants[name]
+                return f"{name} {rps:,.0f} req/s, {cpu:.0f} µs per call"
             figures += [
                 Figure("http_user_route_ratio", paired(ext_rps, plain_rps), "ratio",
                        f"GET /hello: extension {median(ext_rps):,.0f} req/s vs plain Flask {median(plain_rps):,.0f} "
                        f"req/s, medians of {len(ext_rps)} alternating slices; server CPU per request "
                        f"{median(http.ext_cpu_us):.0f} µs vs {median(http.plain_cpu_us):.0f} µs",
                        "≥ 0.95", lambda v: v >= 0.95),
+                Figure("http_vs_reference_server", paired(ext_rps, ref_rps), "ratio",
+                       f"GET /hello: extension, shipped gunicorn config, {median(ext_rps):,.0f} req/s vs plain Flask "
+                       f"on werkzeug make_server (single-threaded, as the reference serves) {median(ref_rps):,.0f} "
+                       f"req/s; server CPU per request {user_cpu:.0f} µs vs {median(http.ref_cpu_us):.0f} µs",
+                       "≥ 2.0", lambda v: v >= 2.0),
                 Figure("http_method_route_rps", method, "rps",
-                       f"POST /ofa/methods/ping (through the log), same load generator and settings, median of "
-                       f"{len(http.ext_method)} slice(s) on a fresh broker; server CPU per request "
-                       f"{method_cpu:.0f} µs", "report"),
+                       f"POST /ofa/methods/ping (through the log) on Kafka, shipped gunicorn config, same load "
+                       f"generator and settings, median of {len(http.ext_method)} slice(s) on a fresh broker; server "
+                       f"CPU per call {method_cpu:.0f} µs; {variant('kafka, sync workers')}", "report"),
+                Figure("http_method_route_rps_sqlite", variants["sqlite, shipped"][0], "rps",
+                       f"the same on the embedded sqlite transport: {variant('sqlite, shipped')}; "
+                       f"{variant('sqlite, sync workers')}", "report"),
                 Figure("http_method_cpu_ratio", method_cpu / user_cpu, "ratio",
                        f"all server CPU per method call (master and workers, the executor's share included) "
                        f"{method_cpu:.0f} µs vs per user route request {user_cpu:.0f} µs (medians of slices)",
@@ -307,7 +323,8 @@ class Run:
                                   f"medians of {len(small)} rounds; CPU per record {cpu_us(s.large)} vs "
                                   f"{cpu_us(s.small)}", "≥ 0.9", lambda v: v >= 0.9))
         by_name = {fig.name: fig for fig in figures}
-        goals = {"command_rtt_p50_ms": "report", "http_method_route_rps": "report", "read_after_write_p50_ms": "report"}
+        goals = {name: "report" for name in ("command_rtt_p50_ms", "http_method_route_rps",
+                                             "http_method_route_rps_sqlite", "read_after_write_p50_ms")}
         ordered = []
         for name in FIGURES:
             fig = by_name.get(name)
@@ -330,6 +347,13 @@ def render_table(figures: list[Figure]) -> str:
     return "\n".join([line(header), sep, *(line(r) for r in rows)])
 
 
+def shipped_gunicorn() -> str:
+    """What the shipped config module (every server here loads it) sets for serving."""
+    from flask_openfactory import gunicorn_conf as conf
+
+    return f"shipped config: {conf.worker_class} workers, {conf.threads} threads, keep-alive {conf.keepalive}s"
+
+
 def report(run: Run, figures: list[Figure], elapsed: float, argv: list[str]) -> str:
     info = machine()
     lines = [
@@ -338,7 +362,7 @@ def report(run: Run, figures: list[Figure], elapsed: float, argv: list[str]) -> 
         "command: python -m bench" + ("".join(f" {a}" for a in argv)),
         f"machine: {info['cores']} cores, {info['cpu']}, {info['memory']} RAM, {info['os']}",
         f"python: {info['python']}; confluent-kafka {info['confluent-kafka']}; flask {info['flask']}; "
-        f"gunicorn {info['gunicorn']} (-w 2, sync workers, --no-control-socket)",
+        f"gunicorn {info['gunicorn']} (-w 2, {shipped_gunicorn()}, --no-control-socket)",
         f"broker: {info['broker']}",
         f"code: {run.code}" + ("" if run.code_after == run.code else f"; CHANGED during the run to {run.code_after}"),
         f"HTTP load generator: {run.loadgen}",
