@@ -36,6 +36,7 @@ from .common import (
     wrk_path,
     wrk_version,
 )
+from .web import shipped_gunicorn
 
 FIGURES = (
     "publish_ratio_vs_raw",
@@ -345,13 +346,6 @@ def render_table(figures: list[Figure]) -> str:
 
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|" + "-" * 32 + "|"
     return "\n".join([line(header), sep, *(line(r) for r in rows)])
-
-
-def shipped_gunicorn() -> str:
-    """What the shipped config module (every server here loads it) sets for serving."""
-    from flask_openfactory import gunicorn_conf as conf
-
-    return f"shipped config: {conf.worker_class} workers, {conf.threads} threads, keep-alive {conf.keepalive}s"
 
 
 def report(run: Run, figures: list[Figure], elapsed: float, argv: list[str]) -> str:

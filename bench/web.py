@@ -49,6 +49,13 @@ def ext_env(bootstrap: str, topic: str, asset_uuid: str, lock_dir: str) -> dict[
     return env
 
 
+def shipped_gunicorn() -> str:
+    """What the shipped config module (every gunicorn here loads it) sets for serving."""
+    from flask_openfactory import gunicorn_conf as conf
+
+    return f"shipped config: {conf.worker_class} workers, {conf.threads} threads, keep-alive {conf.keepalive}s"
+
+
 class _BindFailed(RuntimeError):
     """gunicorn could not bind the port it was given."""
 
