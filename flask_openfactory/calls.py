@@ -51,10 +51,7 @@ class CallBook:
         self.window = window
         self.cap = cap
         self._entries: OrderedDict[str, CallEntry] = OrderedDict()
-        self._lock = threading.Lock()
-        # One event per awaited id: a result wakes only the requests waiting for it, not
-        # every waiting request thread of the process (a gthread worker has several).
-        self._waiters: dict[str, tuple[threading.Event, int]] = {}
+        self._changed = threading.Condition()
         self.evicted_early = 0  # forgotten inside the window because of the cap (a metric)
 
     # -- learning ----------------------------------------------------------------
@@ -83,7 +80,7 @@ class CallBook:
 
     def add(self, cid: str) -> None:
         """An id answered without a readable result (the dispatcher's bookkeeping)."""
-        with self._lock:
+        with self._changed:
             entry = self._entries.get(cid)
             if entry is None:
                 self._store(cid, CallEntry("", None, None, time.monotonic(), answered=True))
@@ -91,7 +88,7 @@ class CallBook:
                 entry.answered = True
 
     def _learn(self, cid: str, method: str, arguments: dict[str, Any] | None, result: CommandResult | None) -> None:
-        with self._lock:
+        with self._changed:
             entry = self._entries.get(cid)
             if entry is None:
                 self._store(cid, CallEntry(method, arguments, result, time.monotonic(), answered=result is not None))
@@ -102,8 +99,8 @@ class CallBook:
                 if entry.result is None and result is not None:
                     entry.result = result
                     entry.answered = True
-            if result is not None and cid in self._waiters:
-                self._waiters[cid][0].set()
+            if result is not None:
+                self._changed.notify_all()
 
     def _store(self, cid: str, entry: CallEntry) -> None:
         """Called with the lock held."""
@@ -122,21 +119,21 @@ class CallBook:
 
     def __contains__(self, cid: object) -> bool:
         """Answered (a result, or marked answered by ``add``)."""
-        with self._lock:
+        with self._changed:
             entry = self._entries.get(cid)  # type: ignore[call-overload]
             return entry is not None and entry.answered
 
     def __len__(self) -> int:
-        with self._lock:
+        with self._changed:
             return len(self._entries)
 
     def get(self, cid: str) -> CallEntry | None:
-        with self._lock:
+        with self._changed:
             return self._entries.get(cid)
 
     def check_same_call(self, cid: str, method: str, arguments: dict[str, Any]) -> CallEntry | None:
         """The entry of ``cid`` if it was this call; CallConflict if the id names another call."""
-        with self._lock:
+        with self._changed:
             entry = self._entries.get(cid)
         if entry is None:
             return None
@@ -154,20 +151,13 @@ class CallBook:
 
     def wait(self, cid: str, timeout: float) -> CommandResult | None:
         """The result of ``cid`` once it is in the book, or None after ``timeout``."""
-        with self._lock:
-            entry = self._entries.get(cid)
-            if entry is not None and entry.result is not None:
-                return entry.result
-            event, count = self._waiters.get(cid) or (threading.Event(), 0)
-            self._waiters[cid] = (event, count + 1)
-        try:
-            event.wait(timeout)
-        finally:
-            with self._lock:
-                event, count = self._waiters[cid]
-                if count > 1:
-                    self._waiters[cid] = (event, count - 1)
-                else:
-                    del self._waiters[cid]
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
                 entry = self._entries.get(cid)
-        return entry.result if entry is not None else None
+                if entry is not None and entry.result is not None:
+                    return entry.result
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._changed.wait(remaining)
