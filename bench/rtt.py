@@ -6,10 +6,19 @@ answer anyway), then reads the target's partition with the shared consumer
 settings. The baseline is one raw produce -> consume hop with the same
 clients on the same broker, interleaved with the commands sample by sample.
 A command is two such hops plus the app's work, so a ratio near 2 is the floor.
+
+Interleaved with the same samples, on the same server: the HTTP method call
+(``POST /ofa/methods/ping``, which goes through the log as a command and
+answers with its ``_RESULT``), then the read that must follow it
+(``GET /ofa/attributes/<id>``: the answering worker first applies the log up
+to its end, the call's result included) and ``GET /ofa/health`` (no log at
+all) as that read's baseline. Each request on a new connection, as gunicorn's
+sync workers close every connection anyway.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import uuid
@@ -27,11 +36,48 @@ WAIT = 10.0
 CALLER = "BENCH-CALLER"
 
 
+READ_ATTRIBUTE = "position_x"  # a declared attribute of the demo app
+
+
 @dataclass
 class RttResult:
     command_ms: list[float] = field(default_factory=list)
     raw_ms: list[float] = field(default_factory=list)
     timeouts: int = 0
+    http_call_ms: list[float] = field(default_factory=list)  # POST /ofa/methods/<method>, through the log
+    read_ms: list[float] = field(default_factory=list)  # GET /ofa/attributes/<id> right after the call
+    health_ms: list[float] = field(default_factory=list)  # GET /ofa/health, same connection pattern
+    http_failures: int = 0
+
+
+def _http_ms(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, float]:
+    """One request on a new connection: (status, milliseconds until the whole answer was read)."""
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    started = time.perf_counter()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
+    try:
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        response.read()
+    finally:
+        connection.close()
+    return response.status, (time.perf_counter() - started) * 1000.0
+
+
+def measure_http(port: int, method: str, into: RttResult, *, keep: bool) -> None:
+    """The HTTP call through the log, then the read that follows it, then the health baseline."""
+    status, call_ms = _http_ms(port, "POST", f"/ofa/methods/{method}", b"{}")
+    read_status, read_ms = _http_ms(port, "GET", f"/ofa/attributes/{READ_ATTRIBUTE}")
+    health_status, health_ms = _http_ms(port, "GET", "/ofa/health")
+    if (status, read_status, health_status) != (200, 200, 200):
+        into.http_failures += 1
+        if into.http_failures >= 3:
+            raise RuntimeError(f"HTTP call/read/health answered {status}/{read_status}/{health_status}")
+        return
+    if keep:
+        into.http_call_ms.append(call_ms)
+        into.read_ms.append(read_ms)
+        into.health_ms.append(health_ms)
 
 
 def _tail(bootstrap: str, topic: str, partition: int) -> Consumer:
@@ -86,8 +132,8 @@ def _same_partition_key(target: bytes, partitions: int) -> bytes:
 
 
 def measure_rtt(bootstrap: str, topic: str, target_uuid: str, method: str, partitions: int, samples: int,
-                warmup: int, into: RttResult) -> None:
-    """Alternate one raw hop and one command, ``warmup`` + ``samples`` times.
+                warmup: int, into: RttResult, port: int | None = None) -> None:
+    """Alternate one raw hop, one command and (with ``port``) the HTTP call and reads, ``warmup`` + ``samples`` times.
 
     Three unanswered commands in a row mean the app is not executing
     commands at all: stop rather than wait out every remaining sample.
@@ -118,6 +164,8 @@ def measure_rtt(bootstrap: str, topic: str, target_uuid: str, method: str, parti
             unanswered = 0 if answered else unanswered + 1
             if unanswered >= 3:
                 raise RuntimeError(f"{target_uuid} answered none of the last 3 commands")
+            if port is not None:
+                measure_http(port, method, into, keep=i >= warmup)
             if i < warmup:
                 continue
             if got:
@@ -133,7 +181,8 @@ def measure_rtt(bootstrap: str, topic: str, target_uuid: str, method: str, parti
 
 
 def run_rtt(broker: Broker, *, samples: int, warmup: int, block: int) -> RttResult:
-    """Figures command_rtt_*: the app under ``gunicorn -w 2``, idle, as in production."""
+    """Figures command_rtt_*, http_method_p50_vs_command_rtt, read_after_write_p50_ms: the app under
+    ``gunicorn -w 2``, idle, as in production."""
     from .apps import TRIVIAL_METHOD
     from .web import Gunicorn, ext_env
 
@@ -147,7 +196,8 @@ def run_rtt(broker: Broker, *, samples: int, warmup: int, block: int) -> RttResu
         env = ext_env(broker.bootstrap, topic, "BENCH-RTT", scratch_dir("locks-"))
         server = Gunicorn("bench.apps:ext_app()", env).start("/ofa/ready")
         try:
-            measure_rtt(broker.bootstrap, topic, "BENCH-RTT", TRIVIAL_METHOD, partitions, size, warmup, result)
+            measure_rtt(broker.bootstrap, topic, "BENCH-RTT", TRIVIAL_METHOD, partitions, size, warmup, result,
+                        port=server.port)
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}; server log: {server.log_tail(1500)}") from None
         finally:

@@ -45,7 +45,7 @@ from flask_openfactory.commands import CommandResult, command_record, is_result,
 from flask_openfactory.protocol import Record, RecordError
 
 from .common import KAFKA_CONFIG, KAFKA_LOG, RAW_CONSUMER_CONFIG, children_of, log, scratch_dir, unique_name
-from .web import Gunicorn, ext_env
+from .web import Gunicorn, ext_env, shipped_gunicorn
 
 
 def _wait_executing(port: int, timeout: float = 60.0) -> None:
@@ -376,7 +376,7 @@ def render(result: SoakResult, found: list[Trend], warmup: float) -> str:
 
     http_ok = result.http.get(200, 0)
     lines = [
-        f"soak: {result.seconds / 60:g} min under gunicorn -w {result.workers} (sync), "
+        f"soak: {result.seconds / 60:g} min under gunicorn -w {result.workers} ({shipped_gunicorn()}), "
         f"{result.command_rate:g} move_axis commands/s through Kafka + {result.http_rate:g} "
         f"POST /ofa/methods/move_axis/s + a /ofa/metrics and /ofa/attributes scrape every few seconds; "
         f"OPENFACTORY_DEDUPE_SIZE={result.dedupe_size}; samples after a {warmup:g} s warm-up",

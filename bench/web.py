@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from .common import Broker
 
 
+CALL_WAIT = 5.0  # seconds an HTTP method call waits for its result (answers take milliseconds here)
+
+
 def ext_env(bootstrap: str, topic: str, asset_uuid: str, lock_dir: str) -> dict[str, str]:
     """The platform's environment for the production config, plus FLASK_OPENFACTORY_* overrides."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLASK_", "OPENFACTORY_"))}
@@ -40,22 +43,99 @@ def ext_env(bootstrap: str, topic: str, asset_uuid: str, lock_dir: str) -> dict[
         "FLASK_OPENFACTORY_ASSETS_TOPIC": topic,
         "FLASK_OPENFACTORY_KAFKA_CONFIG": json.dumps(KAFKA_CONFIG),
         "FLASK_OPENFACTORY_LOCK_DIR": lock_dir,
+        "FLASK_OPENFACTORY_CALL_WAIT": str(CALL_WAIT),
         "PYTHONPATH": str(ROOT),
     })
     return env
+
+
+def shipped_gunicorn() -> str:
+    """What the shipped config module (every gunicorn here loads it) sets for serving."""
+    from flask_openfactory import gunicorn_conf as conf
+
+    return f"shipped config: {conf.worker_class} workers, {conf.threads} threads, keep-alive {conf.keepalive}s"
 
 
 class _BindFailed(RuntimeError):
     """gunicorn could not bind the port it was given."""
 
 
-class Gunicorn:
+class Server:
+    """Processes serving one port, frozen and thawed together, their CPU read from /proc."""
+
+    port = 0
+    paused = False
+
+    def _pids(self) -> list[int]:
+        raise NotImplementedError
+
+    def pause(self) -> None:
+        """Freeze every process (sockets stay open; nothing runs)."""
+        for pid in self._pids():
+            os.kill(pid, signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        for pid in self._pids():
+            os.kill(pid, signal.SIGCONT)
+        self.paused = False
+
+    def cpu_seconds(self) -> float:
+        """CPU used so far by every process (utime + stime)."""
+        total = 0
+        for pid in self._pids():
+            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+
+
+class ReferenceServer(Server):
+    """A plain Flask app on ``werkzeug.serving.make_server``, as the reference implementation serves."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.proc: subprocess.Popen[str] | None = None
+
+    def _pids(self) -> list[int]:
+        return [self.proc.pid] if self.proc is not None else []
+
+    def start(self, ready_path: str, timeout: float = 30.0) -> ReferenceServer:
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.reference_server"], env=self.env, cwd=ROOT,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # the port, once bound
+        if not line.strip().isdigit():
+            self.close()
+            raise RuntimeError(f"the reference server did not start (exit code {self.proc and self.proc.poll()})")
+        self.port = int(line)
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{ready_path}", timeout=timeout) as r:
+            if r.status != 200:
+                raise RuntimeError(f"the reference server answered {r.status}")
+        log(f"reference server (werkzeug make_server, single-threaded): pid {self.proc.pid}, port {self.port}")
+        return self
+
+    def close(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if self.paused:
+            os.kill(proc.pid, signal.SIGCONT)
+            self.paused = False
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+class Gunicorn(Server):
     """One gunicorn master on a free loopback port."""
 
-    def __init__(self, app_spec: str, env: dict[str, str], *, workers: int = 2) -> None:
+    def __init__(self, app_spec: str, env: dict[str, str], *, workers: int = 2,
+                 options: tuple[str, ...] = ()) -> None:
         self.app_spec = app_spec
         self.env = env
         self.workers = workers
+        self.options = options  # more gunicorn options (worker class, threads, keep-alive)
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.worker_pids: list[int] = []
@@ -72,6 +152,7 @@ class Gunicorn:
             "--chdir", str(ROOT),
             "--error-logfile", str(self.log_path),
             "--log-level", "warning",
+            *self.options,
             self.app_spec,
         ]
 
@@ -117,26 +198,6 @@ class Gunicorn:
 
     def _pids(self) -> list[int]:
         return ([self.proc.pid] if self.proc is not None else []) + self.worker_pids
-
-    def pause(self) -> None:
-        """Freeze master and workers (sockets stay open; nothing runs)."""
-        for pid in self._pids():
-            os.kill(pid, signal.SIGSTOP)
-        self.paused = True
-
-    def resume(self) -> None:
-        for pid in self._pids():
-            os.kill(pid, signal.SIGCONT)
-        self.paused = False
-
-    def cpu_seconds(self) -> float:
-        """CPU used so far by master and workers (utime + stime)."""
-        total = 0
-        for pid in self._pids():
-            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        return total / os.sysconf("SC_CLK_TCK")
 
     def worker_rss_mb(self) -> float:
         """The largest worker (the one executing commands holds an extra consumer)."""
@@ -185,17 +246,21 @@ class Gunicorn:
 
 @dataclass
 class HttpResult:
-    """Per-slice loads; the user-route figure is the median of the paired ratios."""
+    """Per-slice loads; the user-route figures are medians of the paired ratios."""
 
     tool: str
     ext_user: list[Load] = field(default_factory=list)
     plain_user: list[Load] = field(default_factory=list)
+    ref_user: list[Load] = field(default_factory=list)  # werkzeug make_server, as the reference serves
     ext_method: list[Load] = field(default_factory=list)
     ext_rss: float = 0.0
     plain_rss: float = 0.0
     ext_cpu_us: list[float] = field(default_factory=list)  # server CPU per request, per slice
     plain_cpu_us: list[float] = field(default_factory=list)
+    ref_cpu_us: list[float] = field(default_factory=list)
     method_cpu_us: list[float] = field(default_factory=list)
+    # method calls per second and server CPU per call: transport and worker class -> (req/s, µs)
+    method_variants: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 class LoadRunner:
@@ -221,23 +286,46 @@ class LoadRunner:
         return load
 
 
-def _check_method_route(port: int, path: str) -> None:
-    """The method route must answer OK before its throughput means anything."""
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=b"{}", method="POST",
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        body = json.loads(response.read())
-    if body.get("status") != "OK":
-        raise RuntimeError(f"POST {path} answered {body}")
+def _check_method_route(port: int, path: str, attempts: int = 4) -> None:
+    """The method route must answer OK before its throughput means anything.
+
+    Right after start a call can answer 504 (``CALL_WAIT`` in ``ext_env``): a call
+    written while the first executor of a fresh log is still finding the log's end
+    is skipped by it. Seen about once in six starts; logged, then tried again.
+    """
+    for attempt in range(1, attempts + 1):
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=b"{}", method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=CALL_WAIT + 10) as response:
+                body = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code != 504 or attempt == attempts:
+                raise
+            log(f"POST {path} right after start answered 504 (attempt {attempt}); trying again")
+            continue
+        if body.get("status") != "OK":
+            raise RuntimeError(f"POST {path} answered {body}")
+        return
+
+
+SYNC_WORKERS = ("--worker-class", "sync", "--threads", "1")  # gunicorn's own default, for comparison
+METHOD_VARIANTS = {  # name -> (transport, extra gunicorn options); "kafka, shipped" is ext_method
+    "kafka, sync workers": ("kafka", SYNC_WORKERS),
+    "sqlite, shipped": ("sqlite", ()),
+    "sqlite, sync workers": ("sqlite", SYNC_WORKERS),
+}
 
 
 def run_web(broker: Broker, *, slices: int, slice_seconds: int, method_slices: int, method_seconds: int,
             warmup: int, connections: int, wrk: str | None) -> HttpResult:
-    """User route in alternating slices (ext, plain, plain, ext, ...), then the method route.
+    """User route in alternating slices (ext, plain, reference; reversed every other round), then the method route.
 
     Each method-route slice gets a fresh broker, topic and server: every call
-    publishes a ``_RESULT`` into the app's partition and Tansu's fetch cost
-    grows with the batches in a partition (the rate halves within ~10 s).
+    writes a ``_CMD`` and a ``_RESULT`` into the app's partition and Tansu's
+    fetch cost grows with the batches in a partition (the rate halves within
+    ~10 s). Then one slice per ``METHOD_VARIANTS`` entry: the same calls on
+    sqlite, and with gunicorn's sync workers instead of the shipped config.
     Worker RSS is the largest seen on any extension server, after its load.
     """
     from .apps import TRIVIAL_METHOD, USER_ROUTE
@@ -246,57 +334,77 @@ def run_web(broker: Broker, *, slices: int, slice_seconds: int, method_slices: i
     result = HttpResult(tool=runner.tool)
     method_path = f"/ofa/methods/{TRIVIAL_METHOD}"
 
-    def ext_server() -> Gunicorn:
+    def ext_server(transport: str = "kafka", options: tuple[str, ...] = ()) -> Gunicorn:
         broker.restart()
         topic = broker.create_topic(unique_name("bench-http"), 8)
         env = ext_env(broker.bootstrap, topic, "BENCH-HTTP", scratch_dir("locks-"))
-        return Gunicorn("bench.apps:ext_app()", env)
+        if transport == "sqlite":
+            env["FLASK_OPENFACTORY_TRANSPORT_URL"] = f"sqlite:///{scratch_dir('sqlite-')}/openfactory.sqlite3"
+        return Gunicorn("bench.apps:ext_app()", env, options=options)
+
+    def method_slice(server: Gunicorn) -> tuple[Load, float]:
+        server.start("/ofa/ready")
+        _check_method_route(server.port, method_path)
+        runner.run(server.port, "POST", method_path, "{}", warmup)
+        cpu = server.cpu_seconds()
+        load = runner.measure(server.port, "POST", method_path, "{}", method_seconds, 0)
+        return load, (server.cpu_seconds() - cpu) / load.ok * 1e6
 
     ext = ext_server()
     plain = Gunicorn("bench.apps:plain_app()", ext.env)
+    ref = ReferenceServer(ext.env)
+    servers: dict[str, Server] = {"ext": ext, "plain": plain, "ref": ref}
+    loads = {"ext": result.ext_user, "plain": result.plain_user, "ref": result.ref_user}
+    cpus = {"ext": result.ext_cpu_us, "plain": result.plain_cpu_us, "ref": result.ref_cpu_us}
     try:
         ext.start("/ofa/ready")
         ext.pause()
         plain.start(USER_ROUTE)
         plain.pause()
-        servers = {"ext": ext, "plain": plain}
-        for name in servers:
-            servers[name].resume()
-            runner.run(servers[name].port, "GET", USER_ROUTE, None, warmup)
-            servers[name].pause()
+        ref.start(USER_ROUTE)
+        ref.pause()
+        for server in servers.values():
+            server.resume()
+            runner.run(server.port, "GET", USER_ROUTE, None, warmup)
+            server.pause()
         for i in range(slices):
-            order = ("ext", "plain") if i % 2 == 0 else ("plain", "ext")
-            for name in order:
+            for name in ("ext", "plain", "ref") if i % 2 == 0 else ("ref", "plain", "ext"):
                 server = servers[name]
                 server.resume()
                 cpu = server.cpu_seconds()
                 load = runner.measure(server.port, "GET", USER_ROUTE, None, slice_seconds, 0)
                 cpu = server.cpu_seconds() - cpu
                 server.pause()
-                (result.ext_user if name == "ext" else result.plain_user).append(load)
-                (result.ext_cpu_us if name == "ext" else result.plain_cpu_us).append(cpu / load.ok * 1e6)
+                loads[name].append(load)
+                cpus[name].append(cpu / load.ok * 1e6)
             log(f"http slice {i + 1}/{slices}: user route extension {result.ext_user[-1].rps:,.0f} req/s, "
-                f"plain Flask {result.plain_user[-1].rps:,.0f} req/s")
+                f"plain Flask {result.plain_user[-1].rps:,.0f} req/s, reference server "
+                f"{result.ref_user[-1].rps:,.0f} req/s")
         for server in servers.values():
             server.resume()
         result.plain_rss = plain.worker_rss_mb()
         result.ext_rss = ext.worker_rss_mb()
     finally:
+        ref.close()
         plain.close()
         ext.close()
     for i in range(method_slices):
         ext = ext_server()
         try:
-            ext.start("/ofa/ready")
-            _check_method_route(ext.port, method_path)
-            runner.run(ext.port, "POST", method_path, "{}", warmup)
-            cpu = ext.cpu_seconds()
-            load = runner.measure(ext.port, "POST", method_path, "{}", method_seconds, 0)
-            result.method_cpu_us.append((ext.cpu_seconds() - cpu) / load.ok * 1e6)
+            load, cpu_us = method_slice(ext)
+            result.method_cpu_us.append(cpu_us)
             result.ext_method.append(load)
             result.ext_rss = max(result.ext_rss, ext.worker_rss_mb())
         finally:
             ext.close()
-        log(f"http method route {i + 1}/{method_slices}: {load.rps:,.0f} req/s")
+        log(f"http method route {i + 1}/{method_slices}: {load.rps:,.0f} req/s, {cpu_us:.0f} µs per call")
+    for name, (transport, options) in METHOD_VARIANTS.items():
+        ext = ext_server(transport, options)
+        try:
+            load, cpu_us = method_slice(ext)
+        finally:
+            ext.close()
+        result.method_variants[name] = (load.rps, cpu_us)
+        log(f"http method route, {name}: {load.rps:,.0f} req/s, {cpu_us:.0f} µs per call")
     log(f"http: worker RSS extension {result.ext_rss:.1f} MB, plain {result.plain_rss:.1f} MB")
     return result

@@ -952,7 +952,7 @@ def add_method_routes(state: "OpenFactoryState", specs: Iterable[MethodSpec]) ->
         schema = arguments_schema(spec, api.unique_schema_name(f"{_camel(spec.name)}Arguments"))
         view = _method_view(state, spec)
         view = blp.arguments(
-            schema,
+            schema(),  # an instance: webargs would build a new one from a class on every request
             location="json",
             required=any(p.required for p in spec.parameters),
             description=f"Arguments of {spec.signature_text()}",
@@ -1021,8 +1021,9 @@ def _method_view(state: "OpenFactoryState", spec: MethodSpec) -> Callable[[dict[
                 result = runtime.call(spec.name, wire, sender_uuid=_sender(), correlation_id=correlation_id)
             except CallConflict as exc:
                 abort(409, message=str(exc))
-        # OK, ERROR or REJECTED (the executor's rules): the log's answer, as any caller gets it
-        return result.as_dict(), 200, {CORRELATION_HEADER: result.correlation_id or ""}
+        # OK, ERROR or REJECTED (the executor's rules): the log's answer, as any caller gets it. A
+        # Response skips the response schema's dump: as_dict has exactly MethodResultSchema's fields.
+        return jsonify(result.as_dict()), 200, {CORRELATION_HEADER: result.correlation_id or ""}
 
     invoke.__name__ = invoke.__qualname__ = f"invoke_{spec.name}"
     invoke.__doc__ = None  # the operation's text comes from blp.doc

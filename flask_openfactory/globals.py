@@ -11,8 +11,14 @@ if TYPE_CHECKING:
     from .runtime import AssetRuntime
 
 
+# The proxy's own lookup, bound once: every attribute set finds its runtime here, and
+# an attribute access through the proxy costs ~1.5 µs against ~0.1 µs for this call.
+# Outside an app context it raises the same RuntimeError as ``current_app`` does.
+_current_app = current_app._get_current_object
+
+
 def _find_runtime() -> "AssetRuntime":
-    state = current_app.extensions.get("openfactory")
+    state = _current_app().extensions.get("openfactory")
     if state is None:
         raise RuntimeError(
             "The current Flask app has no OpenFactory extension. "

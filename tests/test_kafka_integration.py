@@ -678,6 +678,8 @@ def test_frozen_broker_http_answers_ready_flips_and_no_value_is_lost(
     assert runtime.transport.flush(30) == 0
     reader = TopicReader(kafka_broker, unique_topic, 3)
     try:
+        # The calls written during the outage run after the thaw: their results may come
+        # after the last value in the log, so read until both are there.
         seen = reader.read_until(
             lambda seen: set(during) <= {s.doc()["VALUE"] for s in of_key(seen, asset)
                                          if s.value and s.doc().get("ID") == "position_y"}
