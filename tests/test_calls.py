@@ -217,7 +217,8 @@ def test_start_up_records_once_per_deployment_and_unavailable_from_the_last(
         if hasattr(book, "log"):
             return [v for k, v in getattr(book, "log").entries if k == "CALLS" and f'"{attr}"' in (v or b"").decode()]
         import sqlite3
-        with sqlite3.connect(book.path) as conn:  # type: ignore[attr-defined]
+        from contextlib import closing
+        with closing(sqlite3.connect(book.path)) as conn:  # type: ignore[attr-defined]
             rows = conn.execute("SELECT value FROM log WHERE key = 'CALLS'").fetchall()
         return [v for (v,) in rows if f'"{attr}"' in (v.decode() if isinstance(v, bytes) else v)]
 
