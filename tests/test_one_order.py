@@ -212,6 +212,18 @@ def test_start_up_records_once_per_start_and_unavailable_once_per_server(servers
     assert avail == ["AVAILABLE", "AVAILABLE", "UNAVAILABLE"], avail
 
 
+def stream_with_hup(server: Any, count: int, send: Any, rate: float = 50.0, hup_at: int = 100) -> None:
+    """``send(i)`` for ``count`` commands at a steady ``rate``; ``kill -HUP`` before command ``hup_at``."""
+    start = time.monotonic()
+    for i in range(count):
+        if i == hup_at:
+            server.signal(signal.SIGHUP)
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)  # pacing the stream, not waiting for a condition
+        send(i)
+
+
 # -- Kafka -------------------------------------------------------------------------------
 
 
@@ -287,15 +299,9 @@ def test_a_reload_during_a_stream_hands_the_role_over_at_once(
     try:
         server = servers.start(env=kafka_env, app=PROBE_APP, workers=3)
         sent: dict[str, float] = {}
-        rate, count, hup_at = 50.0, 300, 100
-        start = time.monotonic()
-        for i in range(count):
-            if i == hup_at:
-                server.signal(signal.SIGHUP)
-            delay = start + i / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)  # pacing the stream
-            sent[sender.send("record", {"tag": f"hup-{i}"})] = time.monotonic()
+        count = 300
+        stream_with_hup(server, count, lambda i: sent.update(
+            {sender.send("record", {"tag": f"hup-{i}"}): time.monotonic()}))
         sender.flush()
         watcher.wait(answered(sent, "record"), 120, "every command's result")
         results = watcher.results("record")
@@ -324,17 +330,14 @@ def test_a_reload_on_sqlite_hands_the_role_over_at_once(servers: ServerPool, tmp
                                             "OPENFACTORY_APP_UUID": "hup-sender"})
     sender = sender_app.extensions["openfactory"].runtime
     sent: dict[str, float] = {}
-    rate, count, hup_at = 50.0, 300, 100
+    count = 300
+
+    def send(i: int) -> None:
+        sent[f"hup-{i}"] = time.time()
+        sender.send_command(asset, "record", {"tag": f"hup-{i}"})
+
     try:
-        start = time.monotonic()
-        for i in range(count):
-            if i == hup_at:
-                server.signal(signal.SIGHUP)
-            delay = start + i / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)  # pacing the stream
-            sent[f"hup-{i}"] = time.time()
-            sender.send_command(asset, "record", {"tag": f"hup-{i}"})
+        stream_with_hup(server, count, send)
     finally:
         sender.stop(timeout=2.0, publish_unavailable=False)
     effects = tmp_path / "side-effects.txt"
