@@ -162,13 +162,15 @@ def deployment_on(kafka_broker: TansuBroker, unique_topic: str, tmp_path: Path) 
     pool = ServerPool(tmp_path)
     watcher = TopicWatcher(kafka_broker.bootstrap, unique_topic, PARTITIONS, asset)
     sender = CommandSender(kafka_broker.bootstrap, unique_topic, asset, sender_uuid="gunicorn-test-caller")
+    deployment = Deployment(pool, unique_topic, asset, env, lock_dir, effects, sender, watcher)
     try:
-        yield Deployment(pool, unique_topic, asset, env, lock_dir, effects, sender, watcher)
+        yield deployment
     finally:
         try:
             pool.close()
         finally:
             watcher.close()
+            deployment.watcher.close()  # a test may have replaced it
 
 
 def test_three_workers_execute_each_command_once_under_http_load(deployment: Deployment) -> None:

@@ -48,6 +48,7 @@ def own_deployment(own_broker: TansuBroker, unique_topic: str, tmp_path: Path) -
 
 def fresh_clients(deployment: Deployment, broker: TansuBroker) -> None:
     """The test's own sender and watcher on the recreated topic (the old ones knew the old one)."""
+    deployment.watcher.close()  # else it polls a stopped broker for the rest of the session
     deployment.watcher = TopicWatcher(broker.bootstrap, deployment.topic, PARTITIONS, deployment.asset)
     deployment.sender = CommandSender(broker.bootstrap, deployment.topic, deployment.asset,
                                       sender_uuid="gunicorn-test-caller")

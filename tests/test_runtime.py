@@ -222,21 +222,31 @@ def test_fork_child_starts_its_own_runtime(log_name, runtimes, tmp_path):
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: must not reuse the parent's transport
-        code = 1
+        report = "child did not finish"
         try:
             assert not rt.started
             rt.start()
             assert rt.transport is not parent_transport
             rt.set("x", 7.0)
-            code = 0
+            report = "ok"
+        except BaseException:  # the parent shows what went wrong in the child
+            import traceback
+
+            report = traceback.format_exc()
         finally:
-            rt.stop(2.0, publish_unavailable=False)
-            os.write(write_fd, bytes([code]))
-            os._exit(code)
+            try:
+                rt.stop(2.0, publish_unavailable=False)
+            except BaseException:
+                import traceback
+
+                report += "\nstop: " + traceback.format_exc()
+            os.write(write_fd, report.encode())
+            os._exit(0)
     os.close(write_fd)
-    status = os.read(read_fd, 1)
+    with os.fdopen(read_fd, "rb") as pipe:
+        report = pipe.read().decode()
     os.waitpid(pid, 0)
-    assert status == b"\x00"
+    assert report == "ok", report
     wait_for(lambda: rt.get("x").value == 7.0, timeout=2.0)
 
 

@@ -42,6 +42,7 @@ from .base import (
     TransportError,
     TransportOptions,
 )
+from .fork_gate import ForkGate
 from .locks import HostLock, Membership, lock_path, membership_base
 from .sqlite_guard import FileGuard, Identity, ensure_log_id
 
@@ -99,13 +100,14 @@ def _close_connections(holders: list[_Connection], *, only_ended: bool = False) 
     Explicit, because the garbage collector finalizes a cycle's objects in no
     set order and Python 3.13 warns about a connection deallocated unclosed.
     """
-    for holder in list(holders):
-        if holder.pid == os.getpid() and (not only_ended or holder.thread_ended):
-            holders.remove(holder)
-            try:
-                holder.conn.close()
-            except sqlite3.Error:
-                pass
+    with _gate.passage():
+        for holder in list(holders):
+            if holder.pid == os.getpid() and (not only_ended or holder.thread_ended):
+                holders.remove(holder)
+                try:
+                    holder.conn.close()
+                except sqlite3.Error:
+                    pass
 
 
 class _Wakeup:
@@ -138,9 +140,12 @@ _wakeups: dict[str, _Wakeup] = {}
 # deallocation closes the handle. They are kept, unused, for the child's life.
 _held_over_fork: list[_Connection] = []
 _inherited: list[_Connection] = []
+# Every SQLite call passes it, so fork never copies a lock held by another thread.
+_gate = ForkGate()
 
 
 def _before_fork() -> None:
+    _gate.close()  # first: a thread inside may still need the registry lock to step out
     _registry_lock.acquire()
     _held_over_fork.extend(_connections)
 
@@ -148,11 +153,13 @@ def _before_fork() -> None:
 def _after_fork_in_parent() -> None:
     _held_over_fork.clear()
     _registry_lock.release()
+    _gate.open()
 
 
 def _after_fork_in_child() -> None:
     global _registry_lock
     _registry_lock = threading.Lock()
+    _gate.reset()
     _inherited.extend(_held_over_fork)
     _held_over_fork.clear()
     _connections.clear()
@@ -265,19 +272,20 @@ class SqliteTransport(Transport):
         """
         if self._closed:
             raise TransportError(f"sqlite transport {self.path} is closed")
-        guard = self._guard()
-        fault = guard.verify()
-        if fault is not None:
-            raise fault.again()
-        holder: _Connection | None = getattr(self._local, "holder", None)
-        pid = os.getpid()
-        if holder is None or holder.pid != pid or holder.epoch != guard.epoch:
-            if holder is not None:
-                self._retire(holder, guard)
-            self._local.holder = None
-            holder = self._open(pid)
-            self._local.holder = holder
-        return holder
+        with _gate.passage():
+            guard = self._guard()
+            fault = guard.verify()
+            if fault is not None:
+                raise fault.again()
+            holder: _Connection | None = getattr(self._local, "holder", None)
+            pid = os.getpid()
+            if holder is None or holder.pid != pid or holder.epoch != guard.epoch:
+                if holder is not None:
+                    self._retire(holder, guard)
+                self._local.holder = None
+                holder = self._open(pid)
+                self._local.holder = holder
+            return holder
 
     def _conn(self) -> sqlite3.Connection:
         return self._holder().conn
@@ -373,15 +381,16 @@ class SqliteTransport(Transport):
         """Run ``work`` in one write transaction, retried while the database is locked."""
 
         def attempt() -> T:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = work(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            return result
+            with _gate.passage():
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(conn)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                return result
 
         return self._retry(attempt, conn, what)
 
@@ -399,9 +408,9 @@ class SqliteTransport(Transport):
         return result
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        conn = self._conn()
         try:
-            return conn.execute(sql, params).fetchall()
+            with _gate.passage():
+                return self._conn().execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             fault = self._guard().failed(exc)
             raise TransportError(f"sqlite database {self.path}: cannot read: {fault or exc}") from exc
@@ -565,7 +574,8 @@ class SqliteTransport(Transport):
             if fault is not None:
                 raise fault.again()
             end = self._end()
-            fault = guard.integrity(self._conn())
+            with _gate.passage():
+                fault = guard.integrity(self._conn())
             if fault is not None:
                 raise fault.again()
         except TransportError as exc:
@@ -598,7 +608,8 @@ class SqliteTransport(Transport):
             for holder in [h for h in self._holders if h.thread() is current]:
                 self._holders.remove(holder)
                 if holder.pid == os.getpid():
-                    holder.conn.close()
+                    with _gate.passage():
+                        holder.conn.close()
             _close_connections(self._holders, only_ended=True)
 
 
