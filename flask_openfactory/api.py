@@ -125,6 +125,9 @@ class PendingErrorSchema(ErrorSchema):
 
     correlation_id = fields.String(required=True)
     result_url = fields.String(required=True)
+    ran = fields.Boolean(metadata={"description": (
+        "true: the method ran and the log refused its result, which is written when the log takes "
+        "writes again; absent: it may not have run yet")})
 
 
 class HealthSchema(ma.Schema):
@@ -189,6 +192,9 @@ class PendingCallSchema(ma.Schema):
     correlation_id = fields.String(required=True)
     method = fields.String(required=True)
     status = fields.String(required=True, validate=validate.OneOf(["PENDING"]))
+    ran = fields.Boolean(metadata={"description": "true: it ran in the answering process; its result "
+                                                  "is held until the log takes writes again"})
+    detail = fields.String(metadata={"description": "Why the result of a call that ran is not recorded"})
 
 
 _FIXED_SCHEMA_NAMES = frozenset(
@@ -398,6 +404,8 @@ def _call_pending(error: CallPending) -> ResponseReturnValue:
     location = url_for(f"{API_BLUEPRINT}.result", correlation_id=error.correlation_id)
     body = {"code": 504, "status": "Gateway Timeout", "message": str(error),
             "correlation_id": error.correlation_id, "result_url": location}
+    if error.ran:
+        body["ran"] = True
     return jsonify(body), 504, {CORRELATION_HEADER: error.correlation_id, "Location": location}
 
 
@@ -551,7 +559,10 @@ def _api_blueprint(state: "OpenFactoryState", api: OpenFactoryApi) -> Blueprint:
             abort(404, message=f"no call {cid} in the log of {runtime.asset_uuid!r} within the last "
                                f"{runtime.calls.window:g}s")
         if entry.result is None:
-            return {"correlation_id": cid, "method": entry.method, "status": "PENDING"}, 202
+            pending: dict[str, Any] = {"correlation_id": cid, "method": entry.method, "status": "PENDING"}
+            if entry.unrecorded is not None:
+                pending.update(ran=True, detail=f"it ran; the log refused its result: {entry.unrecorded}")
+            return jsonify(PendingCallSchema().dump(pending)), 202  # a Response: not dumped by the 200 schema
         return entry.result.as_dict()
 
     @blp.route("/methods", tags=["methods"])
@@ -962,7 +973,9 @@ def add_method_routes(state: "OpenFactoryState", specs: Iterable[MethodSpec]) ->
             "executor's rules: sender, signature, expiry, arguments)"))(view)
         view = blp.alt_response(504, schema=PendingErrorSchema, description=(
             "No result within OPENFACTORY_CALL_WAIT: the call is in the log and runs when the executor "
-            "reaches it; fetch its result at result_url"))(view)
+            "reaches it; or (ran: true) it ran and the log refused its result, written when the log takes "
+            "writes again. Fetch the result at result_url; a retry with the same X-Correlation-ID never "
+            "runs it twice"))(view)
         for code, why in (
             (409, "The X-Correlation-ID was already used for another call (another method or other arguments)"),
             (400, "Invalid JSON, an X-Correlation-ID that is not a canonical UUID, "

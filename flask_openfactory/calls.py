@@ -41,6 +41,7 @@ class CallEntry:
     result_value: str | None  # the _RESULT record's VALUE
     seen: float  # monotonic, for the time window
     answered: bool = False  # a result exists (perhaps not yet read back: the executor's own mark)
+    unrecorded: str | None = None  # it ran here, and the log refused its result for this reason
 
     @property
     def result(self) -> CommandResult | None:
@@ -119,7 +120,21 @@ class CallBook:
                 if entry.result_value is None and result_value is not None:
                     entry.result_value = result_value
                     entry.answered = True
+                    entry.unrecorded = None
             if result_value is not None:
+                self._changed.notify_all()
+
+    def unrecorded(self, result: CommandResult, reason: str) -> None:
+        """This process ran the call and the log refused its result (the executor writes it again)."""
+        if not result.correlation_id:
+            return
+        with self._changed:
+            entry = self._entries.get(result.correlation_id)
+            if entry is None:
+                entry = CallEntry(result.method, None, None, time.monotonic(), answered=True)
+                self._store(result.correlation_id, entry)
+            if entry.result_value is None:
+                entry.unrecorded = reason
                 self._changed.notify_all()
 
     def _store(self, cid: str, entry: CallEntry) -> None:
@@ -170,13 +185,16 @@ class CallBook:
         return entry
 
     def wait(self, cid: str, timeout: float) -> CommandResult | None:
-        """The result of ``cid`` once it is in the book, or None after ``timeout``."""
+        """The result of ``cid`` once it is in the book; None after ``timeout``, or at once when
+        the call ran here and its result is held (``get(cid).unrecorded`` says why)."""
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
                 entry = self._entries.get(cid)
                 if entry is not None and entry.result_value is not None:
                     return entry.result
+                if entry is not None and entry.unrecorded is not None:
+                    return None
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None

@@ -114,6 +114,18 @@ class _Running:
     answered: bool = False
 
 
+@dataclass(slots=True)
+class _Unrecorded:
+    """A result the log refused: its method ran, so it is written again until the log takes it."""
+
+    result: CommandResult
+    record: Record
+    reason: str
+    delay: float  # before the next attempt; doubles up to MAX_RETRY_DELAY
+    next_try: float  # monotonic
+    sending: bool = False  # an attempt's delivery report is awaited
+
+
 @dataclass(order=True, slots=True)
 class _Deadline:
     at: float
@@ -176,6 +188,7 @@ class Dispatcher:
         eligible: Callable[[], bool] | None = None,
         before_executing: Callable[[], None] | None = None,
         on_result: Callable[[Record], None] | None = None,
+        on_unrecorded: Callable[[CommandResult, str], None] | None = None,
     ) -> None:
         self.settings = settings
         self._on_ownership = on_ownership  # told in the dispatch thread when the role moves
@@ -186,6 +199,7 @@ class Dispatcher:
         # book of answered calls has read the log to its end (no replay runs twice).
         self._before_executing = before_executing
         self._on_result = on_result  # told of each result record once it is durable
+        self._on_unrecorded = on_unrecorded  # told when the log refuses the result of a method that ran
         self.log = AssetLog(_log, settings.asset_uuid)
         self._transport = transport
         self._methods = methods
@@ -210,6 +224,7 @@ class Dispatcher:
         self._owns = False
         self.last_error: str | None = None
         self._undelivered = 0  # results published and not yet reported durable or failed
+        self._unrecorded: dict[int, _Unrecorded] = {}  # by offset: results the log refused, retried
         self.recoveries = 0
         self.largest_backlog = 0  # commands held back at once while recovering (memory, status)
         self.reader_faults = Repeats(self.log, "the command reader")
@@ -298,6 +313,7 @@ class Dispatcher:
                     self.log.info("handing the command log over: this process is stopping")
                 self._drain(time.monotonic() + self.settings.timeout)
                 return
+            self._retry_unrecorded()
             entries = reader.poll(0 if not self._first_poll.is_set() else self.settings.poll_interval)
             self.owns = reader.owns
             if self.reader_faults.failing:
@@ -339,9 +355,15 @@ class Dispatcher:
             self._commit(reader)
 
     def _wait_for_room(self) -> None:
-        """Run no command while the outgoing queue is known full: its result could not be
-        published, and a machine must not move when nobody can be told. The command
-        waits in the log, not in memory."""
+        """Run no command while its result could not be recorded: the outgoing queue is
+        known full, or the log refused an earlier result. A machine must not move when
+        nobody can be told. The command waits in the log, not in memory."""
+        if self._retry_unrecorded():
+            self.counters["commands_held_unrecorded"] += 1
+            self.log.warning("the log refuses results: commands wait until it takes the held ones")
+            while self._retry_unrecorded() and not self._stop.is_set():
+                self._expire_deadlines()
+                self._stop.wait(0.2)
         if self._transport.saturated() is None:
             return
         self.counters["commands_held_queue_full"] += 1
@@ -355,17 +377,25 @@ class Dispatcher:
         deadline = min(self._drain_until if until is None else until, time.monotonic() + self.settings.timeout)
         while self._in_flight() and time.monotonic() < deadline:
             self._expire_deadlines()
+            self._retry_unrecorded()
             if self._reader is not None:
                 self._commit(self._reader)
             time.sleep(0.02)
         if self._reader is not None:
             self._commit(self._reader)
         self._close_reader()
+        with self._lock:
+            lost = [held.result for held in self._unrecorded.values()]
+        for result in lost:  # its position stays uncommitted: the next owner runs it again
+            self.log.error("%s %s ran, but its result was never recorded: the log refused it until this "
+                           "process stopped, so the next executor of the log runs it again",
+                           result.method, result.correlation_id)
 
     def _in_flight(self) -> bool:
         """A command running, or a result not yet durable (held-back entries never started)."""
         with self._lock:
-            return self._undelivered > 0 or any(not r.answered for r in self._running.values())
+            return (self._undelivered > 0 or bool(self._unrecorded)
+                    or any(not r.answered for r in self._running.values()))
 
     def _close_reader(self) -> None:
         if self._reader is not None:
@@ -568,19 +598,70 @@ class Dispatcher:
         self.counters[f"commands_{result.status.lower()}"] += 1
         if result.correlation_id:  # answered, even REJECTED: that id never runs later
             self.completed.add(result.correlation_id)
-        record = result_record(self.settings.asset_uuid, result)
+        self._record(offset, result, result_record(self.settings.asset_uuid, result))
+
+    def _record(self, offset: int, result: CommandResult, record: Record) -> None:
+        """One attempt to write a result; one the log refuses is held and retried by ``_retry_unrecorded``."""
 
         def delivered(error: Exception | None) -> None:
             with self._lock:
                 self._undelivered -= 1
+                cleared = error is None and self._unrecorded.pop(offset, None) is not None \
+                    and not self._unrecorded
+            if cleared:
+                self.log.info("the log takes results again: every held result is recorded")
             if error is None:
                 self._offsets.done(offset)
                 if self._on_result is not None:
                     self._on_result(record)
-                return
-            # Not done: the position stays uncommitted, so the next owner of the log
-            # answers this command again (at least once) rather than never.
-            self.counters["result_delivery_failures"] += 1
+            else:
+                self._hold(offset, result, record, error)
+
+        with self._lock:
+            self._undelivered += 1
+        try:
+            self._transport.publish(record, on_delivery=delivered)
+        except Exception as exc:
+            with self._lock:
+                self._undelivered -= 1
+            self._hold(offset, result, record, exc)
+
+    def _hold(self, offset: int, result: CommandResult, record: Record, error: BaseException | str) -> None:
+        """Keep a refused result: the position stays uncommitted and no further command runs
+        until the log takes it (a machine must not move while nobody can be told)."""
+        reason = str(error) if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        now = time.monotonic()
+        with self._lock:
+            held = self._unrecorded.get(offset)
+            first = held is None
+            delay = self.settings.retry_backoff if held is None else min(held.delay * 2, MAX_RETRY_DELAY)
+            self._unrecorded[offset] = _Unrecorded(result, record, reason, delay, now + delay)
+        self.counters["result_delivery_failures"] += 1
+        if first:
+            self.counters["results_unrecorded"] += 1
+            self.log.error("%s %s ran, but the log refused its result (%s): it is written again until the log "
+                           "takes it, and no further command runs meanwhile", result.method,
+                           result.correlation_id, reason)
+            if self._on_unrecorded is not None:
+                self._on_unrecorded(result, reason)
+
+    def _retry_unrecorded(self) -> bool:
+        """Write the held results whose time has come; True while any is held."""
+        now = time.monotonic()
+        with self._lock:
+            due = [(offset, held) for offset, held in self._unrecorded.items()
+                   if not held.sending and held.next_try <= now]
+            for _, held in due:
+                held.sending = True
+        for offset, held in due:
+            self._record(offset, held.result, held.record)
+        with self._lock:
+            return bool(self._unrecorded)
+
+    def unrecorded(self) -> list[tuple[CommandResult, str]]:
+        """The results of methods that ran and that the log has refused so far, with why."""
+        with self._lock:
+            return [(held.result, held.reason) for held in self._unrecorded.values()]
             self.log.error("result of %s %s could not be delivered: %s", result.method,
                            result.correlation_id, error)
 

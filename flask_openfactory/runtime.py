@@ -50,7 +50,7 @@ from .storage import Storage, StorageConfig, open_storages
 from .subscriptions import SubscriptionRunner, SubscriptionSpec
 from .tasks import TaskRunner, TaskSpec
 from .transports import Health, Transport, TransportError, TransportOptions, create_transport
-from .transports.base import KEEP_ALIVE, Follower
+from .transports.base import KEEP_ALIVE, Follower, TransportBusy
 from .transports.locks import Membership
 
 if TYPE_CHECKING:
@@ -371,6 +371,7 @@ class AssetRuntime:
                 eligible=self._may_execute,
                 before_executing=self._catch_up_before_executing,
                 on_result=lambda record: self.calls.observe((record,)),  # as any process reads it back
+                on_unrecorded=self.calls.unrecorded,
             )
             if self._duties is not None:
                 self._duties.start()
@@ -818,14 +819,11 @@ class AssetRuntime:
         command has (concurrency, expiry, signatures, senders, limits). The
         correlation id is an idempotency key: a call whose id the log already
         holds is never written again; its result (or the wait for it) is shared.
-        Raises ``CallPending`` when no result came within ``wait`` (the call
+        Raises ``ResultNotRecorded`` when the method ran here and the log
+        refused its result, ``CallPending`` when no result came within ``wait`` (the call
         stays in the log), ``CallConflict`` for an id used by another call.
         """
         self._check_process()
-        health = self.transport.health()
-        if not health.ok:
-            raise TransportError(f"the asset's log is unreachable ({health.detail}): the call was not "
-                                 "written and did not run; retry when /ofa/ready answers 200")
         if not self._started:
             raise TransportError(f"the OpenFactory runtime of {self.asset_uuid!r} is not started in this "
                                  f"process (pid {os.getpid()}): a call needs it to follow the log for the result")
@@ -838,15 +836,28 @@ class AssetRuntime:
             self.counters["http_replayed"] += 1
             return known.result
         if known is None:
+            health = self.transport.health()
+            if not health.ok:
+                raise TransportError(f"the asset's log is unreachable ({health.detail}): the call was not "
+                                     "written and did not run; retry when /ofa/ready answers 200")
             if self.settings.command_secret is not None:
                 envelope = sign_envelope(envelope, self.asset_uuid, name, self.settings.command_secret)
             busy = self.transport.saturated()
             if busy is not None:
                 raise busy  # refused before anything was written
-            self._publish(command_record(self.asset_uuid, name, envelope))
+            try:
+                self._publish(command_record(self.asset_uuid, name, envelope))
+            except TransportBusy:
+                raise
+            except TransportError as exc:
+                raise TransportError(f"the call was not written to the asset's log and did not run: {exc}") from exc
         budget = self.settings.call_wait if wait is None else wait
         result = self.calls.wait(cid, budget)
         if result is None:
+            entry = self.calls.get(cid)
+            if entry is not None and entry.unrecorded is not None:
+                self.counters["http_ran_unrecorded"] += 1
+                raise ResultNotRecorded(cid, name, entry.unrecorded)
             self.counters["http_pending"] += 1
             raise CallPending(cid, budget)
         self.counters[f"http_{str(result.status).lower()}"] += 1
@@ -958,6 +969,13 @@ class AssetRuntime:
         owns = alive and dispatcher is not None and dispatcher.owns
         detail = ("executing (this process owns the command log)" if owns
                   else "standing by (another process executes)") if alive else "dispatcher not running"
+        held = dispatcher.unrecorded() if dispatcher is not None else []
+        if held:
+            result, reason = held[0]
+            detail = (f"{len(held)} result(s) of methods that ran are not recorded (the log refuses them: "
+                      f"{reason}); commands wait until the log takes writes again, first {result.method} "
+                      f"{result.correlation_id}")
+            return self._stamp("commands", False, detail, state="unrecorded")
         return self._stamp("commands", alive, detail, state=owns)
 
     def _stamp(self, name: str, ok: bool, detail: str, *, state: Any = None, since: float | None = None) -> Health:
@@ -1022,12 +1040,28 @@ class StaleRead(TransportError):
 class CallPending(TransportError):
     """A call is in the log but its result did not come within the wait; it is not lost."""
 
-    def __init__(self, correlation_id: str, waited: float) -> None:
-        super().__init__(
+    ran: bool | None = None  # unknown: it may not have run yet
+
+    def __init__(self, correlation_id: str, waited: float, message: str | None = None) -> None:
+        super().__init__(message or (
             f"no result within {waited:g}s: the call {correlation_id} is in the log and runs when the "
-            f"executor reaches it; fetch its result later by its correlation id")
+            f"executor reaches it; fetch its result later by its correlation id"))
         self.correlation_id = correlation_id
         self.waited = waited
+
+
+class ResultNotRecorded(CallPending):
+    """The method ran, and the log refused its result: never "nothing happened", never run again."""
+
+    ran = True
+
+    def __init__(self, correlation_id: str, method: str, reason: str) -> None:
+        super().__init__(correlation_id, 0.0, (
+            f"{method} ran (call {correlation_id}), but the asset's log refused its result: {reason}. "
+            f"The result is written as soon as the log takes writes again; fetch it by its correlation "
+            f"id. A retry with the same correlation id does not run it again; one without is a new call"))
+        self.method = method
+        self.reason = reason
 
 
 def process_start_time(pid: int) -> int | None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from broker import TansuBroker, unique_topic_name
+from gunicorn_server import ServerPool
 
 
 def _running_broker() -> Iterator[TansuBroker]:
@@ -33,3 +35,11 @@ def own_broker() -> Iterator[TansuBroker]:
 def unique_topic(request: pytest.FixtureRequest) -> str:
     """A fresh topic name per test: the session broker keeps every topic, and its watermarks can't be trusted."""
     return unique_topic_name(request.node.name)
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[ServerPool]:
+    """The gunicorn servers a test starts, stopped at teardown (their log tails shown when it failed)."""
+    pool = ServerPool(tmp_path)
+    yield pool
+    pool.close()

@@ -89,13 +89,6 @@ def browser() -> Iterator[object]:
         browser.close()
 
 
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[ServerPool]:
-    pool = ServerPool(tmp_path)
-    yield pool
-    pool.close()
-
-
 def serve(servers: ServerPool, tmp_path: Path, **env: str) -> GunicornServer:
     asset = f"DOCS-{uuid.uuid4().hex[:8]}"
     return servers.start(env=server_env({

@@ -12,9 +12,8 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import pytest
 
 from demo import create_app
 from gunicorn_server import (
@@ -27,13 +26,6 @@ from gunicorn_server import (
     server_env,
     wait_for,
 )
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[ServerPool]:
-    pool = ServerPool(tmp_path)
-    yield pool
-    pool.close()
 
 
 def position_x(server: GunicornServer) -> Any:

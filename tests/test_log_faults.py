@@ -18,22 +18,13 @@ import time
 import uuid
 from contextlib import closing
 from pathlib import Path
-from typing import Iterator
 
-import pytest
 import requests
 
 from flask_openfactory.commands import command_record, new_envelope
 from flask_openfactory.transports.sqlite import SqliteTransport
 from gunicorn_server import FLASK, REPO, GunicornServer, ServerPool, flock_holders, server_env, wait_for
 from test_gunicorn import log_records, results_by_cid
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[ServerPool]:
-    pool = ServerPool(tmp_path)
-    yield pool
-    pool.close()
 
 
 def sqlite_env(db: Path, asset: str) -> dict[str, str]:

@@ -20,7 +20,7 @@ import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -46,13 +46,6 @@ from gunicorn_server import (
 from kafka_config import KAFKA_TEST_CONFIG
 
 PARTITIONS = 3
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[ServerPool]:
-    pool = ServerPool(tmp_path)
-    yield pool
-    pool.close()
 
 
 def sqlite_env(tmp_path: Path, asset: str) -> dict[str, str]:

@@ -14,20 +14,11 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Iterator
 
-import pytest
 
 from flask_openfactory.commands import command_record, new_envelope
 from flask_openfactory.transports.sqlite import SqliteTransport
 from gunicorn_server import PROBE_APP, ServerPool, alive, server_env, side_effects, wait_for
-
-
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[ServerPool]:
-    pool = ServerPool(tmp_path)
-    yield pool
-    pool.close()
 
 
 class Stream:
