@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import os
+import shutil
 import tempfile
 import threading
 import time
+import weakref
 from typing import Iterator
 
 from ..protocol import Record, RecordError
@@ -27,6 +30,12 @@ from .base import (
     Transport,
     TransportOptions,
 )
+
+
+def _remove_folder(path: str, owner: int) -> None:
+    """Remove a log's folder, in the process that made it only (a forked child's exit leaves it)."""
+    if os.getpid() == owner:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class MemoryLog:
@@ -46,6 +55,7 @@ class MemoryLog:
         with self.changed:
             if self._lock_dir is None:
                 self._lock_dir = tempfile.mkdtemp(prefix="ofa-memory-")
+                weakref.finalize(self, _remove_folder, self._lock_dir, os.getpid())  # at exit at the latest
             return self._lock_dir
 
     def append(self, key: str | None, value: bytes | None) -> int:
