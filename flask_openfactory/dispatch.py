@@ -386,10 +386,10 @@ class Dispatcher:
         self._close_reader()
         with self._lock:
             lost = [held.result for held in self._unrecorded.values()]
-        for result in lost:  # its position stays uncommitted: the next owner runs it again
-            self.log.error("%s %s ran, but its result was never recorded: the log refused it until this "
-                           "process stopped, so the next executor of the log runs it again",
-                           result.method, result.correlation_id)
+        for result in lost:  # its position stays uncommitted: the next owner handles it again
+            self.log.error("%s %s: its %s answer was never recorded (the log refused it until this process "
+                           "stopped), so the next executor of the log handles the command again",
+                           result.method, result.correlation_id, result.status)
 
     def _in_flight(self) -> bool:
         """A command running, or a result not yet durable (held-back entries never started)."""
@@ -637,13 +637,19 @@ class Dispatcher:
             delay = self.settings.retry_backoff if held is None else min(held.delay * 2, MAX_RETRY_DELAY)
             self._unrecorded[offset] = _Unrecorded(result, record, reason, delay, now + delay)
         self.counters["result_delivery_failures"] += 1
-        if first:
-            self.counters["results_unrecorded"] += 1
-            self.log.error("%s %s ran, but the log refused its result (%s): it is written again until the log "
+        if not first:
+            return
+        self.counters["results_unrecorded"] += 1
+        if result.status == REJECTED:  # it did not run: nothing to tell a caller but the refusal, later
+            self.log.error("the log refused the rejection of %s %s (%s): it is written again until the log "
                            "takes it, and no further command runs meanwhile", result.method,
                            result.correlation_id, reason)
-            if self._on_unrecorded is not None:
-                self._on_unrecorded(result, reason)
+            return
+        self.log.error("%s %s ran, but the log refused its result (%s): it is written again until the log "
+                       "takes it, and no further command runs meanwhile", result.method,
+                       result.correlation_id, reason)
+        if self._on_unrecorded is not None:
+            self._on_unrecorded(result, reason)
 
     def _retry_unrecorded(self) -> bool:
         """Write the held results whose time has come; True while any is held."""

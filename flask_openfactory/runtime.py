@@ -972,7 +972,7 @@ class AssetRuntime:
         held = dispatcher.unrecorded() if dispatcher is not None else []
         if held:
             result, reason = held[0]
-            detail = (f"{len(held)} result(s) of methods that ran are not recorded (the log refuses them: "
+            detail = (f"{len(held)} command answer(s) not recorded (the log refuses them: "
                       f"{reason}); commands wait until the log takes writes again, first {result.method} "
                       f"{result.correlation_id}")
             return self._stamp("commands", False, detail, state="unrecorded")
