@@ -20,7 +20,8 @@ import queue
 import re
 import threading
 import uuid
-from typing import Any, Callable, NoReturn, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
 
 import click
 from flask import current_app
@@ -213,7 +214,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = 
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
 
     def line(values: Sequence[str]) -> str:
-        return (indent + "  ".join(v.ljust(w) for v, w in zip(values, widths))).rstrip()
+        return (indent + "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=False))).rstrip()
 
     return [line(headers)] + [line(r) for r in cells]
 

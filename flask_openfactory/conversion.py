@@ -32,7 +32,8 @@ import math
 import re
 import types
 import typing
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 Converter = Callable[[Any], Any]
 
@@ -246,7 +247,7 @@ def split_optional(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def value_converter(annotation: Any) -> Converter:
     """A decoded value (string or JSON) to ``annotation``, or ConversionError.
 
@@ -317,7 +318,7 @@ def _nested_deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def text_converter(annotation: Any) -> Converter:
     """A command argument (a string) to ``annotation``, as the reference converts it."""
     convert = value_converter(annotation)

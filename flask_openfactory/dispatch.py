@@ -17,11 +17,12 @@ import logging
 import threading
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from .commands import (
     ERROR,
@@ -38,12 +39,11 @@ from .commands import (
     result_correlation_id,
     result_record,
 )
+from .logs import AssetLog, log_method_error
 from .methods import ArgumentError, MethodSpec
 from .protocol import COMMAND_SUFFIX, Record, validate_identifier
-from .signing import MAX_CLOCK_SKEW, SigningKeys, envelope_message
-from .logs import AssetLog
 from .quiet import Repeats, fault_key
-from .logs import log_method_error
+from .signing import MAX_CLOCK_SKEW, SigningKeys, envelope_message
 from .transports.base import CommandReader, LogEntry, Transport
 
 _log = logging.getLogger("flask_openfactory.dispatch")
@@ -447,7 +447,7 @@ class Dispatcher:
             self._reject(offset, method_name, cid, envelope.sender_uuid, "unknown_method",
                          f"unknown method {method_name!r}")
             return
-        age = (datetime.now(timezone.utc) - envelope.timestamp).total_seconds()
+        age = (datetime.now(UTC) - envelope.timestamp).total_seconds()
         if age > self.settings.max_age:
             self._reject(offset, method_name, cid, envelope.sender_uuid, "expired",
                          f"expired: the command is {age:.1f}s old, the limit is {self.settings.max_age:g}s")

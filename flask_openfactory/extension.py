@@ -18,8 +18,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from flask import Flask, request
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -44,7 +45,7 @@ class OpenFactoryState:
     """What one app holds in ``app.extensions["openfactory"]``."""
 
     def __init__(
-        self, extension: "FlaskOpenFactory", runtime: AssetRuntime, url_prefix: str, config: dict[str, Any]
+        self, extension: FlaskOpenFactory, runtime: AssetRuntime, url_prefix: str, config: dict[str, Any]
     ) -> None:
         self.extension = extension
         self.runtime_config = config  # the OPENFACTORY_* keys as init_app read them

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 _current_app = current_app._get_current_object
 
 
-def _find_runtime() -> "AssetRuntime":
+def _find_runtime() -> AssetRuntime:
     state = _current_app().extensions.get("openfactory")
     if state is None:
         raise RuntimeError(
@@ -27,4 +27,4 @@ def _find_runtime() -> "AssetRuntime":
     return cast("AssetRuntime", state.runtime)
 
 
-current_openfactory: "AssetRuntime" = cast("AssetRuntime", LocalProxy(_find_runtime))
+current_openfactory: AssetRuntime = cast("AssetRuntime", LocalProxy(_find_runtime))

@@ -14,7 +14,8 @@ import logging
 import os
 import sys
 import time
-from typing import Any, MutableMapping
+from collections.abc import MutableMapping
+from typing import Any
 
 LOGGER = "flask_openfactory"
 _pid_in_format = False  # True once routed into handlers whose format shows the pid

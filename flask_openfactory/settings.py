@@ -11,18 +11,18 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from werkzeug.utils import import_string
 
 from .commands import DEFAULT_MAX_ARGUMENTS, DEFAULT_MAX_COMMAND_BYTES, ArgumentLimits
+from .metrics_registry import MetricsTarget
 from .protocol import validate_identifier
 from .runtime import RuntimeSettings
 from .signing import MIN_SECRET_LENGTH, SigningKeys
-from .metrics_registry import MetricsTarget
 from .storage import StorageConfigError, parse_storage
-from .transports import ConfigurationError, TransportOptions
-from .transports import check_url
+from .transports import ConfigurationError, TransportOptions, check_url
 
 PREFIX = "OPENFACTORY_"
 
@@ -113,7 +113,8 @@ def _number(kind: type, minimum: float) -> Callable[[str, Any], Any]:
                 value = kind(value.strip())
             except ValueError:
                 raise ConfigurationError(f"{key} must be a {kind.__name__}, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+        wrong_kind = kind is int and not isinstance(value, int)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or wrong_kind:
             raise ConfigurationError(f"{key} must be a {kind.__name__}, got {value!r}")
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigurationError(f"{key} must be a finite number, got {value!r}")

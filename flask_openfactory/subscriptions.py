@@ -19,13 +19,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
+from .attributes import UNAVAILABLE
 from .commands import is_command, is_result
 from .logs import AssetLog
-from .attributes import UNAVAILABLE
 from .protocol import CONDITION, EVENTS, METHOD, SAMPLES, Record, validate_identifier
 from .transports.base import CommandReader, Transport
 

@@ -15,9 +15,10 @@ import inspect
 import logging
 import threading
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from .attributes import ConditionAttribute
 from .logs import AssetLog
@@ -64,7 +65,7 @@ class StopSignal:
                 return True
             try:
                 await asyncio.wait_for(woken.wait(), seconds)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             return self._event.is_set()
         finally:
@@ -224,7 +225,7 @@ class TaskRunner:
         if task not in done:  # stopping: let it finish on its own, then cancel
             try:
                 await asyncio.wait_for(asyncio.shield(task), self._grace)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._log.warning("task %s ignored the stop signal for %.1fs; cancelling it",
                                   self.spec.name, self._grace)
                 task.cancel()

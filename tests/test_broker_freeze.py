@@ -75,7 +75,7 @@ class Load:
         self._threads = [threading.Thread(target=self._run, name=f"freeze-load-{i}", daemon=True)
                          for i in range(CLIENT_THREADS)]
 
-    def start(self) -> "Load":
+    def start(self) -> Load:
         for thread in self._threads:
             thread.start()
         return self

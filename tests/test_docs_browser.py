@@ -14,9 +14,9 @@ import os
 import shutil
 import threading
 import uuid
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -50,7 +50,7 @@ class Gateway(ThreadingHTTPServer):
 class _GatewayHandler(BaseHTTPRequestHandler):
     server: Gateway
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
     def _forward(self) -> None:

@@ -11,8 +11,9 @@ import subprocess
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -23,9 +24,11 @@ from gunicorn_server import (
     GunicornServer,
     ServerPool,
     log_records,
-    results_of as results_by_cid,
     server_env,
     wait_for,
+)
+from gunicorn_server import (
+    results_of as results_by_cid,
 )
 
 

@@ -17,9 +17,10 @@ import signal
 import time
 import uuid
 from collections import Counter
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection, Iterator
+from typing import Any
 
 import pytest
 

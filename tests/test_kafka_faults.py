@@ -21,8 +21,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import requests
@@ -78,7 +78,7 @@ class ReadyWatch:
             if answer.status_code == 503:
                 self.failures.append(json.dumps(answer.json()["checks"]))
 
-    def __enter__(self) -> "ReadyWatch":
+    def __enter__(self) -> ReadyWatch:
         self._thread.start()
         return self
 

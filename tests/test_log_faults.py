@@ -16,9 +16,9 @@ import sqlite3
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import requests
@@ -62,7 +62,7 @@ def each_worker_says(server: GunicornServer, workers: list[int], words: str, dea
     seen = {}
     for worker in workers:
         with server.only(worker):
-            def named() -> str | None:
+            def named(worker: int = worker) -> str | None:
                 assert server.answering_pid() == worker
                 detail = ready_fault(server)
                 return detail if detail is not None and words in detail else None

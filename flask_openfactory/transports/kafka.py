@@ -22,7 +22,8 @@ import os
 import threading
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from confluent_kafka import (
     OFFSET_END,
@@ -36,12 +37,12 @@ from confluent_kafka import (
 
 from ..protocol import Record, RecordError
 from .base import (
+    KEEP_ALIVE,
     CommandReader,
     ConfigurationError,
     DeliveryCallback,
     Follower,
     Health,
-    KEEP_ALIVE,
     HealthTracker,
     LogEntry,
     Transport,
@@ -843,7 +844,8 @@ class _PartitionReader(CommandReader):
         self._owns = True
         self._generation += 1
         # the runtime says "executing commands here" itself: the position is a detail
-        log.log(logging.INFO if self._attributes else logging.DEBUG, "this process now %s %s (partition %d from offset %d)",
+        log.log(logging.INFO if self._attributes else logging.DEBUG,
+                "this process now %s %s (partition %d from offset %d)",
                 "follows updates of" if self._attributes else "executes commands of",
                 self._key, self._partition, committed)
         return committed

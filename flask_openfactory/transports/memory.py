@@ -12,13 +12,10 @@ import itertools
 import tempfile
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..protocol import Record, RecordError
-from .locks import Membership, membership_base
 from .base import (
-    decode_calls,
-    decode_entry,
     CommandReader,
     DeliveryCallback,
     Follower,
@@ -26,7 +23,10 @@ from .base import (
     LogEntry,
     Transport,
     TransportOptions,
+    decode_calls,
+    decode_entry,
 )
+from .locks import Membership, membership_base
 
 
 class MemoryLog:
