@@ -12,8 +12,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from .commands import RESULT_SUFFIX, RESULT_TAG
-from .protocol import Record
+from .commands import RESULT_TAG
+from .protocol import RESULT_SUFFIX, Record
 
 NO_RESULT_TEXT = "sent; this asset does not answer with results"
 

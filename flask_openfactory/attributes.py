@@ -101,7 +101,7 @@ class SampleAttribute(Attribute):
 
     def check(self, value: Any) -> JSONScalar:
         if value == UNAVAILABLE or value is None:
-            return value  # type: ignore[no-any-return]
+            return value  # type: ignore[no-any-return]  # UNAVAILABLE or None: a scalar
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(
                 f"sample attribute {self.id!r} takes a number, got {type(value).__name__} {value!r}"
@@ -129,7 +129,7 @@ class ConditionAttribute(Attribute):
             )
         return tag
 
-    def set(self, value: Any, level: str | None = None) -> Record:  # type: ignore[override]
+    def set(self, value: Any, level: str | None = None) -> Record:
         return _runtime().set(self.id, value, tag=level)
 
 

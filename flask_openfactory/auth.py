@@ -159,7 +159,7 @@ def install(app: Flask, policy: AccessPolicy, classify: RouteClassifier) -> None
         route = classify(request.endpoint)
         if route is None:
             return None
-        return policy.check(request._get_current_object(), route[0], route[1])  # type: ignore[attr-defined]
+        return policy.check(request._get_current_object(), route[0], route[1])  # type: ignore[attr-defined]  # a LocalProxy
 
     if policy.tokens is None and policy.authorize is None:
         return  # nothing to check: no hook at all

@@ -160,7 +160,7 @@ def _runtime() -> AssetRuntime:
     state = current_app.extensions.get("openfactory")
     if state is None:
         _fail("the current Flask app has no OpenFactory extension: call 'ofa.init_app(app)'", EXIT_USAGE)
-    return state.runtime  # type: ignore[no-any-return]
+    return state.runtime  # type: ignore[no-any-return]  # app.extensions holds Any
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -274,7 +274,7 @@ def _ksqldb_view(url: str | None, uuid: str, timeout: float, session: _Session) 
 
     def query() -> tuple[str | None, list[dict[str, Any]]]:
         try:
-            client = KsqlDBClient(url, timeout=timeout, retries=0)  # type: ignore[call-arg]
+            client = KsqlDBClient(url, timeout=timeout, retries=0)
         except TypeError:
             client = KsqlDBClient(url, timeout=timeout)
         try:

@@ -180,6 +180,7 @@ def parse_envelope(raw: Any, limits: ArgumentLimits | None = None) -> Envelope:
         raise EnvelopeError("command envelope lacks a 'header' object")
     correlation_id: str | None = None
     sender_uuid: str | None = None
+    cid_error: str | None
     try:
         correlation_id = canonical_uuid(header.get("correlation_id"))
     except ValueError as exc:
@@ -229,7 +230,7 @@ def parse_envelope(raw: Any, limits: ArgumentLimits | None = None) -> Envelope:
     if limits is not None and (error := limits.size_error(arguments_size(arguments))):
         raise reject(error, ARGUMENTS_TOO_LARGE)
     return Envelope(
-        correlation_id=correlation_id,  # type: ignore[arg-type]
+        correlation_id=correlation_id,  # type: ignore[arg-type]  # None only with cid_error, raised above
         sender_uuid=sender_uuid,
         timestamp=timestamp,
         signature=signature.strip() if isinstance(signature, str) else None,

@@ -179,7 +179,7 @@ class _Starter:
             self._reset()
         with self._lock:
             first = self._thread is None
-            if not first and (self._thread.is_alive() or self._permanent):  # type: ignore[union-attr]
+            if not first and (self._thread.is_alive() or self._permanent):  # type: ignore[union-attr]  # not first: set
                 return False
             self._attempted, self._waited_out = threading.Event(), False
             self._thread = threading.Thread(target=self._run, args=(self._attempted, first),
@@ -285,7 +285,7 @@ class FlaskOpenFactory:
                 f"The Flask app {app.import_name!r} is not registered with FlaskOpenFactory. "
                 "Did you forget to call 'ofa.init_app(app)'?"
             )
-        return state  # type: ignore[no-any-return]
+        return state  # type: ignore[no-any-return]  # app.extensions holds Any
 
     def runtime(self, app: Flask) -> AssetRuntime:
         return self.state(app).runtime

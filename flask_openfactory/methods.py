@@ -113,7 +113,7 @@ def _type_name(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
     if origin is typing.Literal:
         return "literal[" + ", ".join(repr(a) for a in typing.get_args(annotation)) + "]"
-    if origin in (list, dict):
+    if origin is list or origin is dict:
         return origin.__name__
     if isinstance(annotation, type):
         return annotation.__name__

@@ -117,7 +117,7 @@ def check_value(value: Any) -> JSONScalar:
     )
 
 
-_quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_quote = json.encoder.encode_basestring_ascii
 _FRAGMENTS: dict[tuple[str, str, str], tuple[str, str]] = {}
 
 
@@ -142,7 +142,7 @@ def _json_scalar(value: JSONScalar) -> str:
     if value is False:
         return "false"
     if isinstance(value, str):
-        return _quote(value)  # type: ignore[no-any-return]
+        return _quote(value)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"attribute value {value!r} is not representable in JSON")

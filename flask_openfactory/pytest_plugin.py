@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
@@ -42,7 +42,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   f"{APP_OPTION} as its first argument (empty: called without arguments)", default="testing")
 
 
-def _fail(message: str) -> Any:
+def _fail(message: str) -> NoReturn:
     pytest.fail(message, pytrace=False)
 
 

@@ -72,7 +72,9 @@ CALL_WINDOW_MARGIN = 60.0  # calls are remembered this much past the max age (cl
 def _package_meta() -> tuple[str, str, str]:
     try:
         meta = metadata.metadata("flask-openfactory")
-        return meta["Version"], meta.get("Author") or "unknown", meta.get("License") or "unknown"
+        # typeshed declares get() from 3.12; on 3.11 the object is an email Message, which has it too
+        author, licence = meta.get("Author"), meta.get("License")  # type: ignore[attr-defined]
+        return meta["Version"], author or "unknown", licence or "unknown"
     except metadata.PackageNotFoundError:
         return "unknown", "unknown", "unknown"
 

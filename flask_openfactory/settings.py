@@ -12,7 +12,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from werkzeug.utils import import_string
 
@@ -213,7 +213,10 @@ def _senders(key: str, value: Any) -> frozenset[str] | None:
     return frozenset(senders)
 
 
-def read(config: Mapping[str, Any], key: str, parse: Callable[[str, Any], Any]) -> Any:
+_T = TypeVar("_T")
+
+
+def read(config: Mapping[str, Any], key: str, parse: Callable[[str, Any], _T]) -> _T:
     try:
         return parse(key, config[key])
     except ConfigurationError:
@@ -361,12 +364,12 @@ def _callable(key: str, value: Any) -> Callable[..., Any] | None:
             raise ConfigurationError(f"{key}: cannot import {value!r}: {exc}") from None
     if not callable(value):
         raise ConfigurationError(f"{key} must be a callable or an import string naming one, got {value!r}")
-    return value  # type: ignore[no-any-return]
+    return value  # type: ignore[no-any-return]  # callable, checked above
 
 
 def api_tokens(config: Mapping[str, Any]) -> tuple[str, ...] | None:
-    return read(config, "OPENFACTORY_API_TOKENS", _tokens)  # type: ignore[no-any-return]
+    return read(config, "OPENFACTORY_API_TOKENS", _tokens)
 
 
 def authorize_hook(config: Mapping[str, Any]) -> Callable[..., Any] | None:
-    return read(config, "OPENFACTORY_AUTHORIZE", _callable)  # type: ignore[no-any-return]
+    return read(config, "OPENFACTORY_AUTHORIZE", _callable)

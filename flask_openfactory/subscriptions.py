@@ -95,7 +95,7 @@ def subscribe(
             sub_name = validate_identifier("subscription name", name or handler.__name__)
         except ValueError as exc:
             raise ValueError(f"{exc}; name it with @subscribe(..., name='...')") from None
-        handler.__ofa_subscription__ = SubscriptionSpec(  # type: ignore[attr-defined]
+        handler.__ofa_subscription__ = SubscriptionSpec(  # type: ignore[attr-defined]  # a marker on the function
             sub_name, handler, asset, attribute, type, every_worker)
         return handler
 

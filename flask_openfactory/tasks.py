@@ -43,7 +43,7 @@ class StopSignal:
     def __init__(self) -> None:
         self._event = threading.Event()
         self._lock = threading.Lock()
-        self._wakers: list[Callable[[], None]] = []
+        self._wakers: list[Callable[[], object]] = []
 
     def is_set(self) -> bool:
         return self._event.is_set()
@@ -122,7 +122,7 @@ def background_task(
         params = inspect.signature(func).parameters
         if len(params) != 1:
             raise TypeError(f"task {task_name!r} must take exactly one argument, the stop signal")
-        func.__ofa_task__ = TaskSpec(task_name, func, backoff, max_backoff, healthy_after)  # type: ignore[attr-defined]
+        func.__ofa_task__ = TaskSpec(task_name, func, backoff, max_backoff, healthy_after)  # type: ignore[attr-defined]  # a marker
         return func
 
     return decorate

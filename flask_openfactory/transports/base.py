@@ -48,7 +48,7 @@ class TransportBusy(TransportError):
 try:  # gunicorn prints an app-loading error as its one-line message and stops (exit 4)
     from gunicorn.errors import AppImportError as _AppLoadError
 except ImportError:  # pragma: no cover - gunicorn is a dependency, but not on every platform
-    _AppLoadError = Exception  # type: ignore[assignment,misc]
+    _AppLoadError = Exception  # type: ignore[assignment,misc]  # the fallback base class
 
 
 class ConfigurationError(ValueError, _AppLoadError):

@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, cast
 
 from confluent_kafka import (
     OFFSET_END,
@@ -160,7 +160,8 @@ class KafkaTransport(Transport):
         self._fatal: str | None = None  # a fatal error seen in a callback, handled after the poll returns
         self._held: list[tuple[Message, Any]] = []  # records the fatal producer failed: for its successor
         self.origin = uuid.uuid4().hex.encode("ascii")  # this transport instance, one per process
-        self._attribute_headers = [(KIND_HEADER, ATTRIBUTE_KIND), (ORIGIN_HEADER, self.origin)]
+        self._attribute_headers: list[tuple[str, str | bytes | None]] = [
+            (KIND_HEADER, ATTRIBUTE_KIND), (ORIGIN_HEADER, self.origin)]
         self._probe_lock = threading.Lock()  # one consumer answers end_position for the whole process
         self._probe_consumer: Consumer | None = None
         self._probe_pid = 0
@@ -300,8 +301,10 @@ class KafkaTransport(Transport):
         return False
 
     def _produce_again(self, message: Message, report: Any) -> bool:
+        topic = message.topic()
+        assert topic is not None  # a delivery report names the topic its record was produced to
         try:
-            self.producer().produce(message.topic(), value=message.value(), key=message.key(), on_delivery=report)
+            self.producer().produce(topic, value=message.value(), key=message.key(), on_delivery=report)
         except (BufferError, KafkaException) as exc:
             self._stats["delivery_failures"] += 1
             log.error("a record of the replaced Kafka producer could not be queued again: %s", exc)
@@ -697,16 +700,28 @@ class KafkaTransport(Transport):
             probe.close()
 
 
-def _header(message: Message, name: str) -> bytes | None:
+def _header(message: _Consumed, name: str) -> bytes | None:
     headers = message.headers()
     if headers:
         for key, value in headers:
             if key == name:
-                return value  # type: ignore[no-any-return]
+                return value
     return None
 
 
-def _fetch(consumer: Consumer, timeout: float, limit: int = FETCH_LIMIT) -> list[Message]:
+class _Consumed(Protocol):
+    """A consumed ``Message`` as this module reads it (confluent-kafka types every getter Optional):
+    one whose ``error()`` is None has its partition and offset, and headers as a list of pairs."""
+
+    def error(self) -> KafkaError | None: ...
+    def partition(self) -> int: ...
+    def offset(self) -> int: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def headers(self) -> list[tuple[str, bytes | None]] | None: ...
+
+
+def _fetch(consumer: Consumer, timeout: float, limit: int = FETCH_LIMIT) -> list[_Consumed]:
     """Return as soon as one message arrives, plus whatever is already buffered.
 
     ``consume(n, timeout)`` waits for all ``n`` or the whole timeout, which would
@@ -715,7 +730,7 @@ def _fetch(consumer: Consumer, timeout: float, limit: int = FETCH_LIMIT) -> list
     first = consumer.poll(timeout)
     if first is None:
         return []
-    return [first, *consumer.consume(limit - 1, 0)]
+    return cast("list[_Consumed]", [first, *consumer.consume(limit - 1, 0)])
 
 
 def _rows_to_records(asset_uuid: str, rows: list[dict[str, Any]]) -> dict[str, Record]:

@@ -423,7 +423,8 @@ class SqliteTransport(Transport):
 
     def _end(self) -> int:
         """The offset of the last log entry (0 for an empty log: offsets start at 1)."""
-        return self._read("SELECT coalesce(max(offset), 0) FROM log")[0][0]
+        end: int = self._read("SELECT coalesce(max(offset), 0) FROM log")[0][0]
+        return end
 
     def _scan(self, key: str, after: int) -> tuple[list[tuple[Any, ...]], int]:
         """The key's rows after ``after`` and the position reached (past other keys' rows too)."""
@@ -526,7 +527,7 @@ class SqliteTransport(Transport):
         ``written_at`` grows with the offset (writers are serialised), so this
         costs about 20 point reads on a log of a million rows and needs no index.
         """
-        low = self._read("SELECT coalesce(min(offset), 1) FROM log")[0][0]
+        low: int = self._read("SELECT coalesce(min(offset), 1) FROM log")[0][0]
         high = self._end() + 1
         while low < high:
             middle = (low + high) // 2
