@@ -38,6 +38,8 @@ from broker import TansuBroker
 from gunicorn_server import GunicornServer, ServerPool, TopicWatcher, results_by_cid, server_env, wait_for
 from kafka_config import KAFKA_TEST_CONFIG
 
+pytestmark = pytest.mark.gunicorn  # see the markers in setup.cfg
+
 FREEZE_SECONDS = 60.0
 MAX_PENDING = 2_000
 MAX_PENDING_BYTES = 1024 * 1024

@@ -22,6 +22,8 @@ import pytest
 
 from gunicorn_server import REPO, GunicornServer, ServerPool, server_env
 
+pytestmark = [pytest.mark.browser, pytest.mark.gunicorn]  # see the markers in setup.cfg
+
 ARTIFACTS = REPO / "test-artifacts"
 PREFIX = "/oven-7"
 

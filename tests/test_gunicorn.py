@@ -31,6 +31,8 @@ from gunicorn_server import (
     results_of as results_by_cid,
 )
 
+pytestmark = pytest.mark.gunicorn  # see the markers in setup.cfg
+
 
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[ServerPool]:

@@ -43,6 +43,8 @@ from gunicorn_server import (
 )
 from kafka_config import KAFKA_TEST_CONFIG
 
+pytestmark = pytest.mark.gunicorn  # see the markers in setup.cfg
+
 PARTITIONS = 3
 
 

@@ -32,6 +32,8 @@ from gunicorn_server import CommandSender, GunicornServer, Seen, ServerPool, Top
 from kafka_config import KAFKA_TEST_CONFIG
 from waiting import wait_for
 
+pytestmark = pytest.mark.gunicorn  # see the markers in setup.cfg
+
 PARTITIONS = 3
 TASK_APP = "gunicorn_task_app:create_app()"
 TAKEOVER_BOUND = 5.0  # seconds: the acceptance says "within seconds"

@@ -33,6 +33,8 @@ import requests
 
 from gunicorn_server import GunicornServer, ServerPool, server_env
 
+pytestmark = pytest.mark.gunicorn  # see the markers in setup.cfg
+
 EXAMPLES = 50  # per operation and phase: about 700 requests per run
 RUN_TIMEOUT = 300.0  # a hard bound; a run takes seconds
 PHASES = ("coverage", "fuzzing", "stateful")

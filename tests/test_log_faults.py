@@ -28,6 +28,8 @@ from flask_openfactory.transports.sqlite import SqliteTransport
 from gunicorn_server import FLASK, REPO, GunicornServer, ServerPool, flock_holders, server_env, wait_for
 from test_gunicorn import log_records, results_by_cid
 
+pytestmark = pytest.mark.gunicorn  # see the markers in setup.cfg
+
 
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[ServerPool]:

@@ -22,6 +22,8 @@ from flask_openfactory.commands import command_record, new_envelope
 from flask_openfactory.transports.sqlite import SqliteTransport
 from gunicorn_server import PROBE_APP, ServerPool, alive, server_env, side_effects, wait_for
 
+pytestmark = pytest.mark.gunicorn  # see the markers in setup.cfg
+
 
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[ServerPool]:

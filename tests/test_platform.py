@@ -176,6 +176,7 @@ def serve_with_hooks(tmp_path: Path, env: dict[str, str], *, workers: int,
     return proc, port, log
 
 
+@pytest.mark.gunicorn
 def test_with_the_broker_away_the_api_answers_at_once_and_never_500(tmp_path: Path) -> None:
     """gunicorn with the hooks, KAFKA_BROKER on a port nobody listens on."""
     proc, port, log = serve_with_hooks(tmp_path, {"KAFKA_BROKER": f"127.0.0.1:{free_port()}", "APP_UUID": "OVEN-AWAY"},
@@ -291,6 +292,7 @@ def test_json_log_format_is_one_object_per_line(tmp_path: Path) -> None:
     assert "RuntimeError: a bug in the method" in bug["traceback"]
 
 
+@pytest.mark.gunicorn
 def test_json_logs_under_gunicorn_are_one_object_per_line_master_included(tmp_path: Path) -> None:
     proc, port, log = serve_with_hooks(tmp_path, {"OPENFACTORY_LOG_FORMAT": "json", "APP_UUID": "JSON-2"}, workers=2,
                                        OPENFACTORY_TRANSPORT_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}")
