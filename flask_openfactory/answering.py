@@ -9,10 +9,11 @@ has written whether to wait, and otherwise reports the command as sent.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from .commands import RESULT_SUFFIX, RESULT_TAG
-from .protocol import Record
+from .commands import RESULT_TAG
+from .protocol import RESULT_SUFFIX, Record
 
 NO_RESULT_TEXT = "sent; this asset does not answer with results"
 

@@ -45,13 +45,14 @@ import math
 import os
 import re
 import typing
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import marshmallow as ma
-from flask import Flask, current_app, jsonify, request, send_from_directory, url_for
 from flask import Blueprint as FlaskBlueprint
-from flask.blueprints import BlueprintSetupState
+from flask import Flask, current_app, jsonify, request, send_from_directory, url_for
 from flask import json as flask_json
+from flask.blueprints import BlueprintSetupState
 from flask.typing import ResponseReturnValue
 from flask_smorest import Api, Blueprint
 from jinja2 import Environment, PackageLoader
@@ -287,7 +288,7 @@ class OpenFactoryApi(Api):  # type: ignore[misc]
         return self._ui_env
 
 
-def init_api(app: Flask, state: "OpenFactoryState") -> OpenFactoryApi:
+def init_api(app: Flask, state: OpenFactoryState) -> OpenFactoryApi:
     """Create the app's ``Api`` (config prefix ``OPENFACTORY_``) and its routes."""
     runtime = state.runtime
     config = app.config
@@ -475,7 +476,7 @@ def _check_query_string() -> None:
 # -- fixed routes ----------------------------------------------------------------------
 
 
-def _api_blueprint(state: "OpenFactoryState", api: OpenFactoryApi) -> Blueprint:
+def _api_blueprint(state: OpenFactoryState, api: OpenFactoryApi) -> Blueprint:
     runtime = state.runtime
     blp = Blueprint(
         API_BLUEPRINT,
@@ -623,7 +624,7 @@ def _contract(spec: MethodSpec, api: OpenFactoryApi) -> dict[str, Any]:
 # -- docs and fallbacks (plain blueprint: not part of the OpenAPI document) -----------
 
 
-def _ui_blueprint(state: "OpenFactoryState", api: OpenFactoryApi) -> FlaskBlueprint:
+def _ui_blueprint(state: OpenFactoryState, api: OpenFactoryApi) -> FlaskBlueprint:
     runtime = state.runtime
     bp = _guard(FlaskBlueprint(UI_BLUEPRINT, __name__, url_prefix=state.url_prefix or None))
     static_dir = _swagger_ui_dir()
@@ -666,8 +667,8 @@ def _ui_blueprint(state: "OpenFactoryState", api: OpenFactoryApi) -> FlaskBluepr
             allowed = _allowed_methods()
             if allowed:
                 served = ", ".join(allowed)
-                raise MethodNotAllowed(valid_methods=allowed,
-                                       description=f"{request.path} does not serve {request.method}; it serves {served}")
+                description = f"{request.path} does not serve {request.method}; it serves {served}"
+                raise MethodNotAllowed(valid_methods=allowed, description=description)
             raise NotFound(f"{request.path} is not a route of the OpenFactory API; see {state.url_prefix}/docs")
 
         bp.record_once(lambda setup: _add_catch_all(setup, not_found))
@@ -915,7 +916,7 @@ _HEADER_PARAMETERS = [
 ]
 
 
-def add_method_routes(state: "OpenFactoryState", specs: Iterable[MethodSpec]) -> None:
+def add_method_routes(state: OpenFactoryState, specs: Iterable[MethodSpec]) -> None:
     """One ``POST <prefix>/methods/<name>`` per method, on a new blueprint.
 
     A new blueprint per call because a blueprint takes no routes once
@@ -1019,7 +1020,7 @@ def _command_arguments(spec: MethodSpec, arguments: dict[str, Any]) -> dict[str,
     return wire
 
 
-def _method_view(state: "OpenFactoryState", spec: MethodSpec) -> Callable[[dict[str, Any]], Any]:
+def _method_view(state: OpenFactoryState, spec: MethodSpec) -> Callable[[dict[str, Any]], Any]:
     def invoke(arguments: dict[str, Any]) -> ResponseReturnValue:
         correlation_id = correlation_id_from_request()
         runtime = state.runtime

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from flask import Flask, Request, jsonify, request
 from flask.typing import ResponseReturnValue
@@ -58,7 +59,7 @@ class AccessPolicy:
         object.__setattr__(self, "_encoded", tuple(t.encode() for t in self.tokens or ()))
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "AccessPolicy":
+    def from_config(cls, config: Mapping[str, Any]) -> AccessPolicy:
         from . import settings
 
         return cls(
@@ -158,7 +159,7 @@ def install(app: Flask, policy: AccessPolicy, classify: RouteClassifier) -> None
         route = classify(request.endpoint)
         if route is None:
             return None
-        return policy.check(request._get_current_object(), route[0], route[1])  # type: ignore[attr-defined]
+        return policy.check(request._get_current_object(), route[0], route[1])  # type: ignore[attr-defined]  # a LocalProxy
 
     if policy.tokens is None and policy.authorize is None:
         return  # nothing to check: no hook at all

@@ -7,7 +7,8 @@ larger app splits its methods over modules like it splits its views.
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from flask import Blueprint
 from flask.sansio.blueprints import BlueprintSetupState

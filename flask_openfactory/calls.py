@@ -21,8 +21,9 @@ import json
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from .commands import ERROR, OK, REJECTED, CommandResult, canonical_uuid
 from .protocol import COMMAND_SUFFIX, RESULT_SUFFIX, Record

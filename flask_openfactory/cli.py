@@ -20,7 +20,8 @@ import queue
 import re
 import threading
 import uuid
-from typing import Any, Callable, NoReturn, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
 
 import click
 from flask import current_app
@@ -159,7 +160,7 @@ def _runtime() -> AssetRuntime:
     state = current_app.extensions.get("openfactory")
     if state is None:
         _fail("the current Flask app has no OpenFactory extension: call 'ofa.init_app(app)'", EXIT_USAGE)
-    return state.runtime  # type: ignore[no-any-return]
+    return state.runtime  # type: ignore[no-any-return]  # app.extensions holds Any
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -213,7 +214,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = 
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
 
     def line(values: Sequence[str]) -> str:
-        return (indent + "  ".join(v.ljust(w) for v, w in zip(values, widths))).rstrip()
+        return (indent + "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=False))).rstrip()
 
     return [line(headers)] + [line(r) for r in cells]
 
@@ -273,7 +274,7 @@ def _ksqldb_view(url: str | None, uuid: str, timeout: float, session: _Session) 
 
     def query() -> tuple[str | None, list[dict[str, Any]]]:
         try:
-            client = KsqlDBClient(url, timeout=timeout, retries=0)  # type: ignore[call-arg]
+            client = KsqlDBClient(url, timeout=timeout, retries=0)
         except TypeError:
             client = KsqlDBClient(url, timeout=timeout)
         try:

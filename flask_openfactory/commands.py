@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from .protocol import (
@@ -106,7 +106,7 @@ class Envelope:
         """The timestamp as it travels: the received text, else the ISO 8601 form we write."""
         if self.raw_timestamp is not None:
             return self.raw_timestamp
-        return self.timestamp.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        return self.timestamp.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
     def to_json(self) -> str:
         """Compact JSON, as the reference's pydantic serialisation writes it."""
@@ -136,7 +136,7 @@ def new_envelope(
     return Envelope(
         correlation_id=correlation_id or str(uuid.uuid4()),
         sender_uuid=sender_uuid,
-        timestamp=datetime.now(timezone.utc),
+        timestamp=datetime.now(UTC),
         signature=signature,
         arguments=args,
     )
@@ -180,6 +180,7 @@ def parse_envelope(raw: Any, limits: ArgumentLimits | None = None) -> Envelope:
         raise EnvelopeError("command envelope lacks a 'header' object")
     correlation_id: str | None = None
     sender_uuid: str | None = None
+    cid_error: str | None
     try:
         correlation_id = canonical_uuid(header.get("correlation_id"))
     except ValueError as exc:
@@ -207,7 +208,7 @@ def parse_envelope(raw: Any, limits: ArgumentLimits | None = None) -> Envelope:
     if sender_uuid is None:
         raise reject("header.sender_uuid is required and must be a non-empty string")
     if header.get("timestamp") is None:
-        timestamp = datetime.now(timezone.utc)
+        timestamp = datetime.now(UTC)
     else:
         try:
             timestamp = parse_timestamp(header["timestamp"])
@@ -229,7 +230,7 @@ def parse_envelope(raw: Any, limits: ArgumentLimits | None = None) -> Envelope:
     if limits is not None and (error := limits.size_error(arguments_size(arguments))):
         raise reject(error, ARGUMENTS_TOO_LARGE)
     return Envelope(
-        correlation_id=correlation_id,  # type: ignore[arg-type]
+        correlation_id=correlation_id,  # type: ignore[arg-type]  # None only with cid_error, raised above
         sender_uuid=sender_uuid,
         timestamp=timestamp,
         signature=signature.strip() if isinstance(signature, str) else None,
@@ -266,14 +267,14 @@ class CommandResult:
         }
 
     @classmethod
-    def from_record(cls, record: Record) -> "CommandResult":
+    def from_record(cls, record: Record) -> CommandResult:
         """Read a ``_RESULT`` record back (callers waiting for their answer)."""
         if not record.id.endswith(RESULT_SUFFIX):
             raise ValueError(f"{record.id!r} is not a result attribute")
         return cls.from_value(record.id[: -len(RESULT_SUFFIX)], record.value)
 
     @classmethod
-    def from_value(cls, method: str, value: Any) -> "CommandResult":
+    def from_value(cls, method: str, value: Any) -> CommandResult:
         """A ``<method>_RESULT`` VALUE (the JSON text) read back."""
         try:
             data = json.loads(value) if isinstance(value, str) else None

@@ -32,7 +32,8 @@ import math
 import re
 import types
 import typing
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 Converter = Callable[[Any], Any]
 
@@ -105,7 +106,8 @@ def _float_from_text(text: str) -> float:
 def to_int(value: Any) -> int:
     kind = type(value)
     if kind is int:
-        return value
+        exact: int = value  # typed by the check above (mypy narrows no type() kept in a variable)
+        return exact
     if kind is bool:
         return int(value)
     if kind is str:
@@ -123,6 +125,7 @@ def to_int(value: Any) -> int:
 
 def to_float(value: Any) -> float:
     kind = type(value)
+    number: float
     if kind is float:
         number = value
     elif kind is str:
@@ -142,7 +145,8 @@ def to_float(value: Any) -> float:
 def to_bool(value: Any) -> bool:
     kind = type(value)
     if kind is bool:
-        return value
+        exact: bool = value  # typed by the check above
+        return exact
     if kind is str and value.isascii():
         lowered = value.lower()
         if lowered in _TRUE:
@@ -150,7 +154,8 @@ def to_bool(value: Any) -> bool:
         if lowered in _FALSE:
             return False
     elif kind in (int, float) and value in (0, 1):
-        return value == 1
+        one: bool = value == 1
+        return one
     raise ConversionError(f"{_show(value)} is not a valid bool (true/false, 1/0, yes/no, on/off, t/f, y/n)")
 
 
@@ -188,7 +193,7 @@ def _enum(cls: type[enum.Enum]) -> Converter:
     members = {m.value: m for m in cls}
     expected = " or ".join(repr(v) for v in members)
     base = next((b for b in (int, float, str) if issubclass(cls, b)), None)
-    first: Converter = {int: to_int, float: to_float, str: to_str}.get(base, _any)  # type: ignore[arg-type]
+    first: Converter = {int: to_int, float: to_float, str: to_str}.get(base, _any)  # type: ignore[arg-type]  # None: _any
 
     def convert(value: Any) -> Any:
         try:
@@ -246,7 +251,7 @@ def split_optional(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def value_converter(annotation: Any) -> Converter:
     """A decoded value (string or JSON) to ``annotation``, or ConversionError.
 
@@ -317,7 +322,7 @@ def _nested_deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def text_converter(annotation: Any) -> Converter:
     """A command argument (a string) to ``annotation``, as the reference converts it."""
     convert = value_converter(annotation)

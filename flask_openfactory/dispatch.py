@@ -17,11 +17,12 @@ import logging
 import threading
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from .commands import (
     ERROR,
@@ -38,12 +39,11 @@ from .commands import (
     result_correlation_id,
     result_record,
 )
+from .logs import AssetLog, log_method_error
 from .methods import ArgumentError, MethodSpec
 from .protocol import COMMAND_SUFFIX, Record, validate_identifier
-from .signing import MAX_CLOCK_SKEW, SigningKeys, envelope_message
-from .logs import AssetLog
 from .quiet import Repeats, fault_key
-from .logs import log_method_error
+from .signing import MAX_CLOCK_SKEW, SigningKeys, envelope_message
 from .transports.base import CommandReader, LogEntry, Transport
 
 _log = logging.getLogger("flask_openfactory.dispatch")
@@ -477,7 +477,7 @@ class Dispatcher:
             self._reject(offset, method_name, cid, envelope.sender_uuid, "unknown_method",
                          f"unknown method {method_name!r}")
             return
-        age = (datetime.now(timezone.utc) - envelope.timestamp).total_seconds()
+        age = (datetime.now(UTC) - envelope.timestamp).total_seconds()
         if age > self.settings.max_age:
             self._reject(offset, method_name, cid, envelope.sender_uuid, "expired",
                          f"expired: the command is {age:.1f}s old, the limit is {self.settings.max_age:g}s")
@@ -668,19 +668,3 @@ class Dispatcher:
         """The results of methods that ran and that the log has refused so far, with why."""
         with self._lock:
             return [(held.result, held.reason) for held in self._unrecorded.values()]
-            self.log.error("result of %s %s could not be delivered: %s", result.method,
-                           result.correlation_id, error)
-
-        for attempt in range(3):
-            try:
-                with self._lock:
-                    self._undelivered += 1
-                self._transport.publish(record, on_delivery=delivered)
-                return
-            except Exception as exc:
-                with self._lock:
-                    self._undelivered -= 1
-                self.log.warning("publishing result of %s failed (attempt %d): %s", result.correlation_id,
-                                 attempt + 1, exc)
-                time.sleep(self.settings.retry_backoff)  # also while stopping: a result is worth it
-        self.counters["result_delivery_failures"] += 1

@@ -18,8 +18,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from flask import Flask, request
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -44,7 +45,7 @@ class OpenFactoryState:
     """What one app holds in ``app.extensions["openfactory"]``."""
 
     def __init__(
-        self, extension: "FlaskOpenFactory", runtime: AssetRuntime, url_prefix: str, config: dict[str, Any]
+        self, extension: FlaskOpenFactory, runtime: AssetRuntime, url_prefix: str, config: dict[str, Any]
     ) -> None:
         self.extension = extension
         self.runtime_config = config  # the OPENFACTORY_* keys as init_app read them
@@ -178,7 +179,7 @@ class _Starter:
             self._reset()
         with self._lock:
             first = self._thread is None
-            if not first and (self._thread.is_alive() or self._permanent):  # type: ignore[union-attr]
+            if not first and (self._thread.is_alive() or self._permanent):  # type: ignore[union-attr]  # not first: set
                 return False
             self._attempted, self._waited_out = threading.Event(), False
             self._thread = threading.Thread(target=self._run, args=(self._attempted, first),
@@ -284,7 +285,7 @@ class FlaskOpenFactory:
                 f"The Flask app {app.import_name!r} is not registered with FlaskOpenFactory. "
                 "Did you forget to call 'ofa.init_app(app)'?"
             )
-        return state  # type: ignore[no-any-return]
+        return state  # type: ignore[no-any-return]  # app.extensions holds Any
 
     def runtime(self, app: Flask) -> AssetRuntime:
         return self.state(app).runtime

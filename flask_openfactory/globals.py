@@ -8,16 +8,18 @@ from flask import current_app
 from werkzeug.local import LocalProxy
 
 if TYPE_CHECKING:
+    from flask import Flask
+
     from .runtime import AssetRuntime
 
 
 # The proxy's own lookup, bound once: every attribute set finds its runtime here, and
 # an attribute access through the proxy costs ~1.5 µs against ~0.1 µs for this call.
 # Outside an app context it raises the same RuntimeError as ``current_app`` does.
-_current_app = current_app._get_current_object
+_current_app = cast("LocalProxy[Flask]", current_app)._get_current_object
 
 
-def _find_runtime() -> "AssetRuntime":
+def _find_runtime() -> AssetRuntime:
     state = _current_app().extensions.get("openfactory")
     if state is None:
         raise RuntimeError(
@@ -27,4 +29,4 @@ def _find_runtime() -> "AssetRuntime":
     return cast("AssetRuntime", state.runtime)
 
 
-current_openfactory: "AssetRuntime" = cast("AssetRuntime", LocalProxy(_find_runtime))
+current_openfactory: AssetRuntime = cast("AssetRuntime", LocalProxy(_find_runtime))

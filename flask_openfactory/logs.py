@@ -14,7 +14,8 @@ import logging
 import os
 import sys
 import time
-from typing import Any, MutableMapping
+from collections.abc import MutableMapping
+from typing import Any, TextIO
 
 LOGGER = "flask_openfactory"
 _pid_in_format = False  # True once routed into handlers whose format shows the pid
@@ -25,7 +26,7 @@ _format = "text"
 EXPECTED_METHOD_ERRORS: tuple[type[BaseException], ...] = (ValueError, PermissionError, TimeoutError)
 
 
-class AssetLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+class AssetLog(logging.LoggerAdapter[logging.Logger]):
     """Prefix every line with ``[asset pid]`` (the pid once) and expose both as record fields."""
 
     def __init__(self, logger: logging.Logger, asset_uuid: str) -> None:
@@ -62,7 +63,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-class _JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _JsonHandler(logging.StreamHandler[TextIO]):
     """The one handler the library adds itself, and only for ``json``."""
 
     def __init__(self) -> None:
@@ -102,7 +103,7 @@ def route_to(handlers: list[logging.Handler], level: str | int) -> None:
     logger.setLevel(level)
 
 
-def log_method_error(log: logging.LoggerAdapter, method: str, correlation_id: str,  # type: ignore[type-arg]
+def log_method_error(log: logging.LoggerAdapter[logging.Logger], method: str, correlation_id: str,
                      exc: BaseException) -> None:
     """A method that refuses a call is one WARNING line (traceback at DEBUG); a bug is an ERROR with it."""
     if isinstance(exc, EXPECTED_METHOD_ERRORS):

@@ -10,8 +10,9 @@ import enum
 import inspect
 import json
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from .commands import json_safe
 from .conversion import ConversionError, split_optional, text_converter, value_converter
@@ -41,7 +42,8 @@ class Parameter:
 
     def convert(self, text: str) -> Any:
         """The reference's lax conversion of a command's string argument (see conversion.py)."""
-        annotation = self.annotation if not self.optional else typing.Optional[self.annotation]
+        # typing.Optional, not "| None": the annotation may be a typing form, and the converter is cached on it
+        annotation = self.annotation if not self.optional else typing.Optional[self.annotation]  # noqa: UP045
         try:
             return text_converter(annotation)(text)
         except ConversionError as exc:
@@ -111,7 +113,7 @@ def _type_name(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
     if origin is typing.Literal:
         return "literal[" + ", ".join(repr(a) for a in typing.get_args(annotation)) + "]"
-    if origin in (list, dict):
+    if origin is list or origin is dict:
         return origin.__name__
     if isinstance(annotation, type):
         return annotation.__name__

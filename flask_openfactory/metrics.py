@@ -23,8 +23,9 @@ from __future__ import annotations
 import bisect
 import math
 import threading
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Container, Iterator
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .runtime import AssetRuntime
@@ -136,7 +137,7 @@ def _labelled(name: str) -> tuple[str, str] | None:
 class RuntimeCollector:
     """Reads one runtime at scrape time (a prometheus-client custom collector)."""
 
-    def __init__(self, runtime: "AssetRuntime") -> None:
+    def __init__(self, runtime: AssetRuntime) -> None:
         self.runtime = runtime
 
     def collect(self) -> Iterator[Any]:
@@ -181,7 +182,7 @@ class RuntimeCollector:
         yield from self._consumer(runtime, GaugeMetricFamily)
         yield from self._transport(runtime, GaugeMetricFamily)
 
-    def _results(self, runtime: "AssetRuntime") -> Iterator[Any]:
+    def _results(self, runtime: AssetRuntime) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
         data = runtime.method_results.snapshot()
@@ -201,14 +202,14 @@ class RuntimeCollector:
         bounds = runtime.method_results.buckets
         for method, histogram in sorted(data.durations.items()):
             cumulative, buckets = 0, []
-            for bound, count in zip(bounds, histogram.buckets):
+            for bound, count in zip(bounds, histogram.buckets, strict=False):
                 cumulative += count
                 buckets.append((_le(bound), cumulative))
             buckets.append(("+Inf", histogram.count))
             durations.add_metric([method], buckets, histogram.total)
         yield durations
 
-    def _readiness(self, runtime: "AssetRuntime", gauge: Callable[..., Any]) -> Iterator[Any]:
+    def _readiness(self, runtime: AssetRuntime, gauge: Callable[..., Any]) -> Iterator[Any]:
         checks = runtime.health_checks()
         ready = gauge(f"{NAMESPACE}_ready", "1 when this process is ready to serve the asset (GET /ready)")
         ready.add_metric([], float(all(c.ok for c in checks.values())))
@@ -231,7 +232,7 @@ class RuntimeCollector:
             changed.add_metric([], transport.since)
             yield changed
 
-    def _consumer(self, runtime: "AssetRuntime", gauge: Callable[..., Any]) -> Iterator[Any]:
+    def _consumer(self, runtime: AssetRuntime, gauge: Callable[..., Any]) -> Iterator[Any]:
         state = runtime.consumer_state()
         if state is None:
             return  # this process executes no commands
@@ -253,7 +254,7 @@ class RuntimeCollector:
         recoveries.add_metric([], float(state.get("recoveries") or 0))
         yield recoveries
 
-    def _transport(self, runtime: "AssetRuntime", gauge: Callable[..., Any]) -> Iterator[Any]:
+    def _transport(self, runtime: AssetRuntime, gauge: Callable[..., Any]) -> Iterator[Any]:
         stats = runtime.transport_stats()
         if "fault" in stats:  # the transport knows its faults by kind (sqlite: deleted, corrupt...)
             fault = gauge(f"{NAMESPACE}_transport_fault",
@@ -291,7 +292,7 @@ class AppMetrics:
         return encoder(self.registry), content_type
 
 
-def app_metrics(runtime: "AssetRuntime") -> AppMetrics | None:
+def app_metrics(runtime: AssetRuntime) -> AppMetrics | None:
     """A registry for one app, or None without prometheus-client."""
     try:
         from prometheus_client import CollectorRegistry, ProcessCollector

@@ -11,10 +11,10 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Union
+from datetime import UTC, datetime
+from typing import Any
 
-JSONScalar = Union[str, int, float, bool, None]
+JSONScalar = str | int | float | bool | None
 
 SAMPLES = "Samples"
 EVENTS = "Events"
@@ -56,9 +56,9 @@ def format_timestamp(moment: datetime | None = None) -> str:
     if moment is None:
         return _now_timestamp()
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     else:
-        moment = moment.astimezone(timezone.utc)
+        moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
@@ -71,7 +71,7 @@ def parse_timestamp(value: Any) -> datetime:
             raise ValueError("a timestamp must be a finite number")
         seconds = value / 1000.0 if abs(value) > 2e10 else float(value)
         try:
-            return datetime.fromtimestamp(seconds, tz=timezone.utc)
+            return datetime.fromtimestamp(seconds, tz=UTC)
         except (OverflowError, OSError, ValueError) as exc:
             raise ValueError(f"epoch timestamp {value!r} is out of range") from exc
     if isinstance(value, str):
@@ -84,8 +84,8 @@ def parse_timestamp(value: Any) -> datetime:
             except ValueError:
                 raise ValueError(f"{value!r} is not an ISO 8601 timestamp") from None
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
-        return moment.astimezone(timezone.utc)
+            moment = moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC)
     raise ValueError(f"a timestamp must be an ISO 8601 string or an epoch number, got {type(value).__name__}")
 
 
@@ -117,7 +117,7 @@ def check_value(value: Any) -> JSONScalar:
     )
 
 
-_quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_quote = json.encoder.encode_basestring_ascii
 _FRAGMENTS: dict[tuple[str, str, str], tuple[str, str]] = {}
 
 
@@ -142,7 +142,7 @@ def _json_scalar(value: JSONScalar) -> str:
     if value is False:
         return "false"
     if isinstance(value, str):
-        return _quote(value)  # type: ignore[no-any-return]
+        return _quote(value)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"attribute value {value!r} is not representable in JSON")
@@ -171,7 +171,7 @@ class Record:
         tag: str,
         type: str,
         timestamp: str | None = None,
-    ) -> "Record":
+    ) -> Record:
         """Build a checked record; the timestamp is taken now, when the value is set."""
         if type not in RECORD_TYPES:
             raise ValueError(f"record TYPE must be one of {sorted(RECORD_TYPES)}, got {type!r}")
@@ -201,7 +201,7 @@ class Record:
         }
 
     @classmethod
-    def from_wire(cls, key: bytes | str | None, value: bytes | str | None) -> "Record":
+    def from_wire(cls, key: bytes | str | None, value: bytes | str | None) -> Record:
         """Decode a record read from the log; anything malformed raises RecordError."""
         if key is None:
             raise RecordError("record has no key (asset UUID)")

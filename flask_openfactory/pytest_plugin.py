@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
 if TYPE_CHECKING:
     from flask import Flask
-    from flask.testing import FlaskCliRunner, FlaskClient
+    from flask.testing import FlaskClient, FlaskCliRunner
 
     from .runtime import AssetRuntime
     from .testing import OpenFactoryTester
@@ -41,11 +42,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   f"{APP_OPTION} as its first argument (empty: called without arguments)", default="testing")
 
 
-def _fail(message: str) -> Any:
+def _fail(message: str) -> NoReturn:
     pytest.fail(message, pytrace=False)
 
 
-def load_app(target: str, config_name: str | None) -> "Flask":
+def load_app(target: str, config_name: str | None) -> Flask:
     """The app named by ``module:name``: an app object, or a factory called with ``config_name``."""
     from flask import Flask
 
@@ -80,7 +81,7 @@ def load_app(target: str, config_name: str | None) -> "Flask":
     return isolate(obj, target)
 
 
-def isolate(app: "Flask", target: str) -> "Flask":
+def isolate(app: Flask, target: str) -> Flask:
     """The app under test on an in-process log of its own, whatever its factory chose.
 
     A factory that ignores ``config_name`` would otherwise write into the
@@ -110,7 +111,7 @@ def _takes_an_argument(factory: Any) -> bool:
 
 
 @pytest.fixture
-def ofa_app(request: pytest.FixtureRequest) -> "Flask":
+def ofa_app(request: pytest.FixtureRequest) -> Flask:
     """The app under test, from the ``openfactory_app`` ini option (override in conftest.py)."""
     target = str(request.config.getini(APP_OPTION) or "").strip()
     if not target:
@@ -123,7 +124,7 @@ def ofa_app(request: pytest.FixtureRequest) -> "Flask":
 
 
 @pytest.fixture
-def ofa(ofa_app: "Flask") -> Iterator["OpenFactoryTester"]:
+def ofa(ofa_app: Flask) -> Iterator[OpenFactoryTester]:
     """The app's runtime started, driven as other assets drive it; stopped at teardown."""
     from .testing import OpenFactoryTester
 
@@ -132,18 +133,18 @@ def ofa(ofa_app: "Flask") -> Iterator["OpenFactoryTester"]:
 
 
 @pytest.fixture
-def ofa_runtime(ofa: "OpenFactoryTester") -> "AssetRuntime":
+def ofa_runtime(ofa: OpenFactoryTester) -> AssetRuntime:
     """The app's asset runtime, started (stopped at teardown)."""
     return ofa.runtime
 
 
 @pytest.fixture
-def ofa_client(ofa: "OpenFactoryTester") -> "FlaskClient":
+def ofa_client(ofa: OpenFactoryTester) -> FlaskClient:
     """The app's test client; the runtime is started (and stopped at teardown)."""
     return ofa.client
 
 
 @pytest.fixture
-def ofa_cli(ofa: "OpenFactoryTester") -> "FlaskCliRunner":
+def ofa_cli(ofa: OpenFactoryTester) -> FlaskCliRunner:
     """The app's CLI runner (``ofa_cli.invoke(args=["ofa", "call", "home"])``); the runtime runs."""
     return ofa.cli

@@ -18,7 +18,7 @@ _NUMBERS = re.compile(r"\d+")
 class Repeats:
     """Collapses repeated failures of one kind (``key``) into a first line and a cleared line."""
 
-    def __init__(self, log: logging.Logger | logging.LoggerAdapter, what: str) -> None:  # type: ignore[type-arg]
+    def __init__(self, log: logging.Logger | logging.LoggerAdapter[logging.Logger], what: str) -> None:
         self._log = log
         self._what = what
         self._lock = threading.Lock()

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .answering import answers_with_results
 from .commands import NO_RESULT, CommandResult
@@ -23,18 +24,18 @@ if TYPE_CHECKING:
 
 
 class RemoteAsset:
-    def __init__(self, runtime: "AssetRuntime", asset_uuid: str, *, uns_id: str | None = None) -> None:
+    def __init__(self, runtime: AssetRuntime, asset_uuid: str, *, uns_id: str | None = None) -> None:
         self.asset_uuid = validate_identifier("asset UUID", asset_uuid)
         self.uns_id = uns_id
         self._runtime = runtime
         self._records: dict[str, Record] | None = None
 
     @classmethod
-    def by_uns(cls, runtime: "AssetRuntime", uns_id: str) -> "RemoteAsset":
+    def by_uns(cls, runtime: AssetRuntime, uns_id: str) -> RemoteAsset:
         """The asset that ``uns_id`` maps to (ksqlDB's asset_to_uns_map); ``refresh`` re-resolves it."""
         return cls(runtime, resolve_uns(runtime.settings.transport_options.ksqldb_url, uns_id), uns_id=uns_id)
 
-    def refresh(self) -> "RemoteAsset":
+    def refresh(self) -> RemoteAsset:
         """Read the snapshot again (it is read once, on first use); an asset addressed by
         UNS id is looked up again first, as the platform may have moved the id."""
         if self.uns_id is not None:

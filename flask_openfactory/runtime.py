@@ -16,12 +16,14 @@ import threading
 import time
 import weakref
 from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .attributes import UNAVAILABLE, Attribute, EventAttribute, PlatformAttribute
+from .calls import CallBook, CallEntry
 from .commands import (
     ERROR,
     OK,
@@ -34,17 +36,16 @@ from .commands import (
     result_correlation_id,
     result_record,
 )
-from .calls import CallBook, CallEntry
-from .dispatch import DispatchSettings, Dispatcher
-from .freshness import AppliedPosition, SharedLookup
+from .dispatch import Dispatcher, DispatchSettings
 from .duties import Duties, Runner, stop_runners
+from .freshness import AppliedPosition, SharedLookup
 from .logs import AssetLog, log_method_error
 from .methods import MethodSpec
 from .metrics import MethodResults
 from .metrics_registry import MetricsTarget, register, withdraw
 from .protocol import METHOD, Record, format_timestamp, validate_identifier
-from .routing import routing_warnings
 from .quiet import Repeats, fault_key
+from .routing import routing_warnings
 from .signing import SigningKeys, sign_envelope
 from .storage import Storage, StorageConfig, open_storages
 from .subscriptions import SubscriptionRunner, SubscriptionSpec
@@ -71,7 +72,9 @@ CALL_WINDOW_MARGIN = 60.0  # calls are remembered this much past the max age (cl
 def _package_meta() -> tuple[str, str, str]:
     try:
         meta = metadata.metadata("flask-openfactory")
-        return meta["Version"], meta.get("Author") or "unknown", meta.get("License") or "unknown"
+        # typeshed declares get() from 3.12; on 3.11 the object is an email Message, which has it too
+        author, licence = meta.get("Author"), meta.get("License")  # type: ignore[attr-defined]
+        return meta["Version"], author or "unknown", licence or "unknown"
     except metadata.PackageNotFoundError:
         return "unknown", "unknown", "unknown"
 
@@ -914,13 +917,13 @@ class AssetRuntime:
             if follower is not None:
                 follower.close()
 
-    def asset(self, asset_uuid: str) -> "RemoteAsset":
+    def asset(self, asset_uuid: str) -> RemoteAsset:
         """Another asset: its current state and methods, and ``.call(...)`` to command it."""
         from .remote import RemoteAsset
 
         return RemoteAsset(self, asset_uuid)
 
-    def asset_by_uns(self, uns_id: str) -> "RemoteAsset":
+    def asset_by_uns(self, uns_id: str) -> RemoteAsset:
         """Another asset by its UNS id, resolved through ksqlDB (the reference's ``AssetUNS``)."""
         from .remote import RemoteAsset
 

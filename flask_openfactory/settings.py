@@ -11,18 +11,18 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from werkzeug.utils import import_string
 
 from .commands import DEFAULT_MAX_ARGUMENTS, DEFAULT_MAX_COMMAND_BYTES, ArgumentLimits
+from .metrics_registry import MetricsTarget
 from .protocol import validate_identifier
 from .runtime import RuntimeSettings
 from .signing import MIN_SECRET_LENGTH, SigningKeys
-from .metrics_registry import MetricsTarget
 from .storage import StorageConfigError, parse_storage
-from .transports import ConfigurationError, TransportOptions
-from .transports import check_url
+from .transports import ConfigurationError, TransportOptions, check_url
 
 PREFIX = "OPENFACTORY_"
 
@@ -113,7 +113,8 @@ def _number(kind: type, minimum: float) -> Callable[[str, Any], Any]:
                 value = kind(value.strip())
             except ValueError:
                 raise ConfigurationError(f"{key} must be a {kind.__name__}, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+        wrong_kind = kind is int and not isinstance(value, int)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or wrong_kind:
             raise ConfigurationError(f"{key} must be a {kind.__name__}, got {value!r}")
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigurationError(f"{key} must be a finite number, got {value!r}")
@@ -212,7 +213,10 @@ def _senders(key: str, value: Any) -> frozenset[str] | None:
     return frozenset(senders)
 
 
-def read(config: Mapping[str, Any], key: str, parse: Callable[[str, Any], Any]) -> Any:
+_T = TypeVar("_T")
+
+
+def read(config: Mapping[str, Any], key: str, parse: Callable[[str, Any], _T]) -> _T:
     try:
         return parse(key, config[key])
     except ConfigurationError:
@@ -360,12 +364,12 @@ def _callable(key: str, value: Any) -> Callable[..., Any] | None:
             raise ConfigurationError(f"{key}: cannot import {value!r}: {exc}") from None
     if not callable(value):
         raise ConfigurationError(f"{key} must be a callable or an import string naming one, got {value!r}")
-    return value  # type: ignore[no-any-return]
+    return value  # type: ignore[no-any-return]  # callable, checked above
 
 
 def api_tokens(config: Mapping[str, Any]) -> tuple[str, ...] | None:
-    return read(config, "OPENFACTORY_API_TOKENS", _tokens)  # type: ignore[no-any-return]
+    return read(config, "OPENFACTORY_API_TOKENS", _tokens)
 
 
 def authorize_hook(config: Mapping[str, Any]) -> Callable[..., Any] | None:
-    return read(config, "OPENFACTORY_AUTHORIZE", _callable)  # type: ignore[no-any-return]
+    return read(config, "OPENFACTORY_AUTHORIZE", _callable)

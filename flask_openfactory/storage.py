@@ -16,8 +16,9 @@ import ipaddress
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import IO, Any, Mapping
+from typing import IO, Any
 
 _NAME = re.compile(r"[a-zA-Z0-9_-]+")
 _MOUNT_POINT = re.compile(r"[A-Za-z0-9._/-]+")

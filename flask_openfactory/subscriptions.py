@@ -19,13 +19,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
+from .attributes import UNAVAILABLE
 from .commands import is_command, is_result
 from .logs import AssetLog
-from .attributes import UNAVAILABLE
 from .protocol import CONDITION, EVENTS, METHOD, SAMPLES, Record, validate_identifier
 from .transports.base import CommandReader, Transport
 
@@ -94,7 +95,7 @@ def subscribe(
             sub_name = validate_identifier("subscription name", name or handler.__name__)
         except ValueError as exc:
             raise ValueError(f"{exc}; name it with @subscribe(..., name='...')") from None
-        handler.__ofa_subscription__ = SubscriptionSpec(  # type: ignore[attr-defined]
+        handler.__ofa_subscription__ = SubscriptionSpec(  # type: ignore[attr-defined]  # a marker on the function
             sub_name, handler, asset, attribute, type, every_worker)
         return handler
 

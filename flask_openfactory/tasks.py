@@ -15,9 +15,10 @@ import inspect
 import logging
 import threading
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from .attributes import ConditionAttribute
 from .logs import AssetLog
@@ -42,7 +43,7 @@ class StopSignal:
     def __init__(self) -> None:
         self._event = threading.Event()
         self._lock = threading.Lock()
-        self._wakers: list[Callable[[], None]] = []
+        self._wakers: list[Callable[[], object]] = []
 
     def is_set(self) -> bool:
         return self._event.is_set()
@@ -64,7 +65,7 @@ class StopSignal:
                 return True
             try:
                 await asyncio.wait_for(woken.wait(), seconds)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             return self._event.is_set()
         finally:
@@ -121,7 +122,7 @@ def background_task(
         params = inspect.signature(func).parameters
         if len(params) != 1:
             raise TypeError(f"task {task_name!r} must take exactly one argument, the stop signal")
-        func.__ofa_task__ = TaskSpec(task_name, func, backoff, max_backoff, healthy_after)  # type: ignore[attr-defined]
+        func.__ofa_task__ = TaskSpec(task_name, func, backoff, max_backoff, healthy_after)  # type: ignore[attr-defined]  # a marker
         return func
 
     return decorate
@@ -224,7 +225,7 @@ class TaskRunner:
         if task not in done:  # stopping: let it finish on its own, then cancel
             try:
                 await asyncio.wait_for(asyncio.shield(task), self._grace)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._log.warning("task %s ignored the stop signal for %.1fs; cancelling it",
                                   self.spec.name, self._grace)
                 task.cancel()

@@ -23,15 +23,16 @@ public operations and the transport's followers.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .commands import CommandResult, is_command, is_result, result_correlation_id
 from .protocol import COMMAND_SUFFIX, CONDITION, RESULT_SUFFIX, SAMPLES, Record
 
 if TYPE_CHECKING:
     from flask import Flask
-    from flask.testing import FlaskCliRunner, FlaskClient
+    from flask.testing import FlaskClient, FlaskCliRunner
 
     from .runtime import AssetRuntime
     from .transports.base import Follower, Transport
@@ -54,7 +55,7 @@ class NoResultError(AssertionError, TimeoutError):
     """A command got no ``_RESULT`` in time (an AssertionError, so pytest reports it as a failure)."""
 
 
-def runtime_of(app: "Flask") -> "AssetRuntime":
+def runtime_of(app: Flask) -> AssetRuntime:
     """The asset runtime of an app that called ``ofa.init_app(app)``."""
     state = app.extensions.get("openfactory")
     if state is None:
@@ -62,7 +63,7 @@ def runtime_of(app: "Flask") -> "AssetRuntime":
             f"the Flask app {app.import_name!r} has no OpenFactory extension: "
             "call 'ofa.init_app(app)' in its factory"
         )
-    return state.runtime  # type: ignore[no-any-return]
+    return state.runtime  # type: ignore[no-any-return]  # app.extensions holds Any
 
 
 def _same(expected: Any, actual: Any) -> bool:
@@ -97,9 +98,9 @@ class AssetRecords:
     for instance to see the commands an app sends it.
     """
 
-    def __init__(self, transport: "Transport", asset_uuid: str) -> None:
+    def __init__(self, transport: Transport, asset_uuid: str) -> None:
         self.asset_uuid = asset_uuid
-        self._follower: "Follower | None" = transport.follow(asset_uuid)
+        self._follower: Follower | None = transport.follow(asset_uuid)
         self._records: list[Record] = []
 
     # -- reading -------------------------------------------------------------------------
@@ -226,17 +227,17 @@ class OpenFactoryTester:
     the app's subscriptions receive first when they start.
     """
 
-    def __init__(self, app: "Flask", *, timeout: float = DEFAULT_TIMEOUT,
+    def __init__(self, app: Flask, *, timeout: float = DEFAULT_TIMEOUT,
                  sender_uuid: str = DEFAULT_SENDER) -> None:
         self.app = app
-        self.runtime: "AssetRuntime" = runtime_of(app)
+        self.runtime: AssetRuntime = runtime_of(app)
         self.timeout = timeout  # default wait for results and subscriptions, in seconds
         self.sender_uuid = sender_uuid  # who the tester's commands claim to come from
         self._own: AssetRecords | None = None
         self._followed: list[AssetRecords] = []
         self._stops_runtime = False
-        self._client: "FlaskClient | None" = None
-        self._cli: "FlaskCliRunner | None" = None
+        self._client: FlaskClient | None = None
+        self._cli: FlaskCliRunner | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -248,7 +249,7 @@ class OpenFactoryTester:
     def started(self) -> bool:
         return self._own is not None
 
-    def start(self) -> "OpenFactoryTester":
+    def start(self) -> OpenFactoryTester:
         """Start the runtime; its identity records are recorded too; subscriptions are running after."""
         if self._own is not None:
             raise RuntimeError("this OpenFactoryTester is started already")
@@ -273,7 +274,7 @@ class OpenFactoryTester:
             self._stops_runtime = False
             self.runtime.stop()
 
-    def __enter__(self) -> "OpenFactoryTester":
+    def __enter__(self) -> OpenFactoryTester:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -288,14 +289,14 @@ class OpenFactoryTester:
     # -- Flask's own test tools --------------------------------------------------------------
 
     @property
-    def client(self) -> "FlaskClient":
+    def client(self) -> FlaskClient:
         """The app's test client (one per tester, so cookies persist)."""
         if self._client is None:
             self._client = self.app.test_client()
         return self._client
 
     @property
-    def cli(self) -> "FlaskCliRunner":
+    def cli(self) -> FlaskCliRunner:
         """The app's CLI runner: ``ofa.cli.invoke(args=["ofa", "status"])``."""
         if self._cli is None:
             self._cli = self.app.test_cli_runner()

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 
-
 class UNSLookupError(LookupError):
     """The UNS id maps to no asset, or there is no ksqlDB to ask."""
 

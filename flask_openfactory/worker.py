@@ -15,7 +15,8 @@ import logging
 import os
 import socket
 import threading
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 log = logging.getLogger("flask_openfactory.gunicorn")
 

@@ -19,6 +19,19 @@ def _running_broker() -> Iterator[TansuBroker]:
         broker.stop()
 
 
+BROKER_FIXTURES = frozenset({"kafka_broker", "own_broker"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``broker`` every test that uses a real broker: through a fixture, or as the "kafka"
+    case of a fixture parametrized over transports (which asks for the broker only then)."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        kafka_case = any(isinstance(value, str) and value == "kafka" for value in params.values())
+        if kafka_case or BROKER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.broker)
+
+
 @pytest.fixture(scope="session")
 def kafka_broker() -> Iterator[TansuBroker]:
     """One real broker for the whole session; a failure to start fails the tests, never skips them."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Callable
+from collections.abc import Callable
 
 SPACES = [" ", "\t", "\n", "\r", "\x0b", "\x0c", "\x85", "\xa0", "\u1680", "\u2007", "\u2028", "\u202f",
           "\u3000", "\x1c", "\x1f", "\u200b", "\ufeff", "\x00"]
@@ -98,8 +98,9 @@ def scalar_corpus(seed: int, size: int) -> list[str]:
 def _json_scalar(rng: random.Random) -> str:
     roll = rng.random()
     if roll < 0.3:
-        return rng.choice(["0", "1", "2", "-1", "1.0", "0.0", "2.5", "1e3", "1e400", "-1e400", "1E2", "12345678901234567890",
-                           "9.3e18", "9223372036854775807.0", "-9.3e18", "NaN", "Infinity", "-Infinity"])
+        return rng.choice(["0", "1", "2", "-1", "1.0", "0.0", "2.5", "1e3", "1e400", "-1e400", "1E2",
+                           "12345678901234567890", "9.3e18", "9223372036854775807.0", "-9.3e18", "NaN", "Infinity",
+                           "-Infinity"])
     if roll < 0.45:
         return rng.choice(["true", "false", "null"])
     if roll < 0.55:
@@ -115,9 +116,10 @@ def json_text(rng: random.Random, depth: int = 0) -> str:
             items.append(json_text(rng, depth + 1))
         return "[" + ", ".join(items) + "]"
     if roll < 0.85:
-        keys = [json.dumps(rng.choice(["a", "b", "1", " 2", "x_1", "3.0", "", "1_0"])) for _ in range(rng.randint(0, 3))]
+        keys = [json.dumps(rng.choice(["a", "b", "1", " 2", "x_1", "3.0", "", "1_0"]))
+                for _ in range(rng.randint(0, 3))]
         values = [_json_scalar(rng) if rng.random() < 0.9 else json_text(rng, depth + 1) for _ in keys]
-        return "{" + ", ".join(f"{k}: {v}" for k, v in zip(keys, values)) + "}"
+        return "{" + ", ".join(f"{k}: {v}" for k, v in zip(keys, values, strict=True)) + "}"
     if roll < 0.93:
         return _json_scalar(rng)
     return rng.choice(["[1, 2", "{1: 2}", "", "[1,]", "nul", "[[[[1]]]]", "  [1]  ", "[1] x", "{'a': 1}"])

@@ -28,7 +28,7 @@ def _side_effect(event: str, tag: str) -> None:
     path = os.environ.get(SIDE_EFFECTS_ENV)
     if not path:
         raise RuntimeError(f"{SIDE_EFFECTS_ENV} is not set: the probe has nowhere to record executions")
-    line = f"{event} {tag} {os.getpid()} {time.time():.6f}\n".encode("utf-8")
+    line = f"{event} {tag} {os.getpid()} {time.time():.6f}\n".encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)

@@ -24,17 +24,18 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import requests
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
 from flask_openfactory.commands import CommandResult, command_record, is_result, new_envelope
 from flask_openfactory.protocol import Record, RecordError
-from waiting import wait_for  # noqa: F401  (re-exported to the gunicorn tests)
+from waiting import wait_for  # also re-exported to the gunicorn tests
 
 T = TypeVar("T")
 _client_log = logging.getLogger("gunicorn_server.kafka")  # librdkafka's lines, captured by pytest
@@ -157,7 +158,7 @@ class GunicornServer:
 
     # lifecycle
 
-    def start(self, ready_timeout: float = 60.0, *, executing: bool = True) -> "GunicornServer":
+    def start(self, ready_timeout: float = 60.0, *, executing: bool = True) -> GunicornServer:
         """Start and wait until every worker runs the asset (and one executes commands)."""
         for attempt in range(3):  # a port found free may be taken before gunicorn binds it
             self.port = free_port()
@@ -170,7 +171,7 @@ class GunicornServer:
                     raise
         return self
 
-    def launch(self, port: int | None = None) -> "GunicornServer":
+    def launch(self, port: int | None = None) -> GunicornServer:
         """Start without waiting for readiness: a server a test expects not to become ready,
         or one that must bind a given port (``port``) at once."""
         self.port = port or free_port()
@@ -365,7 +366,7 @@ class HttpLoad:
         with self._lock:
             return sum(self.statuses.values()) + len(self.errors)
 
-    def start(self) -> "HttpLoad":
+    def start(self) -> HttpLoad:
         for thread in self._threads:
             thread.start()
         return self

@@ -332,7 +332,7 @@ class StandInHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: StandInServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _serve(self) -> None:

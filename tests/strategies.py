@@ -12,7 +12,7 @@ import json
 import math
 import random
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import strategies as st
@@ -95,7 +95,7 @@ clean_text = st.text(min_size=1, max_size=20).map(str.strip).filter(bool)
 def envelope_dicts(draw: st.DrawFn) -> dict[str, Any]:
     """A valid envelope as decoded JSON, with values already stripped (parsing strips them)."""
     moment = draw(
-        st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(timezone.utc))
+        st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC))
     )
     return {
         "header": {
@@ -181,5 +181,5 @@ class Garbage:
         return b'{"ID": "x", "TYPE": '  # truncated
 
     def timestamp(self, age: float = 0.0) -> str:
-        moment = datetime.fromtimestamp(datetime.now(timezone.utc).timestamp() - age, tz=timezone.utc)
+        moment = datetime.fromtimestamp(datetime.now(UTC).timestamp() - age, tz=UTC)
         return moment.isoformat().replace("+00:00", "Z")

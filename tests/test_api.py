@@ -28,8 +28,8 @@ from werkzeug.test import TestResponse
 from flask_openfactory import AssetBlueprint, FlaskOpenFactory, SampleAttribute, TransportError
 from flask_openfactory.api import correlation_id_from_request
 from flask_openfactory.protocol import Record
-from flask_openfactory.transports.memory import memory_log
 from flask_openfactory.testing import runtime_of
+from flask_openfactory.transports.memory import memory_log
 
 # -- the asset under test: declared at module level, registered on every app ------------
 
@@ -482,7 +482,8 @@ def test_no_argument_method_takes_an_empty_body(client: FlaskClient, kwargs: dic
     assert response.get_json()["result"] == "homed"
 
 
-def test_a_method_that_raises_is_reported_not_a_500(app: Flask, client: FlaskClient, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_method_that_raises_is_reported_not_a_500(app: Flask, client: FlaskClient,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.CRITICAL, logger="flask_openfactory"):
         response = client.post("/ofa/methods/explode")
     assert response.status_code == 200
@@ -539,9 +540,11 @@ BAD_INPUT = [
     ("string-for-bool", "coolant", {"json": {"on": "yes"}}, 422, {"json": {"on": ["Not a valid boolean."]}}),
     ("int-for-bool", "coolant", {"json": {"on": 1}}, 422, {"json": {"on": ["Not a valid boolean."]}}),
     ("number-for-str", "coolant", {"json": {"on": True, "note": 5}}, 422, {"json": {"note": ["Not a valid string."]}}),
-    ("bad-literal", "configure", {"json": {"mode": "turbo"}}, 422, {"json": {"mode": ["Must be one of: auto, manual."]}}),
+    ("bad-literal", "configure", {"json": {"mode": "turbo"}}, 422,
+     {"json": {"mode": ["Must be one of: auto, manual."]}}),
     ("bad-enum", "configure", {"json": {"color": "RED"}}, 422, {"json": {"color": ["Must be one of: red, green."]}}),
-    ("bad-list", "configure", {"json": {"points": [1, "a"]}}, 422, {"json": {"points": {"1": ["Not a valid number."]}}}),
+    ("bad-list", "configure", {"json": {"points": [1, "a"]}}, 422,
+     {"json": {"points": {"1": ["Not a valid number."]}}}),
     ("text-body", "move_axis", {"data": "x=1", "content_type": "text/plain"}, 415, None),
     ("form-body", "move_axis", {"data": {"x": "1", "y": "2"}}, 415, None),
     ("json-without-content-type", "move_axis", {"data": b'{"x": 1, "y": 2}'}, 415, None),

@@ -122,7 +122,7 @@ def test_a_malformed_authorization_header_is_401(secured: FlaskClient, header: s
 
 @pytest.mark.parametrize("token", ["wrong-token-of-good-length-000", TOKEN[:-1], TOKEN + "x", "tök€n"])
 def test_a_wrong_token_is_403(secured: FlaskClient, token: str) -> None:
-    headers = {"Authorization": f"Bearer {token}".encode("utf-8").decode("latin-1")}
+    headers = {"Authorization": f"Bearer {token}".encode().decode("latin-1")}
     response = secured.post("/ofa/methods/home", headers=headers)
     body = assert_json_error(response, 403)
     assert TOKEN not in response.get_data(as_text=True) and token not in body["message"]

@@ -38,6 +38,8 @@ from broker import TansuBroker
 from gunicorn_server import GunicornServer, ServerPool, TopicWatcher, results_by_cid, server_env, wait_for
 from kafka_config import KAFKA_TEST_CONFIG
 
+pytestmark = pytest.mark.gunicorn  # see the markers in setup.cfg
+
 FREEZE_SECONDS = 60.0
 MAX_PENDING = 2_000
 MAX_PENDING_BYTES = 1024 * 1024
@@ -75,7 +77,7 @@ class Load:
         self._threads = [threading.Thread(target=self._run, name=f"freeze-load-{i}", daemon=True)
                          for i in range(CLIENT_THREADS)]
 
-    def start(self) -> "Load":
+    def start(self) -> Load:
         for thread in self._threads:
             thread.start()
         return self

@@ -6,8 +6,9 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -215,7 +216,7 @@ def test_start_up_records_once_per_deployment_and_unavailable_from_the_last(
     def writes(attr: str) -> list[Any]:
         book = a.transport
         if hasattr(book, "log"):
-            return [v for k, v in getattr(book, "log").entries if k == "CALLS" and f'"{attr}"' in (v or b"").decode()]
+            return [v for k, v in book.log.entries if k == "CALLS" and f'"{attr}"' in (v or b"").decode()]
         import sqlite3
         from contextlib import closing
         with closing(sqlite3.connect(book.path)) as conn:  # type: ignore[attr-defined]

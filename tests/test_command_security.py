@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +179,7 @@ def test_forged_replayed_expired_unsigned_are_rejected_with_distinct_reasons_and
     forged = replace(signed({"x": "2"}), arguments={"x": "666"})  # tampered after signing
     wrong_key = signed({"x": "3"}, secret="a guessed secret, long enough")
     replayed = genuine  # the very same record, written again
-    expired = signed({"x": "4"}, timestamp=datetime.now(timezone.utc) - timedelta(hours=1))
+    expired = signed({"x": "4"}, timestamp=datetime.now(UTC) - timedelta(hours=1))
     unsigned = new_envelope(CALLER, {"x": "5"})
     for envelope in (forged, wrong_key, replayed, expired, unsigned):
         publish(attacker, envelope)
@@ -254,8 +254,8 @@ def test_signed_command_from_the_future_is_refused(
     transport_url: str, runtimes: list[AssetRuntime], results: Results
 ) -> None:
     rt = machine(transport_url, runtimes)
-    ahead = signed({"x": "1"}, timestamp=datetime.now(timezone.utc) + timedelta(minutes=10))
-    within = signed({"x": "2"}, timestamp=datetime.now(timezone.utc) + timedelta(seconds=5))
+    ahead = signed({"x": "1"}, timestamp=datetime.now(UTC) + timedelta(minutes=10))
+    within = signed({"x": "2"}, timestamp=datetime.now(UTC) + timedelta(seconds=5))
     publish(rt, ahead)
     publish(rt, within)
     assert one(results, ahead.correlation_id).error.startswith("from_the_future: ")
@@ -269,7 +269,7 @@ def test_hand_written_signed_envelope_in_another_language_style_runs(
     """A foreign asset following the README: its own timestamp format, signed as written."""
     rt = machine(transport_url, runtimes)
     cid = str(uuid.uuid4())
-    timestamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    timestamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
     message = canonical_message(target=MACHINE, method="move", correlation_id=cid, sender_uuid=CALLER,
                                 timestamp=timestamp, arguments={"x": "12.5"})
     publish(rt, {"header": {"correlation_id": cid, "sender_uuid": CALLER, "timestamp": timestamp,

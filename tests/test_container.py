@@ -23,6 +23,8 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from broker import TansuBroker
 from flask_openfactory import gunicorn_conf
 from gunicorn_server import BIN, REPO, TopicWatcher, free_port, server_env, wait_for
@@ -96,6 +98,7 @@ def image_files(root: Path) -> Path:
     return workdir
 
 
+@pytest.mark.gunicorn
 def test_the_entry_command_serves_passes_its_healthcheck_and_stops_within_the_grace_period(
         kafka_broker: TansuBroker, unique_topic: str, tmp_path: Path) -> None:
     kafka_broker.create_topic(unique_topic, 1)

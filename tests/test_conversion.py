@@ -21,7 +21,6 @@ from pydantic import TypeAdapter, ValidationError
 
 from flask_openfactory.conversion import ConversionError, takes_json, text_converter
 from flask_openfactory.methods import ArgumentError, build_spec
-
 from tests.conversion_corpus import json_corpus, scalar_corpus
 
 SCALAR_CORPUS_SIZE = 12_000
@@ -49,11 +48,11 @@ class Kind(enum.StrEnum):
 
 
 SCALAR_TYPES: list[Any] = [
-    int, float, bool, str, Optional[int], float | None, bool | None,
+    int, float, bool, str, Optional[int], float | None, bool | None,  # noqa: UP045 (both spellings on purpose)
     Literal["a", "b", 3], Literal[1, True, "1"], Color, Level, Mode, Kind,
 ]
 CONTAINER_TYPES: list[Any] = [
-    list, dict, list[int], list[float], list[bool], list[str], list[Optional[int]], Optional[list[int]],
+    list, dict, list[int], list[float], list[bool], list[str], list[int | None], Optional[list[int]],  # noqa: UP045 (both spellings)
     dict[str, int], dict[str, float], dict[int, bool], list[list[int]], list[Literal["a", 1, True]],
     list[Level], list[Mode], list[Color], dict[str, list[float]], list[Any],
 ]
@@ -92,9 +91,9 @@ def _same(a: Any, b: Any) -> bool:
     if type(a) is not type(b):
         return False
     if isinstance(a, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict):
-        return list(a) == list(b) and all(_same(k1, k2) and _same(a[k1], b[k2]) for k1, k2 in zip(a, b))
+        return list(a) == list(b) and all(_same(k1, k2) and _same(a[k1], b[k2]) for k1, k2 in zip(a, b, strict=True))
     if isinstance(a, float) and math.isnan(a):
         return math.isnan(b)
     return bool(a == b)
@@ -132,7 +131,8 @@ def json_texts() -> list[str]:
 @pytest.mark.parametrize("annotation", SCALAR_TYPES, ids=str)
 def test_scalar_conversion_matches_pydantic(annotation: Any, scalar_texts: list[str]) -> None:
     choices = [str(getattr(c, "value", c)) for c in typing.get_args(annotation)]
-    choices += [str(m.value) for m in annotation] if isinstance(annotation, type) and issubclass(annotation, enum.Enum) else []
+    is_enum = isinstance(annotation, type) and issubclass(annotation, enum.Enum)
+    choices += [str(m.value) for m in annotation] if is_enum else []
     found, accepted, non_finite = differences(annotation, scalar_texts + choices)
     print(f"{annotation}: {len(scalar_texts) + len(choices)} strings, {accepted} accepted by both, "
           f"{non_finite} non-finite refused, {len(found)} differences")
@@ -169,7 +169,7 @@ def test_the_issues_cases(annotation: Any, text: str, expected: Any) -> None:
 
 @pytest.mark.parametrize("annotation, text", [
     (int, "2.5"), (int, "1e3"), (int, "１２"), (bool, " true"), (list[str], '["a", 1]'), (list[int], '["a", "b"]'),
-    (Optional[int], "null"), (Literal[1, 2], "1"),
+    (Optional[int], "null"), (Literal[1, 2], "1"),  # noqa: UP045 (the typing.Optional spelling on purpose)
 ])
 def test_refused_as_the_reference_refuses(annotation: Any, text: str) -> None:
     assert _pydantic(annotation, text) is _NO_VALUE

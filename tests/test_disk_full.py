@@ -16,9 +16,10 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -34,6 +35,8 @@ from gunicorn_server import (
     side_effects,
     wait_for,
 )
+
+pytestmark = pytest.mark.gunicorn  # see the markers in setup.cfg
 
 CALL_WAIT = 3.0  # a call's wait for its result before a 504 (a worker that did not run it)
 

@@ -14,13 +14,15 @@ import os
 import shutil
 import threading
 import uuid
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from gunicorn_server import REPO, GunicornServer, ServerPool, server_env
+
+pytestmark = [pytest.mark.browser, pytest.mark.gunicorn]  # see the markers in setup.cfg
 
 ARTIFACTS = REPO / "test-artifacts"
 PREFIX = "/oven-7"
@@ -50,7 +52,7 @@ class Gateway(ThreadingHTTPServer):
 class _GatewayHandler(BaseHTTPRequestHandler):
     server: Gateway
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
     def _forward(self) -> None:

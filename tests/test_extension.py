@@ -95,7 +95,7 @@ def test_two_apps_with_different_configs_side_by_side(tmp_path):
 def test_current_openfactory_without_the_extension_says_what_to_do():
     app = Flask(__name__)
     with app.app_context(), pytest.raises(RuntimeError, match="init_app"):
-        current_openfactory.asset_uuid
+        _ = current_openfactory.asset_uuid
 
 
 def test_asset_blueprint_before_init_app_is_a_clear_error():

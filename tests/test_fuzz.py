@@ -25,7 +25,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Literal
 
@@ -280,7 +280,7 @@ _CONVERSIONS: list[tuple[Any, Any]] = [
     (Literal["a", "b", 3], lambda v: v in ("a", "b", 3)),
     (Mode, lambda v: isinstance(v, Mode)),
     (int | None, lambda v: v is None or type(v) is int),
-    (typing.Optional[float], lambda v: v is None or (type(v) is float and math.isfinite(v))),
+    (typing.Optional[float], lambda v: v is None or (type(v) is float and math.isfinite(v))),  # noqa: UP045 (on purpose)
     (bool | None, lambda v: v is None or type(v) is bool),
     (typing.Any, lambda v: type(v) is str),
 ]
@@ -319,7 +319,8 @@ def test_lax_conversion(index: int, text: str) -> None:
 
 
 @ofa_method()
-def _target(count: int, ratio: float, on: bool, name: str, note: str | None = None, items: list[int] | None = None) -> None:
+def _target(count: int, ratio: float, on: bool, name: str, note: str | None = None,
+            items: list[int] | None = None) -> None:
     """A signature for whole-argument-set conversion."""
 
 
@@ -741,7 +742,7 @@ class StreamBuilder:
         rng = self.rng
         timestamp: Any = self.g.timestamp(age)
         if age == 0 and rng.random() < 0.2:
-            timestamp = rng.choice([None, datetime.now(timezone.utc).timestamp() * 1000])
+            timestamp = rng.choice([None, datetime.now(UTC).timestamp() * 1000])
         return {"correlation_id": self.spell(cid), "sender_uuid": rng.choice(["FUZZER", " fuzz-sender "]),
                 "timestamp": timestamp, "signature": None}
 
@@ -761,8 +762,13 @@ class StreamBuilder:
     def arguments(self, method: str, seq: int) -> dict[str, str]:
         """Valid arguments for ``method`` in the lax spellings a caller may send."""
         rng = self.rng
-        number = lambda: rng.choice([str(rng.randint(-999, 999)), f" {rng.randint(0, 9)} ", f"+{rng.randint(0, 99)}"])
-        real = lambda: rng.choice([repr(rng.uniform(-1e3, 1e3)), "1e3", " 2.5 ", "-0", "7", "-1E-3"])
+
+        def number() -> str:
+            return rng.choice([str(rng.randint(-999, 999)), f" {rng.randint(0, 9)} ", f"+{rng.randint(0, 99)}"])
+
+        def real() -> str:
+            return rng.choice([repr(rng.uniform(-1e3, 1e3)), "1e3", " 2.5 ", "-0", "7", "-1E-3"])
+
         args: dict[str, str] = {"seq": str(seq)}
         if method == "fz_move":
             args.update(x=real(), y=real())
@@ -857,7 +863,8 @@ class StreamBuilder:
     def attribute(self) -> None:
         """Valid records that are not commands: read and ignored."""
         rng = self.rng
-        attr_id = rng.choice(["temp", "avail", "_CMD", "_RESULT", "fz_move", "fz_move_CMDX", "x_cmd", self.g.text(8) + "z"])
+        attr_id = rng.choice(["temp", "avail", "_CMD", "_RESULT", "fz_move", "fz_move_CMDX", "x_cmd",
+                              self.g.text(8) + "z"])
         doc = {"ID": attr_id, "VALUE": self.g.scalar(), "TAG": "T", "TYPE": rng.choice(sorted(RECORD_TYPES))}
         self.s.records.append((ASSET, json.dumps(doc).encode()))
         self.s.expected["ignored"] += 1
@@ -989,7 +996,7 @@ class StreamBuilder:
     }
 
     def build(self, garbage: int, valid: int) -> Stream:
-        kinds, weights = zip(*self.KINDS.items())
+        kinds, weights = zip(*self.KINDS.items(), strict=True)
         total = garbage + valid
         valid_slots = set(self.rng.sample(range(total - 1), valid - 1)) | {total - 1}  # last: a valid command
         seq = 0
@@ -1051,7 +1058,8 @@ def test_acceptance_fuzz_stream() -> None:
                         record = Record.from_wire(key, raw)
                     except RecordError:
                         continue
-                    if record.id.endswith("_RESULT") and record.tag == "Method.Result" and isinstance(record.value, str):
+                    if (record.id.endswith("_RESULT") and record.tag == "Method.Result"
+                            and isinstance(record.value, str)):
                         data = json.loads(record.value)
                         if isinstance(data, dict) and data.get("correlation_id") in stream.used:
                             answers.setdefault(data["correlation_id"], data)

@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 
 from demo import create_app
 from gunicorn_server import (
@@ -22,10 +23,14 @@ from gunicorn_server import (
     GunicornServer,
     ServerPool,
     log_records,
-    results_of as results_by_cid,
     server_env,
     wait_for,
 )
+from gunicorn_server import (
+    results_of as results_by_cid,
+)
+
+pytestmark = pytest.mark.gunicorn  # see the markers in setup.cfg
 
 
 def position_x(server: GunicornServer) -> Any:

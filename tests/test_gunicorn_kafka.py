@@ -17,9 +17,10 @@ import signal
 import time
 import uuid
 from collections import Counter
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection, Iterator
+from typing import Any
 
 import pytest
 
@@ -41,6 +42,8 @@ from gunicorn_server import (
     wait_for,
 )
 from kafka_config import KAFKA_TEST_CONFIG
+
+pytestmark = pytest.mark.gunicorn  # see the markers in setup.cfg
 
 PARTITIONS = 3
 

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ from flask_openfactory import Record
 from gunicorn_server import CommandSender, GunicornServer, Seen, ServerPool, TopicWatcher, flock_holders, server_env
 from kafka_config import KAFKA_TEST_CONFIG
 from waiting import wait_for
+
+pytestmark = pytest.mark.gunicorn  # see the markers in setup.cfg
 
 PARTITIONS = 3
 TASK_APP = "gunicorn_task_app:create_app()"
@@ -53,7 +55,7 @@ def count_of(seen: Seen) -> int:
 
 def stamp(seen: Seen) -> float:
     """The record's own timestamp (written by the worker) as epoch seconds."""
-    moment = datetime.strptime(seen.record.timestamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    moment = datetime.strptime(seen.record.timestamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     return moment.timestamp()
 
 
@@ -85,7 +87,8 @@ class Deployment:
     def beats(self, attr: str = "heartbeat") -> list[Seen]:
         return self.values(attr)
 
-    def wait_beats(self, count: int, *, attr: str = "heartbeat", after: float = 0.0, timeout: float = 20.0) -> list[Seen]:
+    def wait_beats(self, count: int, *, attr: str = "heartbeat", after: float = 0.0,
+                   timeout: float = 20.0) -> list[Seen]:
         """At least ``count`` heartbeats received after the monotonic time ``after``."""
         return self.watcher.wait(
             lambda seen: (lambda found: found if len(found) >= count else None)(
@@ -141,8 +144,8 @@ def test_one_worker_runs_the_tasks_and_a_killed_one_hands_them_over(make_deploym
     killed_at = time.monotonic()
     os.kill(first, signal.SIGKILL)
     resumed = deployment.watcher.wait(
-        lambda seen: [s for s in seen if s.record.id == "heartbeat" and written_by_a_task(s) and pid_of(s) != first], 30,
-        "a heartbeat from another worker")[0]
+        lambda seen: [s for s in seen if s.record.id == "heartbeat" and written_by_a_task(s) and pid_of(s) != first],
+        30, "a heartbeat from another worker")[0]
     gap = resumed.received - killed_at
     silence = resumed.received - last_before.received
     second = pid_of(resumed)
@@ -219,7 +222,7 @@ def test_a_task_that_raises_is_faulted_and_restarted(make_deployment: Any, uniqu
     assert [s.record.value for s in faults[:3]] == [f"RuntimeError: flaky failure #{n}" for n in (1, 2, 3)]
     conditions = [(s.record.value, s.record.tag) for s in deployment.values("flaky_task")]
     assert conditions[0] == ("running", "Normal"), conditions
-    restart_delays = [b.received - a.received for a, b in zip(runs, runs[1:3])]
+    restart_delays = [b.received - a.received for a, b in zip(runs, runs[1:3], strict=False)]
     # The other tasks are not affected by their neighbour's failures.
     deployment.wait_beats(10)
     assert {pid_of(s) for s in deployment.beats()} == {executor}

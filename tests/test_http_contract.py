@@ -24,13 +24,16 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
 
 from gunicorn_server import GunicornServer, ServerPool, server_env
+
+pytestmark = pytest.mark.gunicorn  # see the markers in setup.cfg
 
 EXAMPLES = 50  # per operation and phase: about 700 requests per run
 RUN_TIMEOUT = 300.0  # a hard bound; a run takes seconds

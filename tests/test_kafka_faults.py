@@ -21,8 +21,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import requests
@@ -78,7 +78,7 @@ class ReadyWatch:
             if answer.status_code == 503:
                 self.failures.append(json.dumps(answer.json()["checks"]))
 
-    def __enter__(self) -> "ReadyWatch":
+    def __enter__(self) -> ReadyWatch:
         self._thread.start()
         return self
 
@@ -91,6 +91,7 @@ def log_lines_since(server: GunicornServer, mark: int) -> list[str]:
     return server.log_text().splitlines()[mark:]
 
 
+@pytest.mark.gunicorn
 def test_topic_deleted_and_recreated_under_a_running_server(deployment: Deployment,
                                                              kafka_broker: TansuBroker) -> None:
     """What holds here: a command written afterwards runs once, and nothing answered runs again.
@@ -123,6 +124,7 @@ def test_topic_deleted_and_recreated_under_a_running_server(deployment: Deployme
     assert set(done.values()) == {1} and len(done) == 21, done
 
 
+@pytest.mark.gunicorn
 def test_broker_outage_of_10_s_few_log_lines_then_recreated_producer_writes(
         own_deployment: Deployment, own_broker: TansuBroker) -> None:
     deployment = own_deployment

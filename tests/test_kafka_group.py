@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,7 +49,7 @@ def command(asset: str, n: int, cid: str | None = None) -> tuple[str, bytes]:
     """A ``mark_CMD`` record value as another asset writes it, and its correlation id."""
     cid = cid or str(uuid.uuid4())
     envelope = {"header": {"correlation_id": cid, "sender_uuid": "CALLER",
-                           "timestamp": datetime.now(timezone.utc).isoformat(), "signature": None},
+                           "timestamp": datetime.now(UTC).isoformat(), "signature": None},
                 "arguments": {"n": str(n)}}
     record = Record.create(asset, "mark_CMD", json.dumps(envelope), tag="Method.Command", type="OpenFactory")
     return cid, record.to_wire()

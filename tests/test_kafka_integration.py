@@ -23,7 +23,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
@@ -61,7 +61,7 @@ FAST_CONSUMER = {"fetch.wait.max.ms": 10, "fetch.min.bytes": 1, "enable.auto.com
 
 def now_ts() -> str:
     """The contract's timestamp, built here independently of the library."""
-    moment = datetime.now(timezone.utc)
+    moment = datetime.now(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
@@ -72,7 +72,7 @@ def record_value(attr_id: str, value: Any, *, tag: str, type: str, timestamp: st
 
 def envelope(cid: Any, sender: Any, arguments: Any, **extra: Any) -> dict[str, Any]:
     header = {"correlation_id": cid, "sender_uuid": sender,
-              "timestamp": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"), "signature": None}
+              "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"), "signature": None}
     return {"header": header, "arguments": arguments, **extra}
 
 
@@ -276,7 +276,8 @@ def test_golden_records_on_the_wire(make_app: Callable[..., AppUnderTest], kafka
     cmd_cid, sender = str(uuid.uuid4()), "OTHER-ASSET-7"
     producer = plain_producer(kafka_broker)
     producer.produce(unique_topic, key=asset.encode(),
-                     value=command_value("move_axis", envelope(cmd_cid, sender, {"x": "3", "y": "4.25", "speed": "120"})))
+                     value=command_value("move_axis",
+                                         envelope(cmd_cid, sender, {"x": "3", "y": "4.25", "speed": "120"})))
     assert producer.flush(10) == 0
     reader = TopicReader(kafka_broker, unique_topic, 3)
     try:

@@ -19,6 +19,12 @@ from typing import Any
 import pytest
 import requests
 
+from flask_openfactory.transports.ksqldb import (
+    KsqlDBClient,
+    KsqlDBError,
+    KsqlDBUnavailable,
+    quote,
+)
 from ksqldb_standin import (
     KSQL_TYPE,
     STATE_SCHEMA,
@@ -32,12 +38,6 @@ from ksqldb_standin import (
     running_standin,
     start_server,
     stop_server,
-)
-from flask_openfactory.transports.ksqldb import (
-    KsqlDBClient,
-    KsqlDBError,
-    KsqlDBUnavailable,
-    quote,
 )
 
 # -- the stand-in server ------------------------------------------------------
@@ -216,7 +216,7 @@ def test_query_legacy_rows(ksqldb: KsqlDBStandIn, client: KsqlDBClient) -> None:
     ]
     ksqldb.answer("/query", legacy_query(STATE_SCHEMA, rows))
     result = client.asset_state("PROVER3018")
-    assert result == [dict(zip(["ID", "VALUE", "TYPE", "TAG", "TIMESTAMP"], r)) for r in rows]
+    assert result == [dict(zip(["ID", "VALUE", "TYPE", "TAG", "TIMESTAMP"], r, strict=True)) for r in rows]
     (req,) = ksqldb.received
     assert req.body["streamsProperties"] == {}
     assert req.headers["Accept"] == KSQL_TYPE

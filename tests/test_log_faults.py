@@ -19,12 +19,15 @@ import uuid
 from contextlib import closing
 from pathlib import Path
 
+import pytest
 import requests
 
 from flask_openfactory.commands import command_record, new_envelope
 from flask_openfactory.transports.sqlite import SqliteTransport
 from gunicorn_server import FLASK, REPO, GunicornServer, ServerPool, flock_holders, server_env, wait_for
 from test_gunicorn import log_records, results_by_cid
+
+pytestmark = pytest.mark.gunicorn  # see the markers in setup.cfg
 
 
 def sqlite_env(db: Path, asset: str) -> dict[str, str]:
@@ -53,7 +56,7 @@ def each_worker_says(server: GunicornServer, workers: list[int], words: str, dea
     seen = {}
     for worker in workers:
         with server.only(worker):
-            def named() -> str | None:
+            def named(worker: int = worker) -> str | None:
                 assert server.answering_pid() == worker
                 detail = ready_fault(server)
                 return detail if detail is not None and words in detail else None

@@ -1,6 +1,6 @@
 import enum
 import json
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal
 
 import pytest
 
@@ -101,7 +101,7 @@ def typed(
     raw,
     mode: Mode = Mode.FAST,
     pick: Literal["a", "b"] = "a",
-    maybe: Optional[int] = None,
+    maybe: int | None = None,
     items: list = [],  # noqa: B006
 ) -> None: ...
 

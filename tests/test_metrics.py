@@ -22,9 +22,9 @@ from flask_openfactory import AssetBlueprint, FlaskOpenFactory
 from flask_openfactory.metrics import DURATION_BUCKETS, OTHER_METHOD, MethodResults
 from flask_openfactory.protocol import Record
 from flask_openfactory.runtime import AssetRuntime
+from flask_openfactory.testing import runtime_of
 from flask_openfactory.transports.base import Health
 from flask_openfactory.transports.memory import MemoryTransport
-from flask_openfactory.testing import runtime_of
 from waiting import wait_for
 
 ASSET = "METRICS-ASSET"
@@ -194,7 +194,8 @@ def test_two_apps_in_one_process_have_independent_metrics(build: Callable[..., F
     assert value(idle_samples, "openfactory_commands_received_total") == 0
     assert ("openfactory_asset_info", frozenset({("asset_uuid", "METRICS-IDLE"), ("application_version", "latest"),
                                                  ("transport", "memory")})) in idle_samples
-    assert busy.extensions["openfactory"].api.metrics.registry is not idle.extensions["openfactory"].api.metrics.registry
+    assert (busy.extensions["openfactory"].api.metrics.registry
+            is not idle.extensions["openfactory"].api.metrics.registry)
 
 
 def test_a_standby_process_reports_the_same_asset_results(build: Callable[..., Flask]) -> None:
@@ -290,7 +291,8 @@ def test_without_prometheus_client_metrics_is_a_json_404(
 
 @pytest.mark.parametrize("accept", [None, "text/plain", "text/plain; version=1.0.0", "application/openmetrics-text",
                                     "application/openmetrics-text; version=1.0.0", "application/json", "*/*"])
-def test_metrics_is_documented_with_the_content_type_it_answers(build: Callable[..., Flask], accept: str | None) -> None:
+def test_metrics_is_documented_with_the_content_type_it_answers(build: Callable[..., Flask],
+                                                                accept: str | None) -> None:
     client = build().test_client()
     operation = client.get("/ofa/openapi.json").get_json()["paths"]["/ofa/metrics"]["get"]
     assert operation["tags"] == ["asset"]

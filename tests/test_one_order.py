@@ -38,12 +38,16 @@ from gunicorn_server import (
     answered,
     executions,
     log_records,
-    results_of as results_in,
     server_env,
     side_effects,
     wait_for,
 )
+from gunicorn_server import (
+    results_of as results_in,
+)
 from kafka_config import KAFKA_TEST_CONFIG
+
+pytestmark = pytest.mark.gunicorn  # see the markers in setup.cfg
 
 PARTITIONS = 3
 
@@ -92,7 +96,7 @@ def test_http_calls_and_cli_calls_never_overlap(servers: ServerPool, tmp_path: P
     ends = {e.tag: e for e in events if e.event == "done"}
     assert len(starts) == len(ends) == 40, (len(starts), len(ends))
     intervals = sorted((starts[tag].at, ends[tag].at, starts[tag].pid) for tag in starts)
-    overlaps = sum(1 for a, b in zip(intervals, intervals[1:]) if b[0] < a[1])
+    overlaps = sum(1 for a, b in zip(intervals, intervals[1:], strict=False) if b[0] < a[1])
     pids = {pid for _, _, pid in intervals}
     print(f"\n40 calls (20 HTTP, 20 CLI) ran in {len(pids)} process(es); overlapping executions: {overlaps}")
     assert overlaps == 0

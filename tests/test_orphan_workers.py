@@ -15,10 +15,13 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import pytest
 
 from flask_openfactory.commands import command_record, new_envelope
 from flask_openfactory.transports.sqlite import SqliteTransport
 from gunicorn_server import PROBE_APP, ServerPool, alive, server_env, side_effects, wait_for
+
+pytestmark = pytest.mark.gunicorn  # see the markers in setup.cfg
 
 
 class Stream:
@@ -31,7 +34,7 @@ class Stream:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def start(self) -> "Stream":
+    def start(self) -> Stream:
         self._thread.start()
         return self
 

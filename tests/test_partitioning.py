@@ -247,4 +247,4 @@ def test_broker_that_never_answers_fails_loudly(tmp_path: Path) -> None:
         broker.start()
     assert time.monotonic() - start < 8
     with pytest.raises(RuntimeError):
-        broker.pid  # stopped: the process it started is gone
+        _ = broker.pid  # stopped: the process it started is gone

@@ -9,8 +9,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -142,12 +143,12 @@ def test_without_hooks_avail_is_unavailable_after_the_process_exits(tmp_path: Pa
     """``flask run``, waitress…: the runtime started on a request stops at exit and says so."""
     db = tmp_path / "log.sqlite3"
     script = (
-        "import sys; sys.path.insert(0, %r)\n"
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "from test_platform import make_app\n"
-        "app = make_app(OPENFACTORY_TRANSPORT_URL='sqlite:///%s', OPENFACTORY_APP_UUID='ATEXIT')\n"
+        f"app = make_app(OPENFACTORY_TRANSPORT_URL='sqlite:///{db}', OPENFACTORY_APP_UUID='ATEXIT')\n"
         "app.test_client().get('/ofa/attributes')\n"
         "from flask_openfactory.testing import runtime_of\n"
-        "assert runtime_of(app).started\n" % (str(Path(__file__).parent), db)
+        "assert runtime_of(app).started\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
     app = make_app(OPENFACTORY_TRANSPORT_URL=f"sqlite:///{db}", OPENFACTORY_APP_UUID="ATEXIT")
@@ -164,10 +165,10 @@ def serve_with_hooks(tmp_path: Path, env: dict[str, str], *, workers: int,
     app_dir = tmp_path / "app"
     app_dir.mkdir()
     (app_dir / "platformapp.py").write_text(
-        "import sys; sys.path.insert(0, %r)\nfrom test_platform import make_app\n" % str(Path(__file__).parent))
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\nfrom test_platform import make_app\n")
     port = free_port()
     log = tmp_path / "gunicorn.log"
-    call = "platformapp:make_app(%s)" % ", ".join(f"{k}={v!r}" for k, v in config.items())
+    call = "platformapp:make_app({})".format(", ".join(f"{k}={v!r}" for k, v in config.items()))
     with open(log, "ab") as out:
         proc = subprocess.Popen([GUNICORN, "--no-control-socket", "-b", f"127.0.0.1:{port}", "-w", str(workers),
                                  "-c", "python:flask_openfactory.gunicorn_conf", call],
@@ -175,6 +176,7 @@ def serve_with_hooks(tmp_path: Path, env: dict[str, str], *, workers: int,
     return proc, port, log
 
 
+@pytest.mark.gunicorn
 def test_with_the_broker_away_the_api_answers_at_once_and_never_500(tmp_path: Path) -> None:
     """gunicorn with the hooks, KAFKA_BROKER on a port nobody listens on."""
     proc, port, log = serve_with_hooks(tmp_path, {"KAFKA_BROKER": f"127.0.0.1:{free_port()}", "APP_UUID": "OVEN-AWAY"},
@@ -272,13 +274,13 @@ def test_lifecycle_lines_name_the_asset_and_the_pid_once(caplog: pytest.LogCaptu
 
 def test_json_log_format_is_one_object_per_line(tmp_path: Path) -> None:
     script = (
-        "import sys; sys.path.insert(0, %r)\n"
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "from test_platform import make_app\n"
         "from flask_openfactory.testing import OpenFactoryTester\n"
         "app = make_app(OPENFACTORY_TRANSPORT_URL='memory://json', OPENFACTORY_APP_UUID='JSON-1',"
         " OPENFACTORY_LOG_FORMAT='json')\n"
         "with OpenFactoryTester(app) as ofa:\n"
-        "    ofa.call('heat', setpoint=-1)\n" % str(Path(__file__).parent)
+        "    ofa.call('heat', setpoint=-1)\n"
     )
     err = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                          timeout=60).stderr
@@ -290,6 +292,7 @@ def test_json_log_format_is_one_object_per_line(tmp_path: Path) -> None:
     assert "RuntimeError: a bug in the method" in bug["traceback"]
 
 
+@pytest.mark.gunicorn
 def test_json_logs_under_gunicorn_are_one_object_per_line_master_included(tmp_path: Path) -> None:
     proc, port, log = serve_with_hooks(tmp_path, {"OPENFACTORY_LOG_FORMAT": "json", "APP_UUID": "JSON-2"}, workers=2,
                                        OPENFACTORY_TRANSPORT_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}")

@@ -1,5 +1,5 @@
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 
 import pytest
 
@@ -13,7 +13,7 @@ from flask_openfactory.protocol import (
 
 
 def test_timestamp_has_three_truncated_digits_and_z():
-    moment = datetime(2026, 5, 4, 12, 34, 56, 789999, tzinfo=timezone.utc)
+    moment = datetime(2026, 5, 4, 12, 34, 56, 789999, tzinfo=UTC)
     assert format_timestamp(moment) == "2026-05-04T12:34:56.789Z"
 
 
@@ -34,11 +34,11 @@ def test_timestamp_now_matches_contract_shape():
 @pytest.mark.parametrize(
     "raw, expected",
     [
-        ("2026-02-21T12:00:00.123456Z", datetime(2026, 2, 21, 12, 0, 0, 123456, tzinfo=timezone.utc)),
-        ("2026-02-21T14:00:00+02:00", datetime(2026, 2, 21, 12, 0, tzinfo=timezone.utc)),
-        (1771675200, datetime(2026, 2, 21, 12, 0, tzinfo=timezone.utc)),
-        (1771675200000, datetime(2026, 2, 21, 12, 0, tzinfo=timezone.utc)),
-        ("1771675200", datetime(2026, 2, 21, 12, 0, tzinfo=timezone.utc)),
+        ("2026-02-21T12:00:00.123456Z", datetime(2026, 2, 21, 12, 0, 0, 123456, tzinfo=UTC)),
+        ("2026-02-21T14:00:00+02:00", datetime(2026, 2, 21, 12, 0, tzinfo=UTC)),
+        (1771675200, datetime(2026, 2, 21, 12, 0, tzinfo=UTC)),
+        (1771675200000, datetime(2026, 2, 21, 12, 0, tzinfo=UTC)),
+        ("1771675200", datetime(2026, 2, 21, 12, 0, tzinfo=UTC)),
     ],
 )
 def test_parse_timestamp_accepts_iso_and_epoch(raw, expected):

@@ -135,6 +135,7 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
     return proc.returncode
 
 
+@pytest.mark.gunicorn
 def test_the_quickstart_on_the_platform_environment_without_hooks(
         kafka_broker: TansuBroker, unique_topic: str, tmp_path: Path) -> None:
     """``KAFKA_BROKER=… APP_UUID=… gunicorn "myapp:create_app()"``: Kafka, the platform's UUID,
@@ -189,6 +190,7 @@ def _get(url: str) -> requests.Response | None:
     return answer if answer.status_code == 200 else None
 
 
+@pytest.mark.gunicorn
 def test_a_transport_url_that_can_never_work_stops_gunicorn_at_boot_naming_the_setting(tmp_path: Path) -> None:
     write_quickstart(tmp_path)
     log = tmp_path / "gunicorn.log"

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+
 from flask_openfactory import EventAttribute, SampleAttribute
 from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
 from flask_openfactory.transports import TransportOptions

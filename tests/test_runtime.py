@@ -13,9 +13,6 @@ from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
 from flask_openfactory.transports.memory import memory_log
 from waiting import wait_for
 
-
-
-
 calls: list = []
 release = threading.Event()
 

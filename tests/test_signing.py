@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -117,7 +117,7 @@ def test_received_timestamp_is_signed_as_written_not_as_reformatted() -> None:
     raw = {"header": {"correlation_id": CID, "sender_uuid": "S", "timestamp": written,
                       "signature": SigningKeys(SECRET).sign(message)}}
     received = parse_envelope(json.dumps(raw))
-    assert received.timestamp == datetime(2026, 2, 21, 12, tzinfo=timezone.utc)
+    assert received.timestamp == datetime(2026, 2, 21, 12, tzinfo=UTC)
     assert received.timestamp_text() == written
     assert SigningKeys(SECRET).verify(envelope_message(received, "T", "m"), received.signature)
     assert json.loads(received.to_json())["header"]["timestamp"] == written
@@ -126,5 +126,5 @@ def test_received_timestamp_is_signed_as_written_not_as_reformatted() -> None:
 def test_epoch_timestamps_have_no_raw_text() -> None:
     received = parse_envelope({"header": {"correlation_id": CID, "sender_uuid": "S", "timestamp": 1771675200}})
     assert received.raw_timestamp is None
-    built = Envelope(CID, "S", datetime(2026, 2, 21, 12, tzinfo=timezone.utc), None)
+    built = Envelope(CID, "S", datetime(2026, 2, 21, 12, tzinfo=UTC), None)
     assert built.timestamp_text() == "2026-02-21T12:00:00Z"

@@ -30,7 +30,6 @@ from flask_openfactory.transports import (
     create_transport,
 )
 from flask_openfactory.transports.sqlite import SqliteTransport
-
 from test_transport_conformance import contains, read_until, record, wait_for
 
 KEY = "ASSET-A"

@@ -123,5 +123,6 @@ def test_a_bad_storage_variable_stops_init_app_with_the_key_named() -> None:
     app = Flask(__name__)
     app.config.update(OPENFACTORY_APP_UUID="STORE-TEST", OPENFACTORY_TRANSPORT_URL="memory://s",
                       OPENFACTORY_STORAGE='{"d": {"type": "local", "mount_point": "/data"}}')
-    with pytest.raises(ConfigurationError, match="OPENFACTORY_STORAGE: STORAGE\\['d'\\]: field\\(s\\) local_path required"):
+    with pytest.raises(ConfigurationError,
+                       match="OPENFACTORY_STORAGE: STORAGE\\['d'\\]: field\\(s\\) local_path required"):
         FlaskOpenFactory(add_api=False).init_app(app)

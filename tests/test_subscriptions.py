@@ -12,8 +12,8 @@ from flask import Flask, current_app
 from flask_openfactory import AssetBlueprint, FlaskOpenFactory, Record
 from flask_openfactory.commands import command_record, new_envelope
 from flask_openfactory.subscriptions import subscribe
-from flask_openfactory.transports import create_transport
 from flask_openfactory.testing import runtime_of
+from flask_openfactory.transports import create_transport
 from waiting import wait_for
 
 MACHINE = "MACHINE-7"

@@ -61,7 +61,7 @@ class Assets:
     elsewhere: list[str]
 
     @classmethod
-    def pick(cls) -> "Assets":
+    def pick(cls) -> Assets:
         watched = keys_in(1, 1, "MACHINE")[0]
         return cls(watched, 1, keys_in(1, 1, "NEIGHBOUR")[0], [keys_in(p, 1, "OTHER")[0] for p in (0, 2)])
 
@@ -414,7 +414,7 @@ def test_every_worker_subscriptions_deliver_in_each_runtime(
     for worker in workers:
         worker.runtime.start()
     for worker in workers:
-        wait_for(lambda: worker.seen.values("x_only", "position_x") == [-1.0], 20,
+        wait_for(lambda worker=worker: worker.seen.values("x_only", "position_x") == [-1.0], 20,
                  "the current state delivered in each runtime")
         assert worker.runtime.subscriptions_settled(10)
     owners = [w for w in workers if w.runtime._dispatcher is not None and w.runtime._dispatcher.owns]
@@ -426,7 +426,8 @@ def test_every_worker_subscriptions_deliver_in_each_runtime(
     writer.flush()
     for worker in workers:
         # Written within a few milliseconds: many updates share a timestamp, and each counts.
-        wait_for(lambda: all(99.0 in worker.seen.values(name, "position_x") for name in ("everything", "x_only")),
+        wait_for(lambda worker=worker: all(99.0 in worker.seen.values(name, "position_x")
+                                           for name in ("everything", "x_only")),
                  20, "99 delivered by both subscriptions in each runtime")
         for name in ("everything", "x_only"):
             assert worker.seen.values(name, "position_x") == [-1.0, *map(float, range(100))], name

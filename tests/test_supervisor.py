@@ -107,7 +107,8 @@ def test_with_the_demo_machine_on_one_log_home_runs_once_per_excursion():
         for excursion, x in enumerate([150.0, -120.0], start=1):
             assert cnc.call("move_axis", x=x, y=5).status == "OK"
             # The supervisor sees the move, commands home(), the machine runs it, the supervisor sees 0.0.
-            wait_for(lambda: conditions(sup)[-1] == ("Normal", "in range") and len(conditions(sup)) == 1 + 2 * excursion,
+            wait_for(lambda excursion=excursion: conditions(sup)[-1] == ("Normal", "in range")
+                     and len(conditions(sup)) == 1 + 2 * excursion,
                      what=f"excursion {excursion}: Fault then Normal on the supervisor")
             sup.settle()  # every update of the machine handled: no late second home()
             homes = cnc.results("home")

@@ -24,8 +24,8 @@ import demo
 import supervisor
 from broker import TansuBroker
 from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
-from flask_openfactory.transports import TransportOptions
 from flask_openfactory.testing import runtime_of
+from flask_openfactory.transports import TransportOptions
 from gunicorn_server import CommandSender, Seen, TopicWatcher
 from kafka_config import KAFKA_TEST_CONFIG
 from waiting import wait_for
@@ -112,10 +112,11 @@ def test_the_supervisor_reacts_within_one_second_and_homes_the_machine_once_per_
         _, result = operator.send_command(machine.asset_uuid, "move_axis", {"x": x, "y": 1.0}, wait=15)
         assert result is not None and result.status == "OK", result
 
-        out = machine_log.wait(lambda seen: [s for s in seen if s.record.id == "position_x" and s.record.value == x],
-                               10, f"position_x {x} on the machine")[0]
+        out = machine_log.wait(
+            lambda seen, x=x: [s for s in seen if s.record.id == "position_x" and s.record.value == x],
+            10, f"position_x {x} on the machine")[0]
         faults = supervisor_log.wait(
-            lambda seen: (lambda f: f if len(f) >= excursion else None)(
+            lambda seen, excursion=excursion: (lambda f: f if len(f) >= excursion else None)(
                 [s for s in condition(seen) if s.record.tag == "Fault"]),
             10, f"Fault number {excursion} on the supervisor")
         fault = faults[excursion - 1]
@@ -128,13 +129,13 @@ def test_the_supervisor_reacts_within_one_second_and_homes_the_machine_once_per_
 
         # home() ran (position_x back to 0.0 after the excursion), then the condition is Normal again.
         back = machine_log.wait(
-            lambda seen: [s for s in seen if s.record.id == "position_x" and s.record.value == 0.0
-                          and (s.partition, s.offset) > (out.partition, out.offset)],
+            lambda seen, out=out: [s for s in seen if s.record.id == "position_x" and s.record.value == 0.0
+                                   and (s.partition, s.offset) > (out.partition, out.offset)],
             15, f"the machine homed after excursion {excursion}")[0]
         homes_after.append((stamped(back) - stamped(out)).total_seconds())
         supervisor_log.wait(
-            lambda seen: [s for s in condition(seen) if s.record.tag == "Normal"
-                          and (s.partition, s.offset) > (fault.partition, fault.offset)],
+            lambda seen, fault=fault: [s for s in condition(seen) if s.record.tag == "Normal"
+                                       and (s.partition, s.offset) > (fault.partition, fault.offset)],
             15, f"the condition Normal again after excursion {excursion}")
 
     # No more commands from the supervisor; every home() it sent is answered; then count.

@@ -13,9 +13,9 @@ import pytest
 from flask import Flask
 
 import demo
-from readme import section_blocks
 from flask_openfactory import AssetBlueprint, EventAttribute, FlaskOpenFactory, Record
 from flask_openfactory.testing import NoResultError, OpenFactoryTester
+from readme import section_blocks
 
 pytest_plugins = ["pytester"]
 

@@ -30,7 +30,6 @@ from flask_openfactory.transports import (
     create_transport,
 )
 from flask_openfactory.transports.memory import memory_log
-
 from kafka_config import KAFKA_TEST_CONFIG
 from waiting import wait_for
 

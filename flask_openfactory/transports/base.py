@@ -15,8 +15,9 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .locks import Membership
@@ -47,7 +48,7 @@ class TransportBusy(TransportError):
 try:  # gunicorn prints an app-loading error as its one-line message and stops (exit 4)
     from gunicorn.errors import AppImportError as _AppLoadError
 except ImportError:  # pragma: no cover - gunicorn is a dependency, but not on every platform
-    _AppLoadError = Exception  # type: ignore[assignment,misc]
+    _AppLoadError = Exception  # type: ignore[assignment,misc]  # the fallback base class
 
 
 class ConfigurationError(ValueError, _AppLoadError):
@@ -148,7 +149,7 @@ class Follower(ABC):
         skipped; reads that must follow writes wait until it reaches the end.
         """
 
-    def wake(self) -> None:
+    def wake(self) -> None:  # noqa: B027 (an optional hook: does nothing by default)
         """Make a waiting ``poll`` look at the log now (a reader waits for it)."""
 
     @abstractmethod
@@ -263,7 +264,7 @@ class Transport(ABC):
     @abstractmethod
     def command_reader(self, asset_uuid: str, group: str) -> CommandReader: ...
 
-    def mark_start(self, asset_uuid: str, group: str) -> None:
+    def mark_start(self, asset_uuid: str, group: str) -> None:  # noqa: B027 (an optional hook: does nothing by default)
         """Give a group that never committed its first position: the log's end, now.
 
         Called at start, before the process serves anything: a call written
@@ -286,7 +287,7 @@ class Transport(ABC):
         Bounded by the time window, never the whole log.
         """
 
-    def membership(self, asset_uuid: str) -> "Membership":
+    def membership(self, asset_uuid: str) -> Membership:
         """This host's processes serving the asset through this log (one start, one stop)."""
         from .locks import Membership, membership_base
 

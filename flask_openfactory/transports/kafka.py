@@ -22,7 +22,8 @@ import os
 import threading
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, Protocol, cast
 
 from confluent_kafka import (
     OFFSET_END,
@@ -36,12 +37,12 @@ from confluent_kafka import (
 
 from ..protocol import Record, RecordError
 from .base import (
+    KEEP_ALIVE,
     CommandReader,
     ConfigurationError,
     DeliveryCallback,
     Follower,
     Health,
-    KEEP_ALIVE,
     HealthTracker,
     LogEntry,
     Transport,
@@ -159,7 +160,8 @@ class KafkaTransport(Transport):
         self._fatal: str | None = None  # a fatal error seen in a callback, handled after the poll returns
         self._held: list[tuple[Message, Any]] = []  # records the fatal producer failed: for its successor
         self.origin = uuid.uuid4().hex.encode("ascii")  # this transport instance, one per process
-        self._attribute_headers = [(KIND_HEADER, ATTRIBUTE_KIND), (ORIGIN_HEADER, self.origin)]
+        self._attribute_headers: list[tuple[str, str | bytes | None]] = [
+            (KIND_HEADER, ATTRIBUTE_KIND), (ORIGIN_HEADER, self.origin)]
         self._probe_lock = threading.Lock()  # one consumer answers end_position for the whole process
         self._probe_consumer: Consumer | None = None
         self._probe_pid = 0
@@ -299,8 +301,10 @@ class KafkaTransport(Transport):
         return False
 
     def _produce_again(self, message: Message, report: Any) -> bool:
+        topic = message.topic()
+        assert topic is not None  # a delivery report names the topic its record was produced to
         try:
-            self.producer().produce(message.topic(), value=message.value(), key=message.key(), on_delivery=report)
+            self.producer().produce(topic, value=message.value(), key=message.key(), on_delivery=report)
         except (BufferError, KafkaException) as exc:
             self._stats["delivery_failures"] += 1
             log.error("a record of the replaced Kafka producer could not be queued again: %s", exc)
@@ -696,16 +700,28 @@ class KafkaTransport(Transport):
             probe.close()
 
 
-def _header(message: Message, name: str) -> bytes | None:
+def _header(message: _Consumed, name: str) -> bytes | None:
     headers = message.headers()
     if headers:
         for key, value in headers:
             if key == name:
-                return value  # type: ignore[no-any-return]
+                return value
     return None
 
 
-def _fetch(consumer: Consumer, timeout: float, limit: int = FETCH_LIMIT) -> list[Message]:
+class _Consumed(Protocol):
+    """A consumed ``Message`` as this module reads it (confluent-kafka types every getter Optional):
+    one whose ``error()`` is None has its partition and offset, and headers as a list of pairs."""
+
+    def error(self) -> KafkaError | None: ...
+    def partition(self) -> int: ...
+    def offset(self) -> int: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def headers(self) -> list[tuple[str, bytes | None]] | None: ...
+
+
+def _fetch(consumer: Consumer, timeout: float, limit: int = FETCH_LIMIT) -> list[_Consumed]:
     """Return as soon as one message arrives, plus whatever is already buffered.
 
     ``consume(n, timeout)`` waits for all ``n`` or the whole timeout, which would
@@ -714,7 +730,7 @@ def _fetch(consumer: Consumer, timeout: float, limit: int = FETCH_LIMIT) -> list
     first = consumer.poll(timeout)
     if first is None:
         return []
-    return [first, *consumer.consume(limit - 1, 0)]
+    return cast("list[_Consumed]", [first, *consumer.consume(limit - 1, 0)])
 
 
 def _rows_to_records(asset_uuid: str, rows: list[dict[str, Any]]) -> dict[str, Record]:
@@ -843,7 +859,8 @@ class _PartitionReader(CommandReader):
         self._owns = True
         self._generation += 1
         # the runtime says "executing commands here" itself: the position is a detail
-        log.log(logging.INFO if self._attributes else logging.DEBUG, "this process now %s %s (partition %d from offset %d)",
+        log.log(logging.INFO if self._attributes else logging.DEBUG,
+                "this process now %s %s (partition %d from offset %d)",
                 "follows updates of" if self._attributes else "executes commands of",
                 self._key, self._partition, committed)
         return committed

@@ -543,7 +543,7 @@ def _parse_legacy(doc: Any, url: str, status: int | None) -> list[dict[str, Any]
                 raise _shape_error(
                     url, status, f"row {index} has {len(values)} values for {len(columns)} columns"
                 )
-            rows.append(dict(zip(columns, values)))
+            rows.append(dict(zip(columns, values, strict=True)))
         elif "finalMessage" in element:
             break
         # Anything else (consistencyToken, sourceHost, ...) carries no data.
@@ -570,7 +570,7 @@ def _parse_delimited(lines: list[str], url: str, status: int | None) -> list[dic
                 raise _shape_error(
                     url, status, f"line {number} has {len(element)} values for {len(columns)} columns"
                 )
-            rows.append(dict(zip(columns, element)))
+            rows.append(dict(zip(columns, element, strict=True)))
         elif isinstance(element, dict):
             err = _error_from_object(element, url, status)
             if err is not None:

@@ -16,12 +16,12 @@ import tempfile
 import threading
 import time
 import weakref
-from typing import Iterator
+from collections.abc import Iterator
 
 from .base import TransportError
 
-_locks: "weakref.WeakSet[HostLock]" = weakref.WeakSet()
-_members: "weakref.WeakSet[Membership]" = weakref.WeakSet()
+_locks: weakref.WeakSet[HostLock] = weakref.WeakSet()
+_members: weakref.WeakSet[Membership] = weakref.WeakSet()
 
 
 def _forget_inherited() -> None:

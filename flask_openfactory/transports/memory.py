@@ -15,13 +15,10 @@ import tempfile
 import threading
 import time
 import weakref
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..protocol import Record, RecordError
-from .locks import Membership, membership_base
 from .base import (
-    decode_calls,
-    decode_entry,
     CommandReader,
     DeliveryCallback,
     Follower,
@@ -29,7 +26,10 @@ from .base import (
     LogEntry,
     Transport,
     TransportOptions,
+    decode_calls,
+    decode_entry,
 )
+from .locks import Membership, membership_base
 
 
 def _remove_folder(path: str, owner: int) -> None:

@@ -24,12 +24,11 @@ import threading
 import time
 import urllib.parse
 import weakref
-from typing import Any, Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from ..protocol import Record, RecordError
 from .base import (
-    decode_calls,
-    decode_entry,
     CommandReader,
     ConfigurationError,
     DeliveryCallback,
@@ -41,6 +40,8 @@ from .base import (
     TransportBusy,
     TransportError,
     TransportOptions,
+    decode_calls,
+    decode_entry,
 )
 from .fork_gate import ForkGate
 from .locks import HostLock, Membership, lock_path, membership_base
@@ -133,7 +134,7 @@ class _Wakeup:
 
 
 _registry_lock = threading.Lock()
-_connections: "weakref.WeakSet[_Connection]" = weakref.WeakSet()
+_connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
 _wakeups: dict[str, _Wakeup] = {}
 # Strong references to a parent's connections: when fork discards the parent's
 # other threads (and their thread-locals), these must not be deallocated, as
@@ -248,7 +249,7 @@ class SqliteTransport(Transport):
         self._published = 0
         self._failed = 0
         self._health = HealthTracker()
-        self._children: "weakref.WeakSet[SqliteFollower | SqliteCommandReader]" = weakref.WeakSet()
+        self._children: weakref.WeakSet[SqliteFollower | SqliteCommandReader] = weakref.WeakSet()
         self.guard = FileGuard(self.path)
         self._guard_pid = os.getpid()
         # Every connection this transport opened in this process, closed by close() or when the
@@ -422,7 +423,8 @@ class SqliteTransport(Transport):
 
     def _end(self) -> int:
         """The offset of the last log entry (0 for an empty log: offsets start at 1)."""
-        return self._read("SELECT coalesce(max(offset), 0) FROM log")[0][0]
+        end: int = self._read("SELECT coalesce(max(offset), 0) FROM log")[0][0]
+        return end
 
     def _scan(self, key: str, after: int) -> tuple[list[tuple[Any, ...]], int]:
         """The key's rows after ``after`` and the position reached (past other keys' rows too)."""
@@ -525,7 +527,7 @@ class SqliteTransport(Transport):
         ``written_at`` grows with the offset (writers are serialised), so this
         costs about 20 point reads on a log of a million rows and needs no index.
         """
-        low = self._read("SELECT coalesce(min(offset), 1) FROM log")[0][0]
+        low: int = self._read("SELECT coalesce(min(offset), 1) FROM log")[0][0]
         high = self._end() + 1
         while low < high:
             middle = (low + high) // 2

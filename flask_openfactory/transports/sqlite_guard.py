@@ -52,7 +52,7 @@ class LogFault(TransportError):
         super().__init__(message)
         self.kind = kind
 
-    def again(self) -> "LogFault":
+    def again(self) -> LogFault:
         """A fresh exception to raise: re-raising one instance from many threads chains their tracebacks."""
         return LogFault(self.kind, str(self))
 
