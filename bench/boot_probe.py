@@ -31,7 +31,7 @@ def main() -> None:
 
         app = plain_app()
     booted = time.perf_counter()
-    owns = bool(runtime is not None and runtime._dispatcher is not None and runtime._dispatcher.owns)
+    owns = bool(runtime is not None and runtime.owns_command_log)
     print(json.dumps({"ms": (booted - T0) * 1000.0, "owns_commands": owns}), flush=True)
     if runtime is not None:
         runtime.stop(10, publish_unavailable=False)

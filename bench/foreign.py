@@ -50,8 +50,7 @@ def _uuid_on_free_partition(prefix: str, taken: set[int]) -> str:
 def _wait_owner(runtime: Any, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        dispatcher = runtime._dispatcher
-        if dispatcher is not None and dispatcher.owns:
+        if runtime.owns_command_log:
             return
         time.sleep(0.05)
     raise RuntimeError(f"{runtime.asset_uuid}: never became the command executor")
@@ -96,9 +95,11 @@ def run_foreign(broker: Broker, *, seconds: float) -> ForeignResult:
             time.sleep(0.05)
         time.sleep(0.5)  # let the readers fetch anything still on its way
         for mode, runtime in runtimes.items():
-            reader = runtime._dispatcher._reader
-            own = reader._partition
-            received = dict(reader.received)
+            state = runtime.dispatcher_state()
+            if state is None or state.reader is None:
+                raise RuntimeError(f"{runtime.asset_uuid}: no command reader open")
+            own = state.reader_stats["partition"]
+            received = dict(state.reader_stats["received"])
             result.foreign[mode] = sum(n for p, n in received.items() if p != own)
             result.own[mode] = received.get(own, 0)
             result.answered[mode] = runtime.counters["commands_ok"]

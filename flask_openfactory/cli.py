@@ -190,10 +190,9 @@ def _mask(text: str) -> str:
 
 def _transport_url(runtime: AssetRuntime) -> str:
     """The transport's own masked URL if it exists, else the configured one masked here."""
-    existing = getattr(runtime, "_transport", None)
-    if existing is not None:
+    if runtime.transport_created:  # never opens one just to name it
         try:
-            return _mask(str(existing.display_url))
+            return _mask(str(runtime.transport.display_url))
         except Exception:
             pass
     return _mask(runtime.settings.transport_url)

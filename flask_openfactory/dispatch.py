@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -69,6 +69,25 @@ class DispatchSettings:
     allowed_senders: frozenset[str] | None = None  # None: any sender
     max_clock_skew: float = MAX_CLOCK_SKEW  # signed commands from further ahead are refused
     argument_limits: ArgumentLimits = field(default_factory=ArgumentLimits)  # bigger commands are REJECTED
+
+
+@dataclass(frozen=True, slots=True)
+class DispatcherState:
+    """The command dispatcher of one process at one moment, for tests, status and metrics.
+
+    A copy: reading it takes no lock the dispatch thread needs, and it does not
+    change under the reader's eyes while the role moves.
+    """
+
+    settings: DispatchSettings  # what it runs with (the signing keys are never in its repr)
+    alive: bool  # its thread runs
+    owns: bool  # its reader holds the command log: this process executes the commands
+    position: int | None  # the next position of the command log it reads; None without a reader
+    recoveries: int  # times it took over the command log
+    largest_backlog: int  # most commands held back at once while recovering
+    last_error: str | None  # why the command reader last failed, if it did
+    reader: str | None  # the open command reader's kind (its class name), None while none is open
+    reader_stats: Mapping[str, Any] = field(default_factory=dict)  # that reader's own figures
 
 
 def _routable(name: str) -> bool:
@@ -663,6 +682,21 @@ class Dispatcher:
             self._record(offset, held.result, held.record)
         with self._lock:
             return bool(self._unrecorded)
+
+    def state(self) -> DispatcherState:
+        """A snapshot of this dispatcher (see ``AssetRuntime.dispatcher_state``)."""
+        reader = self._reader  # one read: the dispatch thread may replace it meanwhile
+        return DispatcherState(
+            settings=self.settings,
+            alive=self.alive,
+            owns=self.owns,
+            position=reader.position if reader is not None else None,
+            recoveries=self.recoveries,
+            largest_backlog=self.largest_backlog,
+            last_error=self.last_error,
+            reader=type(reader).__name__ if reader is not None else None,
+            reader_stats=reader.stats() if reader is not None else {},
+        )
 
     def unrecorded(self) -> list[tuple[CommandResult, str]]:
         """The results of methods that ran and that the log has refused so far, with why."""

@@ -12,13 +12,23 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from .logs import AssetLog
 
 
 class Runner(Protocol):
-    """A task or subscription runner, as the supervisor drives it."""
+    """A task or subscription runner, as the supervisor drives it (and tests watch it)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def alive(self) -> bool: ...
+
+    @property
+    def stopping(self) -> bool: ...
 
     def start(self) -> None: ...
 
@@ -35,6 +45,19 @@ def stop_runners(runners: list[Runner], timeout: float) -> bool:
     for runner in runners:
         runner.request_stop(max(0.0, timeout - 0.5))
     return all([runner.join(deadline - time.monotonic()) for runner in runners])
+
+
+@dataclass(frozen=True, slots=True)
+class DutiesState:
+    """The executor role's tasks and subscriptions in one process, at one moment.
+
+    The tuple is a copy; its runners are the live ones, so that a test can see
+    a stop request reach a runner (``stopping``) while the role moves.
+    """
+
+    runners: tuple[Runner, ...]  # started for the current tenure; empty while standing by
+    tenures: int  # how often this process took the role
+    error: str | None  # why the runners could not start (readiness says so too)
 
 
 class Duties:
@@ -70,6 +93,10 @@ class Duties:
         """Wait up to ``timeout`` for this process to have taken the role and started its runners."""
         with self._changed:
             return self._changed.wait_for(lambda: bool(self.runners), timeout)
+
+    def state(self) -> DutiesState:
+        """A snapshot (see ``AssetRuntime.duties_state``)."""
+        return DutiesState(tuple(self.runners), self.tenures, self.error)
 
     def stop(self, timeout: float) -> None:
         with self._changed:

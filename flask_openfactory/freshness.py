@@ -34,6 +34,11 @@ class SharedLookup:
         self._queued: _Round | None = None
         self.lookups = 0  # how many lookups ran (shared by the readers that joined them)
 
+    @property
+    def queued(self) -> bool:
+        """Readers wait for a lookup that starts once the running one ends (they came after it began)."""
+        return self._queued is not None
+
     def __call__(self, timeout: float) -> int:
         with self._cond:
             if self._queued is not None:  # not started yet: it starts after we arrived

@@ -233,17 +233,17 @@ class RuntimeCollector:
             yield changed
 
     def _consumer(self, runtime: AssetRuntime, gauge: Callable[..., Any]) -> Iterator[Any]:
-        state = runtime.consumer_state()
+        state = runtime.dispatcher_state()
         if state is None:
             return  # this process executes no commands
         from prometheus_client.core import CounterMetricFamily
 
-        for key, suffix, text in (
-            ("alive", "command_dispatcher_up", "1 while this process's command dispatcher runs"),
-            ("owns", "command_executor", "1 when this process executes the asset's commands, 0 standing by"),
-            ("position", "command_position", "Next position of the asset's command log this process reads"),
+        for value, suffix, text in (
+            (state.alive, "command_dispatcher_up", "1 while this process's command dispatcher runs"),
+            (state.alive and state.owns, "command_executor",
+             "1 when this process executes the asset's commands, 0 standing by"),
+            (state.position, "command_position", "Next position of the asset's command log this process reads"),
         ):
-            value = state.get(key)
             if value is None:
                 continue
             family = gauge(f"{NAMESPACE}_{suffix}", text)
@@ -251,7 +251,7 @@ class RuntimeCollector:
             yield family
         recoveries = CounterMetricFamily(f"{NAMESPACE}_command_recoveries",
                                          "Times this process took over the command log (recovery passes)")
-        recoveries.add_metric([], float(state.get("recoveries") or 0))
+        recoveries.add_metric([], float(state.recoveries))
         yield recoveries
 
     def _transport(self, runtime: AssetRuntime, gauge: Callable[..., Any]) -> Iterator[Any]:

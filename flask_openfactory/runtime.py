@@ -36,8 +36,8 @@ from .commands import (
     result_correlation_id,
     result_record,
 )
-from .dispatch import Dispatcher, DispatchSettings
-from .duties import Duties, Runner, stop_runners
+from .dispatch import Dispatcher, DispatcherState, DispatchSettings
+from .duties import Duties, DutiesState, Runner, stop_runners
 from .freshness import AppliedPosition, SharedLookup
 from .logs import AssetLog, log_method_error
 from .methods import MethodSpec
@@ -113,6 +113,14 @@ class RuntimeSettings:
     @property
     def group(self) -> str:
         return self.consumer_group or f"ofa-app-{self.asset_uuid}"
+
+
+@dataclass(frozen=True, slots=True)
+class FollowerState:
+    """The follower of one process at one moment (``AssetRuntime.follower_state``)."""
+
+    alive: bool  # its thread runs: this process's state and calls' results keep up with the log
+    applied: int  # the log position it has applied up to; -1 before it applied anything
 
 
 def standard_attributes() -> list[Attribute]:
@@ -1001,19 +1009,44 @@ class AssetRuntime:
             return
         self.method_results.observe(result.method, str(result.status), result.duration_ms, self._methods)
 
-    def consumer_state(self) -> dict[str, Any] | None:
-        """The command dispatcher of this process (metrics); None when it executes nothing."""
+    # -- inspection: read-only views for status, metrics, the CLI and tests ---------------
+    # Snapshots (frozen dataclasses, copies) rather than the objects behind them, so that
+    # whoever looks cannot change the runtime, and the internals can move freely (only
+    # the runners in DutiesState are live: a stop request must be seen reaching them).
+
+    def dispatcher_state(self) -> DispatcherState | None:
+        """This process's command dispatcher; None when it has none (not started, or it
+        executes no commands: ``OPENFACTORY_EXECUTE_COMMANDS`` off)."""
         self._check_process()
         dispatcher = self._dispatcher
-        if dispatcher is None:
-            return None
-        reader = dispatcher._reader
-        return {
-            "alive": dispatcher.alive,
-            "owns": dispatcher.alive and dispatcher.owns,
-            "recoveries": dispatcher.recoveries,
-            "position": reader.position if reader is not None else None,
-        }
+        return dispatcher.state() if dispatcher is not None else None
+
+    @property
+    def owns_command_log(self) -> bool:
+        """Whether this process executes the asset's commands now (its dispatcher holds the log)."""
+        self._check_process()
+        dispatcher = self._dispatcher
+        return dispatcher is not None and dispatcher.owns
+
+    def duties_state(self) -> DutiesState | None:
+        """The executor role's tasks and subscriptions here; None when this process has no
+        such duties (it executes no commands, or the app declares none)."""
+        self._check_process()
+        duties = self._duties
+        return duties.state() if duties is not None else None
+
+    def follower_state(self) -> FollowerState:
+        """The thread that applies the asset's log to this process's state (reads wait on it)."""
+        self._check_process()
+        thread = self._follower_thread
+        return FollowerState(alive=thread is not None and thread.is_alive(), applied=self._applied.value)
+
+    def cached_records(self) -> dict[str, Record]:
+        """A copy of this process's current values by ID, commands and results included
+        (``records()`` gives the attributes only); it holds declared IDs only, so stays bounded."""
+        self._check_process()
+        with self._lock:
+            return dict(self._cache)
 
     def transport_stats(self) -> dict[str, Any]:
         """This process's transport statistics, without creating a transport."""

@@ -150,8 +150,17 @@ class SubscriptionRunner:
         return not self._thread.is_alive()
 
     @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+    @property
+    def stopping(self) -> bool:
+        """Told to stop: what it read from now on is left uncommitted for the next process."""
+        return self._stop.is_set()
 
     def maintain(self) -> None:
         """Nothing to do between updates (the supervisor calls every runner)."""

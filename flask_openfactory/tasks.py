@@ -176,8 +176,17 @@ class TaskRunner:
         return True
 
     @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+    @property
+    def stopping(self) -> bool:
+        """Told to stop (the role moves or the process stops); the task may still be winding up."""
+        return self.stop_signal.is_set()
 
     def _run(self) -> None:
         spec, stop = self.spec, self.stop_signal

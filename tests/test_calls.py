@@ -127,7 +127,7 @@ def test_readers_share_a_lookup_that_started_after_they_arrived() -> None:
     later = [threading.Thread(target=lambda n=n: answers.update({f"later{n}": shared(5)})) for n in range(5)]
     for thread in later:
         thread.start()
-    wait_for(lambda: shared._queued is not None, 5, "the later readers to queue")
+    wait_for(lambda: shared.queued, 5, "the later readers to queue")
     gate.set()
     for thread in [first, *later]:
         thread.join(5)

@@ -447,7 +447,9 @@ def test_flask_ofa_call_from_an_app_without_the_secret_is_rejected_unsigned(serv
 def test_the_secret_is_never_shown(serving: Flask) -> None:
     runtime = serving.extensions["openfactory"].runtime
     other_secret = "second-rotation-secret-value"
-    assert SECRET not in repr(runtime.settings) and SECRET not in repr(runtime._dispatcher.settings)
+    dispatcher = runtime.dispatcher_state()
+    assert dispatcher is not None
+    assert SECRET not in repr(runtime.settings) and SECRET not in repr(dispatcher.settings)
     status = serving.test_cli_runner().invoke(args=["ofa", "status", "--json"])
     assert status.exit_code == 0, status.output
     text = serving.test_cli_runner().invoke(args=["ofa", "status"])

@@ -42,7 +42,7 @@ from flask_openfactory.methods import ArgumentError, Parameter, build_spec, ofa_
 from flask_openfactory.protocol import RECORD_TYPES, Record, RecordError, validate_identifier
 from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
 from flask_openfactory.transports import ConfigurationError, TransportOptions
-from flask_openfactory.transports.ksqldb import KsqlDBClient, KsqlDBError, _parse_query_answer
+from flask_openfactory.transports.ksqldb import KsqlDBClient, KsqlDBError, parse_query_answer
 from flask_openfactory.transports.memory import memory_log
 from ksqldb_standin import running_standin
 from strategies import (
@@ -461,7 +461,7 @@ def _check_rows(rows: Any) -> None:
 @given(text=ksqldb_answers, status=st.sampled_from([200, 400, None]))
 def test_ksqldb_query_answer_parser(text: str, status: int | None) -> None:
     try:
-        rows = _parse_query_answer(text, "http://ksqldb.test/query", status)
+        rows = parse_query_answer(text, "http://ksqldb.test/query", status)
     except KsqlDBError as exc:
         assert str(exc)
         event("KsqlDBError")
@@ -1082,10 +1082,11 @@ def test_acceptance_fuzz_stream() -> None:
         assert done, f"{len(missing)} command(s) never answered, e.g. {missing[:3]}; counters {counters}"
 
         # zero crashes
-        assert runtime._dispatcher is not None and runtime._dispatcher.alive
+        dispatcher = runtime.dispatcher_state()
+        assert dispatcher is not None and dispatcher.alive
         ready, checks = runtime.readiness()
         assert ready, checks
-        assert runtime.counters["dispatch_errors"] == 0, runtime._dispatcher.last_error
+        assert runtime.counters["dispatch_errors"] == 0, dispatcher.last_error
         assert runtime.counters["follow_errors"] == 0
 
         # every valid command executed exactly once, with the answer its method gave

@@ -220,7 +220,7 @@ _CHILD = textwrap.dedent('''
     owned = False
     deadline = time.monotonic() + 120  # the test kills this process long before
     while time.monotonic() < deadline:
-        owns = runtime._dispatcher is not None and runtime._dispatcher.owns
+        owns = runtime.owns_command_log
         if owns != owned:
             print("OWNS" if owns else "LOST", flush=True)
             owned = owns
@@ -299,10 +299,11 @@ def test_sigkilled_owner_process_is_replaced_and_its_finished_command_does_not_r
     try:
         child.expect("OWNS", 30)
         survivor.start()
-        wait_for(lambda: survivor._dispatcher is not None and survivor._dispatcher._reader is not None
-                 and isinstance(survivor._dispatcher._reader, KafkaGroupReader)
-                 and survivor._dispatcher._reader.assignments, 20, "the survivor joining the group")
-        assert not survivor._dispatcher.owns and "LOST" not in child.said  # type: ignore[union-attr]
+        wait_for(lambda: (state := survivor.dispatcher_state()) is not None
+                 and state.reader == KafkaGroupReader.__name__
+                 and state.reader_stats["assignments"], 20, "the survivor joining the group")
+        standing_by = survivor.dispatcher_state()
+        assert standing_by is not None and not standing_by.owns and "LOST" not in child.said
 
         done_cid, done_value = command(asset, 1)
         send(kafka_broker, unique_topic, asset, done_value)
@@ -313,7 +314,7 @@ def test_sigkilled_owner_process_is_replaced_and_its_finished_command_does_not_r
 
         child.kill()
         killed_at = time.monotonic()
-        wait_for(lambda: survivor._dispatcher is not None and survivor._dispatcher.owns, 30,
+        wait_for(lambda: survivor.owns_command_log, 30,
                  "the survivor taking over from the killed process")
         takeover = time.monotonic() - killed_at
         next_cid, next_value = command(asset, 2)
@@ -342,7 +343,7 @@ def test_a_command_sent_right_after_start_is_executed(kafka_broker: TansuBroker,
     runtime = _runtime(kafka_broker, unique_topic, asset, calls)
     try:
         runtime.start()
-        owned_at_start = runtime._dispatcher is not None and runtime._dispatcher.owns
+        owned_at_start = runtime.owns_command_log
         _, value = command(asset, 5)
         send(kafka_broker, unique_topic, asset, value)
         wait_for(lambda: calls == [5], 20, "the command executed once the join completes")

@@ -37,6 +37,7 @@ import demo
 from broker import TansuBroker
 from demo import machine as demo_machine
 from flask_openfactory import AssetBlueprint, SampleAttribute, TransportError
+from flask_openfactory.dispatch import DispatcherState
 from flask_openfactory.runtime import AssetRuntime
 from flask_openfactory.transports.kafka import KafkaGroupReader, KafkaLockedReader
 from flask_openfactory.transports.partitioning import partition_for_key
@@ -237,18 +238,18 @@ def make_app(kafka_broker: TansuBroker, tmp_path: Path, monkeypatch: pytest.Monk
         under_test.runtime.stop(5.0)
 
 
-def command_reader(runtime: AssetRuntime) -> KafkaLockedReader | KafkaGroupReader:
-    dispatcher = runtime._dispatcher
-    assert dispatcher is not None and dispatcher._reader is not None
-    reader = dispatcher._reader
-    assert isinstance(reader, (KafkaLockedReader, KafkaGroupReader))
-    return reader
+def command_reader(runtime: AssetRuntime) -> DispatcherState:
+    """The dispatcher's state, its Kafka command reader open."""
+    dispatcher = runtime.dispatcher_state()
+    assert dispatcher is not None and dispatcher.reader is not None
+    assert dispatcher.reader in (KafkaLockedReader.__name__, KafkaGroupReader.__name__), dispatcher.reader
+    return dispatcher
 
 
 def wait_owner(runtime: AssetRuntime, timeout: float = 20.0) -> float:
     """Seconds until this process executes the asset's commands."""
     start = time.monotonic()
-    wait_for(lambda: runtime._dispatcher is not None and runtime._dispatcher.owns, timeout,
+    wait_for(lambda: runtime.owns_command_log, timeout,
              "the runtime owning the command log")
     return time.monotonic() - start
 
@@ -428,15 +429,17 @@ def test_the_command_reader_fetches_only_its_own_partition(
     # Every neighbour record sharing our partition was read, skipped and counted.
     wait_for(lambda: runtime.counters["records_foreign"] >= in_ours, 60, "all shared-partition records handled")
     reader = command_reader(runtime)
-    assert set(reader.received) == {ours}, reader.received  # nothing fetched from the other 3 partitions
+    received = reader.reader_stats["received"]
+    assert set(received) == {ours}, received  # nothing fetched from the other 3 partitions
     assert runtime.counters["records_foreign"] == in_ours
-    assert reader.received[ours] >= in_ours + 20
+    assert received[ours] >= in_ours + 20
     assert runtime.counters["commands_ok"] == 20 and runtime.counters["records_malformed"] == 0
     if election == "group":
-        assert isinstance(reader, KafkaGroupReader)
+        assert reader.reader == KafkaGroupReader.__name__
         # The group gave this only member every partition; it assigned itself ours alone.
-        assert reader.assignments and ours in reader.assignments[-1]
-        assert sorted({p for given in reader.assignments for p in given}) == [0, 1, 2, 3]
+        assignments = reader.reader_stats["assignments"]
+        assert assignments and ours in assignments[-1]
+        assert sorted({p for given in assignments for p in given}) == [0, 1, 2, 3]
     ready, checks = runtime.readiness()
     assert ready, checks
 
@@ -610,7 +613,8 @@ def test_malformed_records_are_counted_and_every_valid_command_runs_once(
     assert delta["commands_rejected"] == len(rejected)
     assert delta["commands_duplicate"] == delta["commands_error"] == delta["dispatch_errors"] == 0
     ready, checks = runtime.readiness()
-    assert ready and runtime._dispatcher is not None and runtime._dispatcher.alive, checks
+    dispatcher = runtime.dispatcher_state()
+    assert ready and dispatcher is not None and dispatcher.alive, checks
 
 
 # -- 4. broker frozen --------------------------------------------------------------------

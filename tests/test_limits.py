@@ -377,8 +377,9 @@ def test_ids_nobody_declared_do_not_grow_the_state_cache() -> None:
         writer.publish(Record.create(MACHINE, "mode", "RUNNING", tag="Mode", type="Events"))
         wait_for(lambda: runtime.value("mode") == "RUNNING", what="the declared attribute's update")
         bound = len(runtime.declared_attributes) + 3 * len(runtime.methods)  # ID, _CMD, _RESULT each
-        assert [rid for rid in runtime._cache if rid.startswith("junk_")] == []
-        assert len(runtime._cache) <= bound
+        cached = runtime.cached_records()
+        assert [rid for rid in cached if rid.startswith("junk_")] == []
+        assert len(cached) <= bound
         assert not [r.id for r in runtime.records() if r.id.startswith("junk_")]
     finally:
         runtime.stop()
@@ -401,7 +402,8 @@ def test_recovery_holds_back_only_commands_not_the_partitions_other_traffic() ->
     try:
         wait_for(lambda: len(calls) == 5, what="the 5 commands run after recovery")
         assert [c["a"] for c in calls] == ["0", "1", "2", "3", "4"]
-        assert second._dispatcher.largest_backlog == 5, sent
+        dispatcher = second.dispatcher_state()
+        assert dispatcher is not None and dispatcher.largest_backlog == 5, sent
     finally:
         second.stop()
 

@@ -232,7 +232,7 @@ def test_result_labels_stay_bounded_and_bad_results_do_not_stop_the_follower(bui
     assert methods == {"home", "explode", "slow", "move", OTHER_METHOD}
     assert value(samples, "openfactory_method_results_total", method=OTHER_METHOD, status="OK") == 50
     assert samples.get(("openfactory_runtime_events_total", frozenset({("event", "follow_errors")})), 0) == 0
-    assert runtime._follower_thread is not None and runtime._follower_thread.is_alive()
+    assert runtime.follower_state().alive
 
 
 def test_method_results_histogram_unit() -> None:

@@ -181,7 +181,8 @@ def test_only_one_process_executes_and_another_takes_over(log_name, runtimes):
     for i in range(20):
         a.send_command("MACHINE", "move", {"x": str(i)})
     wait_for(lambda: len(calls) == 20)
-    assert a._dispatcher.owns and not b._dispatcher.owns
+    standing_by = b.dispatcher_state()
+    assert a.owns_command_log and standing_by is not None and not standing_by.owns
     a.stop(2.0)
     _, res = b.send_command("MACHINE", "move", {"x": "99"}, wait=5)
     assert res.status == "OK"

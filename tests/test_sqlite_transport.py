@@ -160,7 +160,7 @@ def test_threads_get_their_own_connections(transport: SqliteTransport, db: Path)
         try:
             for n in range(25):
                 transport.publish(record(KEY, f"t{index}", n))
-            connections.append(transport._conn())
+            connections.append(transport.connection())
         except BaseException as exc:  # reported below
             errors.append(exc)
 
@@ -360,15 +360,15 @@ def run_in_fork(check: Callable[[], bool]) -> bool:
 
 def test_a_forked_child_opens_its_own_connection(transport: SqliteTransport) -> None:
     transport.publish(record(KEY, "before_fork", 1))
-    parent_connection = transport._conn()
+    parent_connection = transport.connection()
 
     def child() -> bool:
-        own = transport._conn()
+        own = transport.connection()
         transport.publish(record(KEY, "from_child", 2))
         return own is not parent_connection and "from_child" in transport.snapshot(KEY)
 
     assert run_in_fork(child)
-    assert transport._conn() is parent_connection
+    assert transport.connection() is parent_connection
     parent_connection.execute("SELECT 1").fetchone()  # still open: the child never closed it
     transport.publish(record(KEY, "after_fork", 3))
     assert set(transport.snapshot(KEY)) == {"before_fork", "from_child", "after_fork"}

@@ -373,16 +373,18 @@ def test_updates_a_stop_left_undelivered_are_delivered_by_the_next_process(
     assets, writer, app_uuid = watched_asset_ready(kafka_broker, unique_topic)
     first = make_watcher(unique_topic, app_uuid, assets.watched)
     first.runtime.start()
-    wait_for(lambda: first.seen.of("everything") and first.runtime._duties is not None
-             and len(first.runtime._duties.runners) == 2, 20, "the subscriptions running")
-    runners = {r.spec.name: r for r in first.runtime._duties.runners}  # type: ignore[attr-defined]
+    wait_for(lambda: first.seen.of("everything") and (duties := first.runtime.duties_state()) is not None
+             and len(duties.runners) == 2, 20, "the subscriptions running")
+    duties = first.runtime.duties_state()
+    assert duties is not None
+    runners = {r.name: r for r in duties.runners}
     held: set[str] = set()
 
     def hold(name: str, record: Record) -> None:
         """At 10, stay in the handler until the subscription is told to stop."""
         if record.value == 10.0:
             held.add(name)
-            wait_for(lambda: runners[name]._stop.is_set(), 20, f"{name} told to stop")  # type: ignore[attr-defined]
+            wait_for(lambda: runners[name].stopping, 20, f"{name} told to stop")
 
     first.app.config["HOLD_HANDLER"] = hold
     for i in range(50):
@@ -417,7 +419,7 @@ def test_every_worker_subscriptions_deliver_in_each_runtime(
         wait_for(lambda worker=worker: worker.seen.values("x_only", "position_x") == [-1.0], 20,
                  "the current state delivered in each runtime")
         assert worker.runtime.subscriptions_settled(10)
-    owners = [w for w in workers if w.runtime._dispatcher is not None and w.runtime._dispatcher.owns]
+    owners = [w for w in workers if w.runtime.owns_command_log]
     assert len(owners) == 1, "one runtime executes, the other stands by: both must deliver"
 
     for i in range(100):

@@ -100,7 +100,8 @@ def test_the_supervisor_reacts_within_one_second_and_homes_the_machine_once_per_
     sup.start()
     # The supervisor's subscription runs once its process holds the executor role and has read
     # the machine's state (position_x 0.0: in range, nothing to do).
-    wait_for(lambda: sup._duties is not None and sup._duties.runners, 20, "the supervisor's subscription running")
+    wait_for(lambda: (duties := sup.duties_state()) is not None and duties.runners, 20,
+             "the supervisor's subscription running")
     assert sup.subscriptions_settled(20)
 
     def condition(seen: list[Seen]) -> list[Seen]:

@@ -150,11 +150,11 @@ def test_only_the_executing_process_runs_a_task_and_it_moves_on_takeover(url: st
     try:
         wait_for(lambda: probe.ticks > 3, what="the task ticking")
         assert len(probe.runs) == 1
-        owner, other = (first, second) if first._dispatcher.owns else (second, first)
+        owner, other = (first, second) if first.owns_command_log else (second, first)
         owner.stop()
         assert probe.stopped.is_set()
         wait_for(lambda: len(probe.runs) == 2, what="the task starting in the other runtime")
-        assert other._dispatcher.owns
+        assert other.owns_command_log
     finally:
         first.stop()
         second.stop()
@@ -165,7 +165,7 @@ def test_no_task_runs_where_commands_are_not_executed(url: str) -> None:
     runtime = runtime_of(make_app(url, ticking_blueprint(probe), OPENFACTORY_EXECUTE_COMMANDS=False))
     runtime.start()
     try:
-        assert runtime._duties is None
+        assert runtime.duties_state() is None
         assert "ofa-task-ticker" not in task_threads()
     finally:
         runtime.stop()

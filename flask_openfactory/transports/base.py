@@ -184,6 +184,10 @@ class CommandReader(ABC):
         value = getattr(self, "_position", None)
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 
+    def stats(self) -> dict[str, Any]:
+        """This reader's own figures, a copy (``DispatcherState.reader_stats``); none by default."""
+        return {}
+
     @abstractmethod
     def caught_up(self) -> bool:
         """True once every entry written before this call has been returned."""

@@ -848,6 +848,10 @@ class _PartitionReader(CommandReader):
     def generation(self) -> int:
         return self._generation
 
+    def stats(self) -> dict[str, Any]:
+        """Our partition and what was fetched from each: whether it reads only its own."""
+        return {"partition": self._partition, "received": dict(self.received)}
+
     def _start_position(self, consumer: Consumer) -> int:
         """The committed offset; the first owner ever starts at the end and commits it."""
         tp = TopicPartition(self._topic, self._partition)
@@ -1034,6 +1038,10 @@ class KafkaGroupReader(_PartitionReader):
         self._mark_start(self._consumer)
         self._consumer.subscribe([self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_revoke)
+
+    def stats(self) -> dict[str, Any]:
+        """Also what the group gave this member, each time (it keeps only our partition)."""
+        return {**super().stats(), "assignments": [list(given) for given in self.assignments]}
 
     def _mark_start(self, consumer: Consumer) -> None:
         """A group that never committed starts where the log ends now, before joining.

@@ -29,6 +29,7 @@ __all__ = [
     "KsqlDBClient",
     "KsqlDBError",
     "KsqlDBUnavailable",
+    "parse_query_answer",
     "quote",
 ]
 
@@ -420,7 +421,7 @@ class KsqlDBClient:
             body={"ksql": sql, "streamsProperties": {}},
             accept=_KSQL_MEDIA_TYPE,
         )
-        return _parse_query_answer(self._text(response), response.url, response.status_code)
+        return parse_query_answer(self._text(response), response.url, response.status_code)
 
     # -- OpenFactory helpers -------------------------------------------------
 
@@ -479,8 +480,10 @@ def _shape_error(url: str, status: int | None, what: str) -> KsqlDBError:
     return KsqlDBError(f"unexpected /query answer: {what}", url=url, status=status)
 
 
-def _parse_query_answer(text: str, url: str, status: int | None) -> list[dict[str, Any]]:
+def parse_query_answer(text: str, url: str, status: int | None) -> list[dict[str, Any]]:
     """Parse either /query format; the first character tells them apart.
+
+    Public so that the answer's whole grammar can be fuzzed without a server.
 
     The legacy (HTTP/1.1) answer is one JSON array; the HTTP/2 answer is one
     JSON value per line starting with a header object.

@@ -291,6 +291,11 @@ class SqliteTransport(Transport):
     def _conn(self) -> sqlite3.Connection:
         return self._holder().conn
 
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection in this process: one per thread, a new one after a fork
+        (a connection must never cross either), so that tests can check exactly that."""
+        return self._conn()
+
     @staticmethod
     def _retire(holder: _Connection, guard: FileGuard) -> None:
         """Close a connection of an earlier epoch; one on a file that is no longer the log is kept,
