@@ -562,6 +562,15 @@ class Dispatcher:
             if self._stop.is_set():
                 self._offsets.forget(offset)  # never started: the next owner runs it
                 return
+        # A command read while an earlier one ran: that one's result may since have been
+        # refused (its slot is freed only after the attempt), and then nobody could be told.
+        while self._retry_unrecorded():
+            if self._stop.is_set():
+                self._slots.release()
+                self._offsets.forget(offset)
+                return
+            self._expire_deadlines()
+            self._stop.wait(0.2)
         now = time.monotonic()
         running = _Running(offset, spec.name, cid, sender, now, now + self.settings.timeout)
         with self._lock:
@@ -575,17 +584,21 @@ class Dispatcher:
             return spec.func(**kwargs)
 
     def _finished(self, running: _Running, future: Future[Any]) -> None:
-        self._slots.release()
-        duration = (time.monotonic() - running.started) * 1000.0
-        exc = future.exception()
-        if exc is None:
-            result = CommandResult(running.method, running.correlation_id, running.sender_uuid, OK,
-                                   result=json_safe(future.result()), duration_ms=duration)
-        else:
-            log_method_error(self.log, running.method, running.correlation_id, exc)
-            result = CommandResult(running.method, running.correlation_id, running.sender_uuid, ERROR,
-                                   error=f"{type(exc).__name__}: {exc}", duration_ms=duration)
-        self._settle(running, result)
+        """Answer, then free the slot: the next command starts only after this result was
+        offered to the log, so a refusal (``_hold``) is known before it can start."""
+        try:
+            duration = (time.monotonic() - running.started) * 1000.0
+            exc = future.exception()
+            if exc is None:
+                result = CommandResult(running.method, running.correlation_id, running.sender_uuid, OK,
+                                       result=json_safe(future.result()), duration_ms=duration)
+            else:
+                log_method_error(self.log, running.method, running.correlation_id, exc)
+                result = CommandResult(running.method, running.correlation_id, running.sender_uuid, ERROR,
+                                       error=f"{type(exc).__name__}: {exc}", duration_ms=duration)
+            self._settle(running, result)
+        finally:
+            self._slots.release()
 
     def _expire_deadlines(self) -> None:
         now = time.monotonic()

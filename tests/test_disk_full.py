@@ -81,6 +81,13 @@ def results_in_log(db: Path, cid: str) -> list[str]:
     return [v for v in values if "slow_RESULT" in v and cid in v]
 
 
+def commands_in_log(db: Path, cid: str) -> bool:
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        values = [bytes(v).decode() if isinstance(v, bytes) else str(v)
+                  for (v,) in conn.execute("SELECT value FROM log").fetchall()]
+    return any("slow_CMD" in v and cid in v for v in values)
+
+
 def body(answer: requests.Response) -> dict[str, Any]:
     assert answer.status_code != 500, answer.text
     assert answer.headers.get("Content-Type", "").startswith("application/json"), answer.text[:300]
@@ -101,13 +108,18 @@ def test_a_method_that_ran_on_a_full_disk_says_so_records_its_result_later_and_n
     (standby,) = [pid for pid in server.worker_pids() if pid != executor]
     assert call(server, str(uuid.uuid4()), "warm-up").status_code == 200
 
-    # the disk fills while the method runs: the command is in the log, its result cannot be
-    cid = str(uuid.uuid4())
+    # the disk fills while the method runs: the command is in the log, its result cannot be;
+    # a second command, written behind it before the disk filled, must wait for that result
+    cid, queued_cid = str(uuid.uuid4()), str(uuid.uuid4())
     answers: list[requests.Response] = []
+    queued_answers: list[requests.Response] = []
     with server.only(executor):
         caller = threading.Thread(target=lambda: answers.append(call(server, cid, "full", seconds=1.0)))
         caller.start()
         wait_for(lambda: [e for e in side_effects(effects) if e.tag == "full"], 10, "the method to start")
+        queued = threading.Thread(target=lambda: queued_answers.append(call(server, queued_cid, "queued")))
+        queued.start()
+        wait_for(lambda: commands_in_log(db, queued_cid), 10, "the second command in the log")
         filler = fill(small_disk)
         filled_at = time.monotonic()
         caller.join(30)
@@ -133,12 +145,15 @@ def test_a_method_that_ran_on_a_full_disk_says_so_records_its_result_later_and_n
         elsewhere = call(server, cid, "full", seconds=1.0)
         assert elsewhere.status_code == 504 and body(elsewhere)["correlation_id"] == cid, elsewhere.text
         assert "nothing was published" not in body(elsewhere)["message"]
+    queued.join(30)
+    assert queued_answers[0].status_code == 504, queued_answers[0].text  # it waits in the log
     assert results_in_log(db, cid) == [], "a result was written while the disk was full"
     assert executions(effects)["full"] == 1
+    assert not [e for e in side_effects(effects) if e.tag == "queued"], "a command ran while a result was held"
 
     # space returns: the result reaches the log by itself, and a retry gets it
     filler.unlink()
-    freed_at = time.monotonic()
+    freed_at, freed_wall = time.monotonic(), time.time()
     wait_for(lambda: results_in_log(db, cid), 15, "the held result on the log after space returned")
     print(f"the result was on the log {time.monotonic() - freed_at:.2f} s after space returned")
     wait_for(lambda: server.get("/ofa/ready").status_code == 200, 15, "ready 200 again")
@@ -149,6 +164,8 @@ def test_a_method_that_ran_on_a_full_disk_says_so_records_its_result_later_and_n
             assert body(again)["result"]["tag"] == "full"
     assert call(server, str(uuid.uuid4()), "after").status_code == 200
     done = executions(effects)
-    assert done["full"] == 1 and done["after"] == 1 and done["refused"] == 0, done
+    assert done["full"] == 1 and done["after"] == 1 and done["refused"] == 0 and done["queued"] == 1, done
+    (queued_start,) = [e.at for e in side_effects(effects) if e.tag == "queued" and e.event == "start"]
+    assert queued_start >= freed_wall, "the second command ran before the held result was recorded"
     assert len(results_in_log(db, cid)) == 1, "the held result was written more than once"
 
