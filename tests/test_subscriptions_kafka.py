@@ -305,7 +305,9 @@ def test_a_new_process_delivers_what_was_written_while_none_ran_and_takes_over_l
     for i in range(50):
         writer.sample(assets.watched, "position_x", float(i))
     writer.flush()
-    wait_for(lambda: 49.0 in first.seen.values("x_only", "position_x"), 20, "0..49 delivered")
+    # Each subscription has its own reader, and one may fetch later than the other: wait for both.
+    wait_for(lambda: all(49.0 in first.seen.values(name, "position_x") for name in ("everything", "x_only")),
+             20, "0..49 delivered by both subscriptions")
     first.runtime.stop(5.0)
     for i in range(50, 100):
         writer.sample(assets.watched, "position_x", float(i))
