@@ -30,10 +30,10 @@ import functools
 import json
 import math
 import re
-import types
-import typing
 from collections.abc import Callable
 from typing import Any
+
+from .param_types import Kind, ParamType, param_type
 
 Converter = Callable[[Any], Any]
 
@@ -57,7 +57,6 @@ _FLOAT = re.compile(r"[+-]?+(?:(?:[0-9]++(?:\.[0-9]*+)?+|\.[0-9]++)(?:[eE][+-]?+
                     re.ASCII)
 _TRUE = frozenset({"1", "t", "y", "on", "yes", "true"})
 _FALSE = frozenset({"0", "f", "n", "no", "off", "false"})
-_CONTAINERS = (list, dict)
 
 
 def _int_from_text(text: str) -> int:
@@ -241,46 +240,42 @@ def _dict(key: Converter, item: Converter) -> Converter:
     return convert
 
 
-def split_optional(annotation: Any) -> tuple[Any, bool]:
-    """``T | None`` as (T, True); anything else as (annotation, False)."""
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        args = typing.get_args(annotation)
-        rest = [a for a in args if a is not type(None)]
-        if len(rest) == 1 and len(args) == 2:
-            return rest[0], True
-    return annotation, False
+def _enum_class(declared: ParamType) -> type[enum.Enum]:
+    assert declared.enum is not None  # an ENUM ParamType always carries its class
+    return declared.enum
 
 
 @functools.cache
+def _converter(declared: ParamType) -> Converter:
+    convert = CONVERTERS[declared.kind](declared)
+    return _optional(convert) if declared.optional else convert
+
+
+# How each kind of parameter converts (tests/test_param_types.py checks that every kind is here).
+CONVERTERS: dict[Kind, Callable[[ParamType], Converter]] = {
+    Kind.ANY: lambda t: _any,
+    Kind.STR: lambda t: to_str,
+    Kind.INT: lambda t: to_int,
+    Kind.FLOAT: lambda t: to_float,
+    Kind.BOOL: lambda t: to_bool,
+    Kind.LIST: lambda t: _list(_converter(t.items[0])),
+    Kind.DICT: lambda t: _dict(_converter(t.items[0]), _converter(t.items[1])),
+    Kind.LITERAL: lambda t: _literal(t.choices),
+    Kind.ENUM: lambda t: _enum(_enum_class(t)),
+}
+
+
 def value_converter(annotation: Any) -> Converter:
     """A decoded value (string or JSON) to ``annotation``, or ConversionError.
 
     Raises TypeError for an annotation a method may not declare.
     """
-    if annotation is None or annotation is Any:
-        return _any
-    base, optional = split_optional(annotation)
-    if optional:
-        return _optional(value_converter(base))
-    simple = {str: to_str, int: to_int, float: to_float, bool: to_bool, list: _list(_any), dict: _dict(_any, _any)}
-    if base in simple:
-        return simple[base]
-    origin, args = typing.get_origin(base), typing.get_args(base)
-    if origin is typing.Literal and all(type(a) in (str, int, bool) or a is None for a in args):
-        return _literal(args)
-    if origin is list and len(args) == 1:
-        return _list(value_converter(args[0]))
-    if origin is dict and len(args) == 2:
-        return _dict(value_converter(args[0]), value_converter(args[1]))
-    if isinstance(base, type) and issubclass(base, enum.Enum):
-        return _enum(base)
-    raise TypeError(f"unsupported annotation {annotation!r}")
+    return _converter(param_type(annotation))
 
 
 def takes_json(annotation: Any) -> bool:
     """Whether a command carries this parameter as JSON text (containers only)."""
-    base, _ = split_optional(annotation)
-    return base in _CONTAINERS or typing.get_origin(base) in _CONTAINERS
+    return param_type(annotation).takes_json
 
 
 def _finite(text: str) -> float:

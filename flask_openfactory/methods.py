@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .commands import json_safe
-from .conversion import ConversionError, split_optional, text_converter, value_converter
+from .conversion import ConversionError, text_converter
+from .param_types import SUPPORTED_TEXT, ParamType, param_type, split_optional
 from .protocol import validate_identifier
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -36,8 +37,13 @@ class Parameter:
     description: str
 
     @property
+    def declared(self) -> ParamType:
+        """The declared type without its ``| None`` (the one table every use of the type reads)."""
+        return param_type(self.annotation)
+
+    @property
     def type_name(self) -> str:
-        name = _type_name(self.annotation)
+        name = self.declared.name
         return f"{name} | None" if self.optional else name
 
     def convert(self, text: str) -> Any:
@@ -107,19 +113,6 @@ def json_default(value: Any) -> Any:
     return json_safe(value.value if isinstance(value, enum.Enum) else value)
 
 
-def _type_name(annotation: Any) -> str:
-    if annotation is None or annotation is Any:
-        return "any"
-    origin = typing.get_origin(annotation)
-    if origin is typing.Literal:
-        return "literal[" + ", ".join(repr(a) for a in typing.get_args(annotation)) + "]"
-    if origin is list or origin is dict:
-        return origin.__name__
-    if isinstance(annotation, type):
-        return annotation.__name__
-    return str(annotation)
-
-
 def _unwrap(annotation: Any) -> tuple[Any, bool, str]:
     """Strip ``Annotated`` and ``Optional``; return (type, optional, description)."""
     description = ""
@@ -133,12 +126,10 @@ def _unwrap(annotation: Any) -> tuple[Any, bool, str]:
 
 def _check_supported(func_name: str, name: str, annotation: Any) -> None:
     try:
-        value_converter(annotation)
+        param_type(annotation)
     except TypeError:
         raise TypeError(
-            f"ofa_method {func_name}: parameter {name!r} has annotation {annotation!r}; "
-            "supported are str, int, float, bool, Literal (of str, int, bool), Enum, list[...] and "
-            "dict[...] of these, their Optional forms, Any or no annotation"
+            f"ofa_method {func_name}: parameter {name!r} has annotation {annotation!r}; {SUPPORTED_TEXT}"
         ) from None
 
 
