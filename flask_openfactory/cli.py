@@ -266,7 +266,7 @@ def _ksqldb_view(url: str | None, uuid: str, timeout: float, session: _Session) 
         return {"configured": False}
     shown = _mask(url)
     try:
-        from .transports.ksqldb import KsqlDBClient, KsqlDBUnavailable
+        from .ksqldb import KsqlDBClient, KsqlDBUnavailable
     except ImportError as exc:
         return {"configured": True, "url": shown, "ok": False,
                 "error": f"not reachable: the ksqlDB client cannot be imported ({_one_line(exc)})"}

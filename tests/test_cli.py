@@ -225,7 +225,7 @@ def test_credentials_in_the_url_or_a_transport_error_are_masked(monkeypatch: pyt
 
 
 def test_status_says_when_ksqldb_is_not_reachable(unused_port: int) -> None:
-    pytest.importorskip("flask_openfactory.transports.ksqldb")
+    pytest.importorskip("flask_openfactory.ksqldb")
     app = make_app(f"memory://cli-{uuid.uuid4().hex}", OPENFACTORY_KSQLDB_URL=f"http://127.0.0.1:{unused_port}")
     result = ofa(app.test_cli_runner(), "status", "--timeout", "1")
     assert result.exit_code == 0, result.output  # ksqlDB is informational; the transport answers
@@ -233,7 +233,7 @@ def test_status_says_when_ksqldb_is_not_reachable(unused_port: int) -> None:
 
 
 def test_status_shows_the_platform_view_from_ksqldb(monkeypatch: pytest.MonkeyPatch) -> None:
-    ksqldb = pytest.importorskip("flask_openfactory.transports.ksqldb")
+    ksqldb = pytest.importorskip("flask_openfactory.ksqldb")
     asked: list[tuple[str, Any]] = []
 
     class FakeClient:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 
-from flask_openfactory.transports.ksqldb import (
+from flask_openfactory.ksqldb import (
     KsqlDBClient,
     KsqlDBError,
     KsqlDBUnavailable,

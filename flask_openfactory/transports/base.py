@@ -17,46 +17,19 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .locks import Membership
+from typing import Any
 
 from ..protocol import COMMAND_SUFFIX, RESULT_SUFFIX, Record, RecordError
+from .errors import ConfigurationError as ConfigurationError  # re-exported: imported from here today
+from .errors import TransportBusy as TransportBusy
+from .errors import TransportError as TransportError
+from .locks import Membership, membership_base
 
 DeliveryCallback = Callable[[Exception | None], None]
 
 # Clients inherited through fork, or dropped after a fatal error: kept referenced
 # so that they are never destroyed (destroying an inherited librdkafka handle hangs).
 KEEP_ALIVE: list[Any] = []
-
-
-class TransportError(RuntimeError):
-    """The transport cannot do what was asked; the message names what and where."""
-
-
-class TransportBusy(TransportError):
-    """The local outgoing queue stayed full for the bounded wait; nothing was queued.
-
-    The HTTP API answers it with 503 and ``Retry-After``: the caller may retry
-    once the backend takes records again.
-    """
-
-    retry_after: float = 5.0  # seconds: a hint for the caller
-
-
-try:  # gunicorn prints an app-loading error as its one-line message and stops (exit 4)
-    from gunicorn.errors import AppImportError as _AppLoadError
-except ImportError:  # pragma: no cover - gunicorn is a dependency, but not on every platform
-    _AppLoadError = Exception  # type: ignore[assignment,misc]  # the fallback base class
-
-
-class ConfigurationError(ValueError, _AppLoadError):
-    """A setting that can never work; raised before any I/O.
-
-    Raised by ``init_app``, it stops a gunicorn worker at boot with one short
-    line instead of a traceback and a restart loop: the message names the setting.
-    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,8 +266,6 @@ class Transport(ABC):
 
     def membership(self, asset_uuid: str) -> Membership:
         """This host's processes serving the asset through this log (one start, one stop)."""
-        from .locks import Membership, membership_base
-
         return Membership(membership_base(self.options.lock_dir, self.scheme, self.url,
                                           str(self.options.topic), asset_uuid))
 

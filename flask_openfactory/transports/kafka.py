@@ -187,7 +187,7 @@ class KafkaTransport(Transport):
 
     def _ksqldb(self) -> Any:
         if self._ksql is None and self.options.ksqldb_url:
-            from .ksqldb import KsqlDBClient
+            from ..ksqldb import KsqlDBClient
 
             self._ksql = KsqlDBClient(self.options.ksqldb_url)
         return self._ksql
@@ -199,7 +199,7 @@ class KafkaTransport(Transport):
             client = self._ksqldb()
             topic = None
             if client is not None:
-                from .ksqldb import KsqlDBUnavailable
+                from ..ksqldb import KsqlDBUnavailable
 
                 try:
                     topic = client.describe_topic("ASSETS_STREAM")

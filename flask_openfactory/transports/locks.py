@@ -18,7 +18,7 @@ import time
 import weakref
 from collections.abc import Iterator
 
-from .base import TransportError
+from .errors import TransportError
 
 _locks: weakref.WeakSet[HostLock] = weakref.WeakSet()
 _members: weakref.WeakSet[Membership] = weakref.WeakSet()

@@ -32,7 +32,7 @@ import time
 import uuid
 from typing import Any
 
-from .base import TransportError
+from ..errors import TransportError
 
 log = logging.getLogger("flask_openfactory.sqlite")
 
