@@ -28,6 +28,10 @@ CONDITION_LEVELS = ("Normal", "Warning", "Fault")
 COMMAND_SUFFIX = "_CMD"
 RESULT_SUFFIX = "_RESULT"
 
+# -- Added for issue #16 (the transports spell no wire literal by hand) -----------------
+UNAVAILABLE = "UNAVAILABLE"  # the platform's placeholder for a value or timestamp not known
+# -- end of the issue #16 additions ----------------------------------------------------
+
 
 class RecordError(ValueError):
     """A record that does not follow the contract (bad JSON, missing field, bad type)."""

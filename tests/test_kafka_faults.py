@@ -29,9 +29,9 @@ import requests
 
 from broker import TansuBroker
 from flask_openfactory.protocol import Record
-from flask_openfactory.transports import kafka as kafka_transport
 from flask_openfactory.transports.base import TransportOptions
 from flask_openfactory.transports.kafka import KafkaTransport
+from flask_openfactory.transports.kafka import producer as kafka_transport
 from gunicorn_server import CommandSender, GunicornServer, TopicWatcher, executions, wait_for
 from test_gunicorn_kafka import PARTITIONS, Deployment, deployment_on
 

@@ -1,0 +1,137 @@
+"""What every Kafka client of one transport shares, and what its readers are given.
+
+The broker address and settings, one health tracker and one set of counters,
+librdkafka's quieted log, this process's origin mark, the consumers (created
+per use, assign only), the assets topic and its partitions, and the real end
+of a partition. The producer side (``producer.py``) fills in ``producer``,
+``log_reset`` and the producer's error callback; readers and followers are
+typed against this class, so they never import the transport that makes them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from abc import abstractmethod
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from ..base import HealthTracker, Transport, TransportOptions
+from ..partitioning import partition_for_key
+from .config import CONNECTION_CODES, CONSUMER_DEFAULTS, parse_bootstrap, split_config
+from .messages import FETCH_LIMIT, fetch
+from .topics import count_partitions, lookup_topic
+from .watch import QuietKafkaLog
+
+log = logging.getLogger("flask_openfactory.kafka")
+
+END_SCAN_SECONDS = 5.0  # a flood of writes must not hold up finding the end
+
+
+class KafkaClient(Transport):
+    """The shared half of ``KafkaTransport``: configuration, consumers, topic lookup."""
+
+    def __init__(self, url: str, options: TransportOptions | None = None) -> None:
+        super().__init__(url, options)
+        self.bootstrap = parse_bootstrap(url)
+        self._producer_config, self._consumer_config = split_config(dict(self.options.kafka_config))
+        self._topic: str | None = self.options.topic
+        self._partitions: int | None = None
+        self._ksql: Any = None
+        self._health = HealthTracker("no broker contact yet")
+        # queue_full: produce attempts refused by a full queue (retried); busy: publishes given up (TransportBusy)
+        self._stats = {"published": 0, "delivered": 0, "delivery_failures": 0, "queue_full": 0, "busy": 0,
+                       "recreated": 0, "stuck": 0, "position_resets": 0}
+        self.quiet = QuietKafkaLog(log, f"the connection to Kafka at {self.bootstrap}")
+        self.origin = uuid.uuid4().hex.encode("ascii")  # this transport instance, one per process
+
+    # -- what the producer side provides ---------------------------------------------
+
+    @abstractmethod
+    def producer(self) -> Producer:
+        """This process's producer."""
+
+    @abstractmethod
+    def log_reset(self, what: str) -> None:
+        """A partition was recreated or truncated: the producer's state belongs to the old log."""
+
+    @abstractmethod
+    def _on_error(self, error: KafkaError) -> None:
+        """librdkafka's error callback of the producer."""
+
+    # -- configuration -------------------------------------------------------------
+
+    @property
+    def display_url(self) -> str:
+        return f"kafka://{self.bootstrap}"
+
+    def _base(self) -> dict[str, Any]:
+        return {"bootstrap.servers": self.bootstrap, "error_cb": self._on_error, "logger": self.quiet}
+
+    def consumer_config(self, **overrides: Any) -> dict[str, Any]:
+        base = {**self._base(), "error_cb": self._on_consumer_error}
+        return {**base, **CONSUMER_DEFAULTS, **self._consumer_config, **overrides}
+
+    def _on_consumer_error(self, error: KafkaError) -> None:
+        """Consumers report here: their fatal errors surface in poll(), the producer stays."""
+        if error.code() in CONNECTION_CODES:
+            self._health.set(False, f"Kafka at {self.bootstrap}: {error.str()}")
+        log.debug("Kafka consumer: %s", error.str())
+
+    def _consumer(self, **overrides: Any) -> Consumer:
+        config = self.consumer_config(**overrides)
+        config.setdefault("group.id", f"ofa-reader-{uuid.uuid4()}")  # assign() only: never joins
+        return Consumer(config)
+
+    def _ksqldb(self) -> Any:
+        if self._ksql is None and self.options.ksqldb_url:
+            from ..ksqldb import KsqlDBClient
+
+            self._ksql = KsqlDBClient(self.options.ksqldb_url)
+        return self._ksql
+
+    # -- the topic -------------------------------------------------------------------
+
+    @property
+    def topic(self) -> str:
+        """Explicit config, else ksqlDB's ASSETS_STREAM topic, else ``ofa_assets``."""
+        if self._topic is None:
+            self._topic = lookup_topic(self._ksqldb(), self.options.ksqldb_url)
+        return self._topic
+
+    def partitions(self, timeout: float = 10.0) -> int:
+        """How many partitions the assets topic has (never creates the topic)."""
+        if self._partitions is None:
+            self._partitions = count_partitions(self.producer(), self.topic, self.bootstrap, timeout)
+        return self._partitions
+
+    def partition_of(self, asset_uuid: str) -> int:
+        return partition_for_key(asset_uuid.encode("utf-8"), self.partitions())
+
+    def end_offset(self, partition: int) -> int:
+        """The offset after the last record, read rather than trusted.
+
+        Some brokers answer ListOffsets LATEST with the last batch's first
+        offset + 1; starting there would replay old commands. So read forward
+        from the watermark until a fetch drains what the broker sent: the batch
+        holding the watermark arrives whole. Not "until a fetch comes back
+        empty": on a partition other assets write to all the time, that never
+        happens (start hung and the first commands were skipped).
+        """
+        consumer = self._consumer()
+        try:
+            tp = TopicPartition(self.topic, partition)
+            _, end = consumer.get_watermark_offsets(tp, timeout=10.0, cached=False)
+            consumer.assign([TopicPartition(self.topic, partition, max(end, 0))])
+            deadline = time.monotonic() + END_SCAN_SECONDS
+            while True:
+                fetched = fetch(consumer, 0.2)
+                messages = [m for m in fetched if m.error() is None]
+                if messages:
+                    end = messages[-1].offset() + 1
+                if len(fetched) < FETCH_LIMIT or time.monotonic() >= deadline:
+                    return max(end, 0)
+        finally:
+            consumer.close()

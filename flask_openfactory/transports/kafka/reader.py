@@ -1,0 +1,181 @@
+"""Reading the asset's commands (or, for a subscription, all its updates) as its one reader.
+
+The partition holding the asset's key is read from the offset committed under
+the asset's consumer group; the first owner ever starts at the end and commits
+it. Offsets are committed explicitly by the runtime once a command's result is
+delivered (at least once). A position beyond the partition's end (the topic
+was recreated or truncated) resumes from the end as it is now. Who may read,
+the election, is the subclasses' part (``election.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from ...protocol import Record, RecordError
+from ..base import CommandReader, LogEntry, TransportError
+from .client import KafkaClient
+from .config import CONNECTION_CODES
+from .messages import ATTRIBUTE_KIND, FETCH_LIMIT, KIND_HEADER, fetch, header
+from .watch import EndWatch
+
+log = logging.getLogger("flask_openfactory.kafka")
+
+
+class PartitionReader(CommandReader):
+    """Reads our one partition from the committed position; subclasses decide ownership."""
+
+    def __init__(self, transport: KafkaClient, asset_uuid: str, group: str, *, attributes: bool = False) -> None:
+        self._transport = transport
+        self._attributes = attributes  # a subscription reads the attribute writes a command reader skips
+        self._key = asset_uuid
+        self._key_bytes = asset_uuid.encode("utf-8")
+        self._group = group
+        self._topic = transport.topic
+        self._partition = transport.partition_of(asset_uuid)
+        self._generation = 0
+        self._owns = False
+        self._closed = False
+        self._position = -1
+        self._committed = -1
+        self._last_batch = 0
+        self.received: dict[int, int] = {}  # records fetched per partition, for tests and status
+        self._consumer: Consumer | None = None
+        self._end_watch = EndWatch(lambda: self._transport.end_offset(self._partition))
+
+    @property
+    def owns(self) -> bool:
+        return self._owns and not self._closed
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def stats(self) -> dict[str, Any]:
+        """Our partition and what was fetched from each: whether it reads only its own."""
+        return {"partition": self._partition, "received": dict(self.received)}
+
+    def _start_position(self, consumer: Consumer) -> int:
+        """The committed offset; the first owner ever starts at the end and commits it."""
+        tp = TopicPartition(self._topic, self._partition)
+        committed = consumer.committed([tp], timeout=10.0)[0].offset
+        if committed < 0:
+            committed = self._transport.end_offset(self._partition)
+            consumer.commit(offsets=[TopicPartition(self._topic, self._partition, committed)], asynchronous=False)
+        self._position = self._committed = committed
+        self._owns = True
+        self._generation += 1
+        # the runtime says "executing commands here" itself: the position is a detail
+        log.log(logging.INFO if self._attributes else logging.DEBUG,
+                "this process now %s %s (partition %d from offset %d)",
+                "follows updates of" if self._attributes else "executes commands of",
+                self._key, self._partition, committed)
+        return committed
+
+    def _read(self, timeout: float) -> list[LogEntry]:
+        assert self._consumer is not None
+        entries = []
+        messages = fetch(self._consumer, timeout)
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise TransportError(f"Kafka consumer failed: {error.str()}")
+                if error.code() in CONNECTION_CODES:
+                    self._transport.quiet.connection_error(error.str())
+                elif error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("Kafka consumer: %s", error.str())
+                continue
+            partition = message.partition()
+            self.received[partition] = self.received.get(partition, 0) + 1
+            if not self._owns or partition != self._partition:
+                continue
+            if message.offset() < self._position:  # the client reset itself (offset out of range)
+                self._reset(message.offset(), f"went back to offset {message.offset()}")
+            self._position = message.offset() + 1
+            raw_key = message.key()
+            if raw_key != self._key_bytes:  # another asset's record: count it, never decode it
+                try:
+                    key = raw_key.decode("utf-8") if raw_key is not None else None
+                except UnicodeDecodeError:
+                    key = None
+                entries.append(LogEntry(message.offset(), key, None, "record of another asset"))
+                continue
+            if not self._attributes and header(message, KIND_HEADER) == ATTRIBUTE_KIND:
+                continue  # an attribute write: neither a command nor a result
+            try:
+                entries.append(LogEntry(message.offset(), self._key, Record.from_wire(raw_key, message.value())))
+            except RecordError as exc:
+                entries.append(LogEntry(message.offset(), self._key, None, str(exc)))
+        self._last_batch = len(messages)
+        if self._owns and not any(m.error() is None for m in messages):  # idle (error events aside)
+            self._check_end()
+        return entries
+
+    def _check_end(self) -> None:
+        """A committed or read position beyond the partition's end (topic recreated or truncated).
+
+        The documented rule: resume from the partition's end as it is now, and
+        commit it; what lies before was either answered already or belongs to
+        a log that no longer exists, so nothing is run again. The generation
+        moves on, so that the runtime forgets the positions of the old log.
+        """
+        assert self._consumer is not None
+        tp = TopicPartition(self._topic, self._partition)
+        end = self._end_watch.beyond(self._consumer, tp, self._position)
+        if end is not None:
+            self._reset(end, f"ends at offset {end}")
+            self._consumer.seek(TopicPartition(self._topic, self._partition, end))
+
+    def _reset(self, offset: int, what: str) -> None:
+        """Continue from ``offset`` of a log that is not the one the old positions counted in."""
+        assert self._consumer is not None
+        log.error("the %s log of %s (topic %r partition %d) %s, before this reader's position %d: the topic "
+                  "was recreated or truncated; resuming from offset %d, nothing before it is run",
+                  "update" if self._attributes else "command", self._key, self._topic, self._partition, what,
+                  self._position, offset)
+        self._transport._stats["position_resets"] += 1
+        self._transport.log_reset(f"topic {self._topic!r} partition {self._partition}")
+        self._consumer.commit(offsets=[TopicPartition(self._topic, self._partition, offset)], asynchronous=False)
+        self._position = self._committed = offset
+        self._generation += 1
+
+    def caught_up(self) -> bool:
+        """The last fetch drained what was buffered and reached the watermark read now.
+
+        Not "the last fetch was empty": while anything writes to the partition
+        (other assets, a steady stream of commands) that never happens, and a
+        new owner never started executing. The batch holding the watermark
+        arrives whole, so a drained fetch that reached it read all of it.
+        """
+        if not self.owns or self._last_batch >= FETCH_LIMIT or self._consumer is None:
+            return False
+        _, high = self._consumer.get_watermark_offsets(
+            TopicPartition(self._topic, self._partition), timeout=5.0, cached=False)
+        return self._position >= high
+
+    def commit(self, offset: int) -> None:
+        if self.owns and self._consumer is not None and offset + 1 > self._committed:
+            self._committed = offset + 1
+            self._consumer.commit(
+                offsets=[TopicPartition(self._topic, self._partition, offset + 1)], asynchronous=True)
+
+    def _close_consumer(self) -> None:
+        owned, self._owns = self._owns, False
+        consumer, self._consumer = self._consumer, None
+        if consumer is None:
+            return
+        try:
+            if owned and self._committed >= 0:  # async commits may still be in flight
+                consumer.commit(
+                    offsets=[TopicPartition(self._topic, self._partition, self._committed)], asynchronous=False)
+        except KafkaException as exc:
+            log.warning("final commit of %s failed: %s", self._key, exc)
+        try:
+            consumer.close()
+        except RuntimeError:
+            pass
+
