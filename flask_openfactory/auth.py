@@ -34,6 +34,8 @@ from flask import Flask, Request, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
+from .settings import api_tokens, authorize_hook, flag
+
 METHOD_ROUTE = "method"
 READ_ROUTE = "read"
 SCHEME_NAME = "bearerAuth"  # the OpenAPI security scheme
@@ -60,12 +62,10 @@ class AccessPolicy:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> AccessPolicy:
-        from . import settings
-
         return cls(
-            tokens=settings.api_tokens(config),
-            protect_read=settings.flag(config, "OPENFACTORY_PROTECT_READ_ROUTES"),
-            authorize=settings.authorize_hook(config),
+            tokens=api_tokens(config),
+            protect_read=flag(config, "OPENFACTORY_PROTECT_READ_ROUTES"),
+            authorize=authorize_hook(config),
         )
 
     def token_required(self, kind: str) -> bool:

@@ -8,13 +8,14 @@ larger app splits its methods over modules like it splits its views.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from flask import Blueprint
+from flask import Blueprint, Flask
 from flask.sansio.blueprints import BlueprintSetupState
 
 from .attributes import Attribute
 from .methods import MethodSpec, ofa_method, spec_of
+from .state import get_state
 from .subscriptions import SubscriptionSpec, subscribe, subscription_of
 from .tasks import TaskSpec, background_task, task_of
 
@@ -96,11 +97,12 @@ class AssetBlueprint(Blueprint):
         return register
 
     def _declare(self, setup: BlueprintSetupState) -> None:
-        state = setup.app.extensions.get("openfactory")
-        if state is None:
+        try:
+            state = get_state(cast(Flask, setup.app))  # a sansio App in the types, a Flask app here
+        except RuntimeError:
             raise RuntimeError(
                 f"AssetBlueprint {self.name!r} was registered on an app without the OpenFactory "
                 "extension: call 'ofa.init_app(app)' before 'app.register_blueprint(...)'"
-            )
+            ) from None
         state.declare(attributes=self.ofa_attributes, methods=self.ofa_methods,
                       tasks=self.ofa_tasks, subscriptions=self.ofa_subscriptions)

@@ -6,218 +6,33 @@ factory and gunicorn's ``--preload`` runs it in the master before forking.
 The runtime starts per process, in a thread of its own: from gunicorn's
 ``post_worker_init`` hook, or on the first request of any kind it serves (the
 fallback for other servers, and for gunicorn without the hooks, which is said
-once). A broker that is away never holds up the health probe.
+once). A broker that is away never holds up the health probe. The per-app
+state, and that start on a request, are in ``state``.
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import logging
-import os
-import sys
-import tempfile
-import threading
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import replace
+from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import settings as config_keys
-from .attributes import Attribute
-from .logs import configure_format, route_to
-from .methods import MethodSpec
+from .logs import configure_format
 from .runtime import AssetRuntime
-from .subscriptions import SubscriptionSpec
-from .tasks import TaskSpec
-from .transports import ConfigurationError
+from .settings import apply_defaults, flag, log_format, runtime_settings, url_prefix, uuid_conflict
+from .settings import root_path as configured_root_path
+from .state import EXTENSION_KEY as EXTENSION_KEY
+from .state import HEALTH_ENDPOINT as HEALTH_ENDPOINT
+from .state import PROBE_ENDPOINTS as PROBE_ENDPOINTS
+from .state import RETRY_AFTER as RETRY_AFTER
+from .state import START_WAIT as START_WAIT
+from .state import OpenFactoryState as OpenFactoryState
+from .state import get_state
 
 log = logging.getLogger("flask_openfactory")
-
-EXTENSION_KEY = "openfactory"
-HEALTH_ENDPOINT = "openfactory.health"  # the API blueprint's liveness route
-PROBE_ENDPOINTS = frozenset({HEALTH_ENDPOINT, "openfactory.ready"})  # they never wait on a start
-
-
-class OpenFactoryState:
-    """What one app holds in ``app.extensions["openfactory"]``."""
-
-    def __init__(
-        self, extension: FlaskOpenFactory, runtime: AssetRuntime, url_prefix: str, config: dict[str, Any]
-    ) -> None:
-        self.extension = extension
-        self.runtime_config = config  # the OPENFACTORY_* keys as init_app read them
-        self.runtime = runtime
-        self.url_prefix = url_prefix
-        self.api: Any = None  # the flask-smorest Api that documents /ofa
-        self.warnings: list[str] = []  # shown at start and by `flask ofa status`
-        self.testing = False
-        self.starter = _Starter(runtime, self.warnings)
-
-    def declare(
-        self,
-        *,
-        attributes: Iterable[Attribute] = (),
-        methods: Iterable[MethodSpec] = (),
-        tasks: Iterable[TaskSpec] = (),
-        subscriptions: Iterable[SubscriptionSpec] = (),
-    ) -> None:
-        methods = list(methods)
-        for attribute in attributes:
-            self.runtime.declare_attribute(attribute)
-        for spec in methods:
-            self.runtime.declare_method(spec)
-        for task in tasks:
-            self.runtime.declare_task(task)
-        for subscription in subscriptions:
-            self.runtime.declare_subscription(subscription)
-        if self.api is not None and methods:
-            from .api import add_method_routes
-
-            add_method_routes(self, methods)
-
-    def use_transport(self, url: str) -> None:
-        """Replace the transport before anything used it (the test plugin's isolation)."""
-        if self.runtime.transport_created:
-            raise RuntimeError(
-                f"asset {self.runtime.asset_uuid!r} already opened {self.runtime.settings.transport_url}: "
-                "its transport can no longer be replaced"
-            )
-        self.runtime.settings = replace(self.runtime.settings, transport_url=url)
-        self.runtime_config["OPENFACTORY_TRANSPORT_URL"] = url
-
-    def ensure_started(self) -> None:
-        """Before every request, the health probe included: the first one starts the runtime.
-
-        Liveness and readiness never wait on the start (a broker may be away);
-        other requests wait for a start in progress, at most ``START_WAIT``.
-        """
-        if self.runtime.started:
-            return
-        if self.starter.kick() and not self.starter.at_boot and not self.testing:
-            if "gunicorn.arbiter" in sys.modules:  # no hooks routed our lines: gunicorn's error log
-                route_to(list(logging.getLogger("gunicorn.error").handlers),
-                         str(self.runtime_config.get("OPENFACTORY_LOG_LEVEL", "INFO")).upper())
-            _warn_started_on_request(self.runtime.asset_uuid, request.method, request.path)
-        if request.endpoint in PROBE_ENDPOINTS or self.starter.wait(START_WAIT):
-            return
-        if _needs_transport(request.endpoint):  # a 503 in time, not a 500 after the broker's timeouts
-            from flask_smorest import abort
-
-            abort(503, message=f"asset {self.runtime.asset_uuid} is not started yet: "
-                  f"{self.runtime.start_error or 'starting'}", headers={"Retry-After": str(RETRY_AFTER)})
-
-
-START_WAIT = 2.0  # seconds a request waits for the first start attempt (memory, sqlite, a live broker: less)
-RETRY_AFTER = 5  # seconds, told to a client refused while the runtime cannot start
-
-
-def _needs_transport(endpoint: str | None) -> bool:
-    """Our routes that read or write the asset's log (the others answer without it)."""
-    return endpoint in ("openfactory.attributes", "openfactory.attribute") or (
-        endpoint or "").startswith("openfactory_methods")
-
-
-def _warn_started_on_request(asset_uuid: str, method: str, path: str) -> None:
-    if "gunicorn.arbiter" in sys.modules:  # a gunicorn worker: say it once per server
-        if not _first_worker_to_say(asset_uuid):
-            return
-        how = ("serve with 'gunicorn -c python:flask_openfactory.gunicorn_conf ...' or import its "
-               "post_worker_init, worker_exit and on_exit into your gunicorn.conf.py")
-        log.warning("gunicorn runs without flask_openfactory's hooks: asset %s starts on each worker's first "
-                    "request (here %s %s) and no command runs before one; to start at boot, %s",
-                    asset_uuid, method, path, how)
-        return
-    log.warning("asset %s started on the first request (%s %s): no command runs before one; to start at "
-                "boot, call ofa.runtime(app).start() after creating the app (under gunicorn, use "
-                "-c python:flask_openfactory.gunicorn_conf)", asset_uuid, method, path)
-
-
-def _first_worker_to_say(asset_uuid: str) -> bool:
-    """One worker of a gunicorn server (the same parent) says it; a marker file decides which."""
-    digest = hashlib.sha256(asset_uuid.encode("utf-8")).hexdigest()[:16]
-    marker = os.path.join(tempfile.gettempdir(), f"flask-openfactory-nohooks-{os.getppid()}-{digest}")
-    try:
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-    except FileExistsError:
-        return False
-    except OSError:
-        return True  # no marker possible: saying it twice beats never
-    return True
-
-
-class _Starter:
-    """Start the runtime once per process, in a thread of its own, retrying while the start fails.
-
-    Fork-aware. A broker that is away is transient (retry with a growing
-    pause, one line per failure); a ConfigurationError is permanent (one
-    error, no retry): the setting must change.
-    """
-
-    MIN_PAUSE = 1.0
-    MAX_PAUSE = 30.0
-
-    def __init__(self, runtime: AssetRuntime, warnings: list[str]) -> None:
-        self._runtime = runtime
-        self._warnings = warnings
-        self._pid = -1
-        self.at_boot = False  # a gunicorn hook (or the app) started it before any request
-
-    def _reset(self) -> None:
-        self._pid = os.getpid()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._attempted = threading.Event()  # the current thread's first attempt ended
-        self._waited_out = False  # a request waited for the attempt in vain: the next ones do not
-        self._permanent = False  # a ConfigurationError: retrying cannot help
-
-    def kick(self) -> bool:
-        """Start in the background unless under way; True the first time in this process."""
-        if self._pid != os.getpid():  # a lock held at fork time stays held in the child
-            self._reset()
-        with self._lock:
-            first = self._thread is None
-            if not first and (self._thread.is_alive() or self._permanent):  # type: ignore[union-attr]  # not first: set
-                return False
-            self._attempted, self._waited_out = threading.Event(), False
-            self._thread = threading.Thread(target=self._run, args=(self._attempted, first),
-                                            name="ofa-start", daemon=True)
-            self._thread.start()
-            return first
-
-    def wait(self, timeout: float) -> bool:
-        """Wait for the first attempt to end (one request in vain at most); True when started."""
-        if self._pid == os.getpid() and not self._waited_out and not self._attempted.wait(timeout):
-            self._waited_out = True
-        return self._runtime.started
-
-    def _run(self, attempted: threading.Event, first: bool) -> None:
-        runtime = self._runtime
-        pause = self.MIN_PAUSE
-        if first:
-            for warning in self._warnings:
-                runtime.log.warning("%s", warning)
-        try:
-            while not runtime.started:
-                try:
-                    runtime.start()
-                except ConfigurationError as exc:
-                    self._permanent = True
-                    runtime.log.error("cannot start: %s", exc)
-                    return
-                except Exception as exc:
-                    runtime.log.warning("could not start (%s: %s); retrying in %.0fs",
-                                        type(exc).__name__, exc, pause)
-                    runtime.log.debug("start failure", exc_info=True)
-                    attempted.set()
-                    time.sleep(pause)
-                    pause = min(pause * 2, self.MAX_PAUSE)
-                    if runtime.stopped:  # stopped meanwhile (process exit, a test's teardown)
-                        return
-        finally:
-            attempted.set()
 
 
 class FlaskOpenFactory:
@@ -240,38 +55,39 @@ class FlaskOpenFactory:
                 "A 'FlaskOpenFactory' instance has already been registered on this Flask app "
                 f"{app.import_name!r}. Call 'init_app' once per app."
             )
-        config_keys.apply_defaults(app.config, app.instance_path)
-        settings = config_keys.runtime_settings(app.config)
-        prefix = config_keys.url_prefix(app.config)
-        root_path = config_keys.root_path(app.config)
+        apply_defaults(app.config, app.instance_path)
+        settings = runtime_settings(app.config)
+        prefix = url_prefix(app.config)
+        root_path = configured_root_path(app.config)
         if root_path and app.config.get("APPLICATION_ROOT", "/") == "/":
             app.config["APPLICATION_ROOT"] = root_path
         if root_path:  # inside ProxyFix: an X-Forwarded-Prefix still wins
             app.wsgi_app = _RootPath(app.wsgi_app, root_path)  # type: ignore[method-assign]
-        if config_keys.flag(app.config, "OPENFACTORY_PROXY_FIX"):
+        if flag(app.config, "OPENFACTORY_PROXY_FIX"):
             app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1, x_prefix=1)  # type: ignore[method-assign]
         logging.getLogger("flask_openfactory").setLevel(
             str(app.config["OPENFACTORY_LOG_LEVEL"]).upper()
         )
-        configure_format(config_keys.log_format(app.config))
+        configure_format(log_format(app.config))
 
         runtime = AssetRuntime(settings, context=app.app_context)
         state = OpenFactoryState(
             self, runtime, prefix, {k: v for k, v in app.config.items() if k.startswith("OPENFACTORY_")}
         )
         state.testing = bool(app.testing)
-        conflict = config_keys.uuid_conflict(app.config)
+        conflict = uuid_conflict(app.config)
         if conflict:
             state.warnings.append(conflict)
         app.extensions[EXTENSION_KEY] = state
 
-        if config_keys.flag(app.config, "OPENFACTORY_START_ON_REQUEST"):
+        if flag(app.config, "OPENFACTORY_START_ON_REQUEST"):
             app.before_request(state.ensure_started)
         app.shell_context_processor(lambda: {"ofa": runtime})
         if self.add_api:
-            from .api import init_api
+            from .api import add_method_routes, init_api
 
             state.api = init_api(app, state)
+            state.route_methods = functools.partial(add_method_routes, state)
         if self.add_cli:
             from .cli import ofa_cli
 
@@ -279,13 +95,7 @@ class FlaskOpenFactory:
 
     @staticmethod
     def state(app: Flask) -> OpenFactoryState:
-        state = app.extensions.get(EXTENSION_KEY)
-        if state is None:
-            raise RuntimeError(
-                f"The Flask app {app.import_name!r} is not registered with FlaskOpenFactory. "
-                "Did you forget to call 'ofa.init_app(app)'?"
-            )
-        return state  # type: ignore[no-any-return]  # app.extensions holds Any
+        return get_state(app)
 
     def runtime(self, app: Flask) -> AssetRuntime:
         return self.state(app).runtime
