@@ -87,7 +87,7 @@ class KafkaClient(Transport):
 
     def _ksqldb(self) -> Any:
         if self._ksql is None and self.options.ksqldb_url:
-            from ..ksqldb import KsqlDBClient
+            from ...ksqldb import KsqlDBClient
 
             self._ksql = KsqlDBClient(self.options.ksqldb_url)
         return self._ksql

@@ -17,7 +17,7 @@ from ..base import TransportError
 from .config import DEFAULT_TOPIC
 
 if TYPE_CHECKING:
-    from ..ksqldb import KsqlDBClient
+    from ...ksqldb import KsqlDBClient
 
 log = logging.getLogger("flask_openfactory.kafka")
 
@@ -28,7 +28,7 @@ def lookup_topic(client: KsqlDBClient | None, ksqldb_url: str | None) -> str:
     """ksqlDB's ASSETS_STREAM topic when a client is given, else (or when unreachable) the default."""
     topic = None
     if client is not None:
-        from ..ksqldb import KsqlDBUnavailable
+        from ...ksqldb import KsqlDBUnavailable
 
         try:
             topic = client.describe_topic(ASSETS_STREAM)
