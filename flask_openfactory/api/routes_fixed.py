@@ -1,6 +1,5 @@
 """The documented fixed routes: health, readiness, attributes, results, method contracts, metrics."""
 
-# mypy: disallow-untyped-decorators=False
 # (flask-smorest's Blueprint decorators are untyped)
 
 from __future__ import annotations
