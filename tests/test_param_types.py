@@ -9,6 +9,7 @@ from typing import Any, Literal
 import pytest
 
 from flask_openfactory import conversion
+from flask_openfactory.api.fields import FIELDS
 from flask_openfactory.methods import ofa_method, spec_of
 from flask_openfactory.param_types import Kind, ParamType, param_type
 
@@ -58,8 +59,9 @@ def test_an_unsupported_annotation_is_refused_by_the_table_and_at_declaration(an
         ofa_method()(method)
 
 
-def test_every_kind_has_a_converter() -> None:
+def test_every_kind_has_a_converter_and_a_json_field() -> None:
     assert set(conversion.CONVERTERS) == set(Kind)
+    assert set(FIELDS) == set(Kind)
 
 
 def test_the_advertised_type_name_comes_from_the_table() -> None:

@@ -1,4 +1,4 @@
-"""The marshmallow field for each parameter annotation ``ofa_method`` accepts, and a method's body schema.
+"""The marshmallow field of each parameter type ``ofa_method`` accepts, and a method's body schema.
 
 JSON is typed on the method routes: ``"1"`` is not an int, ``1`` is a valid float.
 """
@@ -6,14 +6,14 @@ JSON is typed on the method routes: ``"1"`` is not an int, ``1`` is a valid floa
 from __future__ import annotations
 
 import enum
-import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import marshmallow as ma
 from marshmallow import fields, validate
 
 from ..methods import MethodSpec, Parameter, json_default
+from ..param_types import Kind, ParamType
 
 
 class _StrictFloat(fields.Float):
@@ -34,46 +34,48 @@ class _StrictBoolean(fields.Boolean):
         return value
 
 
-def _scalar_field(annotation: Any, **kwargs: Any) -> fields.Field[Any] | None:
-    """The field of a plain type, or None when the type is not a plain one."""
-    if annotation is bool:
-        return _StrictBoolean(**kwargs)
-    if annotation is int:
-        return fields.Integer(strict=True, **kwargs)
-    if annotation is float:
-        return _StrictFloat(allow_nan=False, **kwargs)
-    if annotation is str:
+def _enum_class(declared: ParamType) -> type[enum.Enum]:
+    assert declared.enum is not None  # an ENUM ParamType always carries its class
+    return declared.enum
+
+
+# The field of each plain type (a scalar that does not allow None).
+_SCALAR_FIELDS: dict[Kind, Callable[..., fields.Field[Any]]] = {
+    Kind.BOOL: _StrictBoolean,
+    Kind.INT: lambda **kwargs: fields.Integer(strict=True, **kwargs),
+    Kind.FLOAT: lambda **kwargs: _StrictFloat(allow_nan=False, **kwargs),
+    Kind.STR: fields.String,
+}
+
+
+def _item_field(declared: ParamType) -> fields.Field[Any]:
+    """What a list or dict holds: typed when plain, anything JSON otherwise."""
+    return _SCALAR_FIELDS[declared.kind]() if declared.plain else fields.Raw(allow_none=True)
+
+
+def _literal_field(declared: ParamType, kwargs: dict[str, Any]) -> fields.Field[Any]:
+    choices = list(declared.choices)
+    kwargs["validate"] = validate.OneOf(choices)
+    if all(isinstance(c, str) for c in choices):
         return fields.String(**kwargs)
-    return None
+    if all(isinstance(c, int) and not isinstance(c, bool) for c in choices):
+        return fields.Integer(strict=True, **kwargs)
+    return fields.Raw(**kwargs)
 
 
-def _field(annotation: Any, **kwargs: Any) -> fields.Field[Any]:
-    """marshmallow field for one parameter annotation (the set ``ofa_method`` accepts)."""
-    if annotation is None or annotation is Any:
-        kwargs["allow_none"] = True
-        return fields.Raw(**kwargs)
-    scalar = _scalar_field(annotation, **kwargs)
-    if scalar is not None:
-        return scalar
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if annotation is list or origin is list:
-        inner = (_scalar_field(args[0]) if args else None) or fields.Raw(allow_none=True)
-        return fields.List(inner, **kwargs)
-    if annotation is dict or origin is dict:
-        values = (_scalar_field(args[1]) if len(args) == 2 else None) or fields.Raw(allow_none=True)
-        return fields.Dict(keys=fields.String(), values=values, **kwargs)
-    if origin is typing.Literal:
-        choices = list(args)
-        kwargs["validate"] = validate.OneOf(choices)
-        if all(isinstance(c, str) for c in choices):
-            return fields.String(**kwargs)
-        if all(isinstance(c, int) and not isinstance(c, bool) for c in choices):
-            return fields.Integer(strict=True, **kwargs)
-        return fields.Raw(**kwargs)
-    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        return fields.Enum(annotation, by_value=True, **kwargs)
-    raise TypeError(f"no JSON schema for annotation {annotation!r}")
+# The marshmallow field of each kind of parameter (tests/test_param_types.py checks that every kind is here).
+FIELDS: dict[Kind, Callable[[ParamType, dict[str, Any]], fields.Field[Any]]] = {
+    Kind.ANY: lambda declared, kwargs: fields.Raw(**{**kwargs, "allow_none": True}),
+    Kind.STR: lambda declared, kwargs: _SCALAR_FIELDS[Kind.STR](**kwargs),
+    Kind.INT: lambda declared, kwargs: _SCALAR_FIELDS[Kind.INT](**kwargs),
+    Kind.FLOAT: lambda declared, kwargs: _SCALAR_FIELDS[Kind.FLOAT](**kwargs),
+    Kind.BOOL: lambda declared, kwargs: _SCALAR_FIELDS[Kind.BOOL](**kwargs),
+    Kind.LIST: lambda declared, kwargs: fields.List(_item_field(declared.items[0]), **kwargs),
+    Kind.DICT: lambda declared, kwargs: fields.Dict(keys=fields.String(), values=_item_field(declared.items[1]),
+                                                    **kwargs),
+    Kind.LITERAL: _literal_field,
+    Kind.ENUM: lambda declared, kwargs: fields.Enum(_enum_class(declared), by_value=True, **kwargs),
+}
 
 
 def _parameter_field(p: Parameter) -> fields.Field[Any]:
@@ -92,7 +94,8 @@ def _parameter_field(p: Parameter) -> fields.Field[Any]:
         metadata["default"] = json_default(default)  # apispec reads metadata["default"] first
     if metadata:
         kwargs["metadata"] = metadata
-    return _field(p.annotation, **kwargs)
+    declared = p.declared
+    return FIELDS[declared.kind](declared, kwargs)
 
 
 def arguments_schema(spec: MethodSpec, name: str) -> type[ma.Schema]:
