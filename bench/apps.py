@@ -1,63 +1,15 @@
-"""The apps under test: the extension's app, a plain Flask app, and in-process assets.
+"""In-process assets of the publishing benchmarks: many attributes and methods on Kafka.
 
-``ext_app`` is the repository's own production app (``demo.create_app``,
-configured from the environment the platform sets) plus the same user route
-as ``plain_app``, so the HTTP comparison differs only by the extension.
+The served apps (the repository's app and the plain Flask baseline) are in
+``harness.apps``, shared with the soak.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Flask, jsonify
-from flask.typing import ResponseReturnValue
-
-USER_ROUTE = "/hello"
-TRIVIAL_METHOD = "ping"
-
-
-def _user_blueprint() -> Blueprint:
-    """A plain JSON route, as a host app has many of; identical in both apps."""
-    user = Blueprint("bench_user", __name__)
-
-    @user.get(USER_ROUTE)
-    def hello() -> ResponseReturnValue:
-        return jsonify(message="hello", items=[1, 2, 3], ok=True)
-
-    return user
-
-
-def plain_app() -> Flask:
-    """The baseline: Flask without the extension, same route, same server settings.
-
-    It takes the same ``SECRET_KEY`` as the production config: with a key,
-    Flask opens the signed session cookie on every request (about 25 µs),
-    a cost of the app's config, not of the extension.
-    """
-    app = Flask(__name__)
-    app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY")
-    app.register_blueprint(_user_blueprint())
-    return app
-
-
-def ext_app() -> Flask:
-    """The demo app in production config (KAFKA_BROKER, APP_UUID, SECRET_KEY) plus the user route."""
-    from demo import create_app
-    from flask_openfactory import AssetBlueprint
-
-    app = create_app("production")
-    app.register_blueprint(_user_blueprint())
-    methods = AssetBlueprint("bench_methods", __name__)
-
-    @methods.ofa_method(name=TRIVIAL_METHOD)
-    def ping() -> str:
-        """Answer at once: measures the method route and the command path, not the method."""
-        return "pong"
-
-    app.register_blueprint(methods)
-    return app
+from flask import Flask
 
 
 def _generated_method(index: int) -> Callable[[], int]:
@@ -90,8 +42,7 @@ def asset_app(
     Returns the app and its attribute declarations (set through the public API).
     """
     from flask_openfactory import AssetBlueprint, FlaskOpenFactory, SampleAttribute
-
-    from .common import KAFKA_CONFIG
+    from harness.kafka_settings import KAFKA_CONFIG
 
     app = Flask(f"bench_asset_{asset_uuid}")
     app.config.update(

@@ -7,8 +7,11 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
-from .common import BENCH_DIR, ROOT, Broker, log, scratch_dir
-from .web import ext_env
+from harness.measured_gunicorn import ext_env
+from harness.progress import log
+from harness.scratch import scratch_dir
+
+from .common import BENCH_DIR, ROOT, Broker
 
 
 @dataclass

@@ -21,13 +21,13 @@ def main() -> None:
     kind = sys.argv[1]
     runtime = None
     if kind == "ext":
-        from bench.apps import ext_app
+        from harness.apps import ext_app
 
         app = ext_app()
         runtime = app.extensions["openfactory"].runtime
         runtime.start()
     else:
-        from bench.apps import plain_app
+        from harness.apps import plain_app
 
         app = plain_app()
     booted = time.perf_counter()

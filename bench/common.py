@@ -1,88 +1,36 @@
-"""Shared pieces: paths, the Tansu broker, client settings, the machine.
+"""Bench-only shared pieces: paths, the broker a run owns, the machine and its load.
 
-The broker class is loaded from ``tests/broker.py`` by file path so that the
-benchmarks and the test suite start Tansu in exactly the same way, without
-putting ``tests`` on ``sys.path`` (its module names are generic).
+The broker is the harness's ``TansuBroker`` (the one the test suite starts),
+wrapped for restarts between parts; client settings, scratch space, progress
+lines and ``/proc`` readings live in the harness, shared with the soak.
 """
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import importlib.metadata
-import importlib.util
-import logging
 import os
 import platform
 import shutil
-import socket
 import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
+
+from harness.broker import TansuBroker
+from harness.progress import log
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
-
-# Client settings every measured client shares (test-broker-notes.md):
-# without fetch.wait.max.ms=10 each consume waits ~250 ms on Tansu.
-KAFKA_CONFIG: dict[str, Any] = {
-    "consumer.fetch.wait.max.ms": 10,
-    "consumer.fetch.min.bytes": 1,
-    "consumer.session.timeout.ms": 2000,
-    "consumer.heartbeat.interval.ms": 500,
-}
-# librdkafka logs expected disconnects (broker restarts) on stderr without a
-# logger; the bench's stderr is for progress, and failures raise anyway.
-KAFKA_LOG = logging.getLogger("bench.kafka")
-KAFKA_LOG.addHandler(logging.NullHandler())
-KAFKA_LOG.propagate = False
-
-# The same settings for a raw confluent-kafka consumer.
-RAW_CONSUMER_CONFIG: dict[str, Any] = {
-    "fetch.wait.max.ms": 10,
-    "fetch.min.bytes": 1,
-    "enable.auto.commit": False,
-    "enable.partition.eof": False,
-    "logger": KAFKA_LOG,
-}
-# The extension's producer defaults (transports/kafka.py), for raw baselines.
-RAW_PRODUCER_CONFIG: dict[str, Any] = {
-    "partitioner": "murmur2_random",
-    "linger.ms": 5,
-    "enable.idempotence": True,
-    "queue.buffering.max.messages": 100_000,
-    "logger": KAFKA_LOG,
-}
-
-
-def log(message: str) -> None:
-    """Progress on stderr, so stdout stays the report."""
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def _load_test_broker() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("_bench_test_broker", ROOT / "tests" / "broker.py")
-    if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot load {ROOT / 'tests' / 'broker.py'}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 class Broker:
     """A Tansu broker this run owns; restarted between parts to free memory."""
 
     def __init__(self) -> None:
-        self._module = _load_test_broker()
         self._broker: Any = None
 
     def start(self) -> Broker:
-        self._broker = self._module.TansuBroker().start()
+        self._broker = TansuBroker().start()
         log(f"broker started: pid {self._broker.pid} on {self._broker.bootstrap}")
         return self
 
@@ -106,55 +54,6 @@ class Broker:
     def create_topic(self, name: str, partitions: int) -> str:
         self._broker.create_topic(name, partitions)
         return name
-
-
-_SCRATCH: list[str] = []
-
-
-def scratch_dir(prefix: str) -> str:
-    """A fresh directory (lock dirs, logs) under one per-run base, removed at exit."""
-    if not _SCRATCH:
-        base = tempfile.mkdtemp(prefix="flask-openfactory-bench-")
-        _SCRATCH.append(base)
-        atexit.register(shutil.rmtree, base, True)
-    return tempfile.mkdtemp(prefix=prefix, dir=_SCRATCH[0])
-
-
-def unique_name(prefix: str) -> str:
-    return f"{prefix}-{os.getpid()}-{time.monotonic_ns() % 10**9}"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def rss_mb(pid: int) -> float:
-    """Resident set size from /proc (VmRSS), in MiB."""
-    with open(f"/proc/{pid}/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def children_of(pid: int) -> list[int]:
-    """Direct children by parent pid (gunicorn's workers)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # comm may contain spaces; fields after the closing paren are fixed.
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 1 and int(fields[1]) == pid:
-            found.append(int(entry))
-    return sorted(found)
 
 
 def _version(dist: str) -> str:

@@ -14,8 +14,7 @@ import time
 from confluent_kafka import Producer
 
 from flask_openfactory.protocol import Record
-
-from .common import RAW_PRODUCER_CONFIG
+from harness.kafka_settings import RAW_PRODUCER_CONFIG
 
 
 def flood(bootstrap: str, topic: str, seconds: float, uuids: list[str]) -> int:

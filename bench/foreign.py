@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask_openfactory.transports.partitioning import partition_for_key
+from harness.progress import log
+from harness.scratch import scratch_dir, unique_name
 
 from .apps import asset_app
-from .common import ROOT, Broker, log, scratch_dir, unique_name
+from .common import ROOT, Broker
 from .rtt import send_commands
 
 PARTITIONS = 12

@@ -29,9 +29,12 @@ from typing import Any
 from confluent_kafka import Producer
 
 from flask_openfactory.protocol import SAMPLES, format_timestamp
+from harness.kafka_settings import KAFKA_LOG, RAW_PRODUCER_CONFIG
+from harness.progress import log
+from harness.scratch import scratch_dir, unique_name
 
 from .apps import asset_app, attribute_ids
-from .common import KAFKA_LOG, RAW_PRODUCER_CONFIG, ROOT, Broker, log, scratch_dir, unique_name
+from .common import ROOT, Broker
 
 WARMUP = 500
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from .apps import plain_app
+from harness.apps import plain_app
 
 
 class _Quiet(WSGIRequestHandler):

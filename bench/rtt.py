@@ -29,8 +29,11 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from flask_openfactory.commands import command_record, new_envelope
 from flask_openfactory.transports.partitioning import partition_for_key
+from harness.kafka_settings import RAW_CONSUMER_CONFIG, RAW_PRODUCER_CONFIG
+from harness.progress import log
+from harness.scratch import scratch_dir, unique_name
 
-from .common import RAW_CONSUMER_CONFIG, RAW_PRODUCER_CONFIG, Broker, log, scratch_dir, unique_name
+from .common import Broker
 
 WAIT = 10.0
 CALLER = "BENCH-CALLER"
@@ -183,8 +186,8 @@ def measure_rtt(bootstrap: str, topic: str, target_uuid: str, method: str, parti
 def run_rtt(broker: Broker, *, samples: int, warmup: int, block: int) -> RttResult:
     """Figures command_rtt_*, http_method_p50_vs_command_rtt, read_after_write_p50_ms: the app under
     ``gunicorn -w 2``, idle, as in production."""
-    from .apps import TRIVIAL_METHOD
-    from .web import Gunicorn, ext_env
+    from harness.apps import TRIVIAL_METHOD
+    from harness.measured_gunicorn import Gunicorn, ext_env
 
     result = RttResult()
     partitions = 8
@@ -194,7 +197,7 @@ def run_rtt(broker: Broker, *, samples: int, warmup: int, block: int) -> RttResu
         broker.restart()
         topic = broker.create_topic(unique_name("bench-rtt"), partitions)
         env = ext_env(broker.bootstrap, topic, "BENCH-RTT", scratch_dir("locks-"))
-        server = Gunicorn("bench.apps:ext_app()", env).start("/ofa/ready")
+        server = Gunicorn("harness.apps:ext_app()", env).start("/ofa/ready")
         try:
             measure_rtt(broker.bootstrap, topic, "BENCH-RTT", TRIVIAL_METHOD, partitions, size, warmup, result,
                         port=server.port)

@@ -1,6 +1,6 @@
 """``python -m bench [--quick]``: every figure next to its baseline, in one run.
 
-``python -m bench --soak [--minutes N]`` runs the soak instead (bench/soak.py):
+``python -m bench --soak [--minutes N]`` runs the soak instead (harness/soak.py):
 steady load under gunicorn, each worker's memory, threads and descriptors.
 
 Starts its own Tansu broker (restarted between parts: it keeps every record
@@ -24,19 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .common import (
-    BENCH_DIR,
-    Broker,
-    code_version,
-    cpu_seconds,
-    load_average,
-    log,
-    machine,
-    unique_name,
-    wrk_path,
-    wrk_version,
-)
-from .web import shipped_gunicorn
+from harness.measured_gunicorn import shipped_gunicorn
+from harness.progress import log
+from harness.scratch import unique_name
+
+from .common import BENCH_DIR, Broker, code_version, cpu_seconds, load_average, machine, wrk_path, wrk_version
 
 FIGURES = (
     "publish_ratio_vs_raw",
@@ -373,7 +365,8 @@ def report(run: Run, figures: list[Figure], elapsed: float, argv: list[str]) -> 
 
 def soak(minutes: float, output: Path | None, argv: list[str]) -> int:
     """The soak mode: one long steady load, a table per worker; exit 1 if anything leaked or failed."""
-    from .soak import render, run_soak, trends
+    from harness.soak import run_soak
+    from harness.soak_report import render, trends
 
     warmup = min(60.0, minutes * 60 / 5)
     broker = Broker()

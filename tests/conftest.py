@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from broker import TansuBroker, unique_topic_name
-from gunicorn_server import ServerPool
+from harness.broker import TansuBroker, unique_topic_name
+from harness.gunicorn_server import ServerPool
+from probe_apps import TESTS
 
 
 def _running_broker() -> Iterator[TansuBroker]:
@@ -53,6 +54,6 @@ def unique_topic(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[ServerPool]:
     """The gunicorn servers a test starts, stopped at teardown (their log tails shown when it failed)."""
-    pool = ServerPool(tmp_path)
+    pool = ServerPool(tmp_path, pythonpath=TESTS)
     yield pool
     pool.close()

@@ -34,9 +34,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from broker import TansuBroker
-from gunicorn_server import GunicornServer, ServerPool, TopicWatcher, results_by_cid, server_env, wait_for
+from harness.broker import TansuBroker
+from harness.gunicorn_server import GunicornServer, ServerPool, server_env
+from harness.topic_watch import TopicWatcher, results_by_cid
+from harness.waiting import wait_for
 from kafka_config import KAFKA_TEST_CONFIG
+from probe_apps import TESTS
 
 pytestmark = pytest.mark.gunicorn  # see the markers in setup.cfg
 
@@ -152,7 +155,7 @@ def test_broker_frozen_60s_under_load_memory_bounded_clear_503_nothing_accepted_
         "FLASK_OPENFACTORY_PUBLISH_TIMEOUT": str(PUBLISH_TIMEOUT),
         "FLASK_OPENFACTORY_CALL_WAIT": str(CALL_WAIT),
     })
-    pool = ServerPool(tmp_path)
+    pool = ServerPool(tmp_path, pythonpath=TESTS)
     try:
         server = pool.start(env=env, app="wsgi:app", workers=1)
         (worker,) = server.worker_pids()

@@ -18,7 +18,7 @@ from flask_openfactory.commands import OK, CommandResult, command_record, new_en
 from flask_openfactory.freshness import SharedLookup
 from flask_openfactory.methods import spec_of
 from flask_openfactory.runtime import AssetRuntime, CallPending, RuntimeSettings
-from waiting import wait_for
+from harness.waiting import wait_for
 
 ran: list[tuple[str, float]] = []
 

@@ -40,7 +40,7 @@ from flask_openfactory.protocol import OPENFACTORY, Record
 from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
 from flask_openfactory.signing import SigningKeys, canonical_message, sign_envelope
 from flask_openfactory.transports.base import Follower
-from waiting import wait_for
+from harness.waiting import wait_for
 
 SECRET = "factory-floor-shared-secret-0001"
 MACHINE = "CNC-MACHINE-01"

@@ -25,9 +25,13 @@ from pathlib import Path
 
 import pytest
 
-from broker import TansuBroker
 from flask_openfactory import gunicorn_conf
-from gunicorn_server import BIN, REPO, TopicWatcher, free_port, server_env, wait_for
+from harness.broker import TansuBroker
+from harness.gunicorn_server import BIN, server_env
+from harness.paths import REPO
+from harness.procfs import free_port
+from harness.topic_watch import TopicWatcher
+from harness.waiting import wait_for
 from ksqldb_standin import running_standin
 
 STOP_GRACE_PERIOD = 10.0  # Docker's and Swarm's default: SIGTERM, then SIGKILL

@@ -25,16 +25,10 @@ import pytest
 import requests
 
 from flask_openfactory.transports.sqlite import SqliteTransport
-from gunicorn_server import (
-    PROBE_APP,
-    GunicornServer,
-    ServerPool,
-    executions,
-    flock_holders,
-    server_env,
-    side_effects,
-    wait_for,
-)
+from harness.gunicorn_server import GunicornServer, ServerPool, server_env
+from harness.procfs import flock_holders
+from harness.waiting import wait_for
+from probe_apps import PROBE_APP, executions, side_effects
 
 pytestmark = pytest.mark.gunicorn  # see the markers in setup.cfg
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from gunicorn_server import REPO, GunicornServer, ServerPool, server_env
+from harness.gunicorn_server import GunicornServer, ServerPool, server_env
+from harness.paths import REPO
 
 pytestmark = [pytest.mark.browser, pytest.mark.gunicorn]  # see the markers in setup.cfg
 

@@ -1,6 +1,6 @@
 """Issue 2 acceptance: ``gunicorn -w 3 wsgi:app`` with the default (development, sqlite) config.
 
-Real gunicorn processes (tests/gunicorn_server.py): the state one worker
+Real gunicorn processes (harness/gunicorn_server.py): the state one worker
 writes is seen by every worker, the CLI's commands are executed by the one
 executing worker, and each command exactly once.
 """
@@ -17,18 +17,11 @@ from typing import Any
 import pytest
 
 from demo import create_app
-from gunicorn_server import (
-    FLASK,
-    REPO,
-    GunicornServer,
-    ServerPool,
-    log_records,
-    server_env,
-    wait_for,
-)
-from gunicorn_server import (
-    results_of as results_by_cid,
-)
+from harness.gunicorn_server import FLASK, GunicornServer, ServerPool, server_env
+from harness.paths import REPO
+from harness.sqlite_log import log_records
+from harness.sqlite_log import results_of as results_by_cid
+from harness.waiting import wait_for
 
 pytestmark = pytest.mark.gunicorn  # see the markers in setup.cfg
 

@@ -24,24 +24,14 @@ from typing import Any
 
 import pytest
 
-from broker import TansuBroker
-from gunicorn_server import (
-    PROBE_APP,
-    CommandSender,
-    GunicornServer,
-    HttpLoad,
-    Seen,
-    ServerPool,
-    TopicWatcher,
-    answered,
-    executions,
-    flock_holders,
-    results_by_cid,
-    server_env,
-    side_effects,
-    wait_for,
-)
+from harness.broker import TansuBroker
+from harness.gunicorn_server import GunicornServer, ServerPool, server_env
+from harness.http_load import HttpLoad
+from harness.procfs import flock_holders
+from harness.topic_watch import CommandSender, Seen, TopicWatcher, answered, results_by_cid
+from harness.waiting import wait_for
 from kafka_config import KAFKA_TEST_CONFIG
+from probe_apps import PROBE_APP, TESTS, executions, side_effects
 
 pytestmark = pytest.mark.gunicorn  # see the markers in setup.cfg
 
@@ -162,7 +152,7 @@ def deployment_on(kafka_broker: TansuBroker, unique_topic: str, tmp_path: Path) 
         "FLASK_OPENFACTORY_KAFKA_CONFIG": json.dumps(KAFKA_TEST_CONFIG),
         "OFA_TEST_SIDE_EFFECTS": str(effects),
     })
-    pool = ServerPool(tmp_path)
+    pool = ServerPool(tmp_path, pythonpath=TESTS)
     watcher = TopicWatcher(kafka_broker.bootstrap, unique_topic, PARTITIONS, asset)
     sender = CommandSender(kafka_broker.bootstrap, unique_topic, asset, sender_uuid="gunicorn-test-caller")
     deployment = Deployment(pool, unique_topic, asset, env, lock_dir, effects, sender, watcher)

@@ -26,11 +26,14 @@ from typing import Any
 
 import pytest
 
-from broker import TansuBroker
 from flask_openfactory import Record
-from gunicorn_server import CommandSender, GunicornServer, Seen, ServerPool, TopicWatcher, flock_holders, server_env
+from harness.broker import TansuBroker
+from harness.gunicorn_server import GunicornServer, ServerPool, server_env
+from harness.procfs import flock_holders
+from harness.topic_watch import CommandSender, Seen, TopicWatcher
+from harness.waiting import wait_for
 from kafka_config import KAFKA_TEST_CONFIG
-from waiting import wait_for
+from probe_apps import TESTS
 
 pytestmark = pytest.mark.gunicorn  # see the markers in setup.cfg
 
@@ -116,7 +119,7 @@ def make_deployment(kafka_broker: TansuBroker, tmp_path: Path) -> Iterator[Any]:
             "FLASK_OPENFACTORY_KAFKA_CONFIG": json.dumps(KAFKA_TEST_CONFIG),
             **extra_env,
         })
-        pools.append(ServerPool(tmp_path))
+        pools.append(ServerPool(tmp_path, pythonpath=TESTS))
         watchers.append(TopicWatcher(kafka_broker.bootstrap, topic, PARTITIONS, asset))
         sender = CommandSender(kafka_broker.bootstrap, topic, asset, sender_uuid="gunicorn-tasks-test")
         return Deployment(pools[-1], asset, env, lock_dir, watchers[-1], sender)

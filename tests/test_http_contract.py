@@ -31,7 +31,8 @@ from typing import Any
 import pytest
 import requests
 
-from gunicorn_server import GunicornServer, ServerPool, server_env
+from harness.gunicorn_server import GunicornServer, ServerPool, server_env
+from probe_apps import TESTS
 
 pytestmark = pytest.mark.gunicorn  # see the markers in setup.cfg
 
@@ -44,7 +45,7 @@ VERBS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "TRACE", "PROPFIND", "
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPool]:
-    servers = ServerPool(tmp_path_factory.mktemp("http-contract"))
+    servers = ServerPool(tmp_path_factory.mktemp("http-contract"), pythonpath=TESTS)
     yield servers
     servers.close()
 

@@ -27,12 +27,15 @@ from pathlib import Path
 import pytest
 import requests
 
-from broker import TansuBroker
 from flask_openfactory.protocol import Record
 from flask_openfactory.transports.base import TransportOptions
 from flask_openfactory.transports.kafka import KafkaTransport
 from flask_openfactory.transports.kafka import producer as kafka_transport
-from gunicorn_server import CommandSender, GunicornServer, TopicWatcher, executions, wait_for
+from harness.broker import TansuBroker
+from harness.gunicorn_server import GunicornServer
+from harness.topic_watch import CommandSender, TopicWatcher
+from harness.waiting import wait_for
+from probe_apps import executions
 from test_gunicorn_kafka import PARTITIONS, Deployment, deployment_on
 
 

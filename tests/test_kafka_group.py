@@ -28,7 +28,6 @@ from typing import Any, TypeVar
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from broker import TansuBroker
 from flask_openfactory.methods import ofa_method, spec_of
 from flask_openfactory.protocol import Record
 from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
@@ -36,8 +35,9 @@ from flask_openfactory.transports import TransportOptions, create_transport
 from flask_openfactory.transports.base import LogEntry, Transport
 from flask_openfactory.transports.kafka import KafkaGroupReader
 from flask_openfactory.transports.partitioning import partition_for_key
+from harness.broker import TansuBroker
+from harness.waiting import wait_for
 from kafka_config import KAFKA_TEST_CONFIG
-from waiting import wait_for
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[1]

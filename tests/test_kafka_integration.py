@@ -34,16 +34,16 @@ from confluent_kafka.admin import AdminClient
 from flask import Flask
 
 import demo
-from broker import TansuBroker
 from demo import machine as demo_machine
 from flask_openfactory import AssetBlueprint, SampleAttribute, TransportError
 from flask_openfactory.dispatch import DispatcherState
 from flask_openfactory.runtime import AssetRuntime
 from flask_openfactory.transports.kafka import KafkaGroupReader, KafkaLockedReader
 from flask_openfactory.transports.partitioning import partition_for_key
+from harness.broker import TansuBroker
+from harness.waiting import wait_for
 from kafka_config import KAFKA_TEST_CONFIG
 from ksqldb_standin import running_standin
-from waiting import wait_for
 
 T = TypeVar("T")
 

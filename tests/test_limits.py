@@ -20,7 +20,6 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from broker import TansuBroker
 from flask_openfactory import (
     AssetBlueprint,
     ConfigurationError,
@@ -35,8 +34,9 @@ from flask_openfactory.protocol import Record
 from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
 from flask_openfactory.settings import runtime_settings
 from flask_openfactory.transports import TransportOptions, create_transport
+from harness.broker import TansuBroker
+from harness.waiting import wait_for
 from kafka_config import KAFKA_TEST_CONFIG
-from waiting import wait_for
 
 MACHINE = "LIMITS-MACHINE"
 CALLER = "LIMITS-CALLER"

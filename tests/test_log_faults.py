@@ -24,7 +24,10 @@ import requests
 
 from flask_openfactory.commands import command_record, new_envelope
 from flask_openfactory.transports.sqlite import SqliteTransport
-from gunicorn_server import FLASK, REPO, GunicornServer, ServerPool, flock_holders, server_env, wait_for
+from harness.gunicorn_server import FLASK, GunicornServer, ServerPool, server_env
+from harness.paths import REPO
+from harness.procfs import flock_holders
+from harness.waiting import wait_for
 from test_gunicorn import log_records, results_by_cid
 
 pytestmark = pytest.mark.gunicorn  # see the markers in setup.cfg

@@ -25,7 +25,7 @@ from flask_openfactory.runtime import AssetRuntime
 from flask_openfactory.testing import runtime_of
 from flask_openfactory.transports.base import Health
 from flask_openfactory.transports.memory import MemoryTransport
-from waiting import wait_for
+from harness.waiting import wait_for
 
 ASSET = "METRICS-ASSET"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -17,9 +17,9 @@ import pytest
 from flask_openfactory.metrics_registry import MetricsTarget
 from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
 from flask_openfactory.transports import TransportOptions
+from harness.topic_reader import raw_records
 from kafka_config import KAFKA_TEST_CONFIG
 from ksqldb_standin import running_standin
-from topic_reader import raw_records
 
 
 def read_all(bootstrap: str, topic: str) -> list[tuple[str, Any]]:

@@ -25,27 +25,17 @@ from typing import Any
 import pytest
 import requests
 
-from broker import TansuBroker
 from flask_openfactory.commands import command_record, new_envelope
 from flask_openfactory.protocol import Record
-from gunicorn_server import (
-    FLASK,
-    PROBE_APP,
-    REPO,
-    CommandSender,
-    ServerPool,
-    TopicWatcher,
-    answered,
-    executions,
-    log_records,
-    server_env,
-    side_effects,
-    wait_for,
-)
-from gunicorn_server import (
-    results_of as results_in,
-)
+from harness.broker import TansuBroker
+from harness.gunicorn_server import FLASK, ServerPool, server_env
+from harness.paths import REPO
+from harness.sqlite_log import log_records
+from harness.sqlite_log import results_of as results_in
+from harness.topic_watch import CommandSender, TopicWatcher, answered
+from harness.waiting import wait_for
 from kafka_config import KAFKA_TEST_CONFIG
+from probe_apps import PROBE_APP, executions, side_effects
 
 pytestmark = pytest.mark.gunicorn  # see the markers in setup.cfg
 

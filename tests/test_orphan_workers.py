@@ -19,7 +19,10 @@ import pytest
 
 from flask_openfactory.commands import command_record, new_envelope
 from flask_openfactory.transports.sqlite import SqliteTransport
-from gunicorn_server import PROBE_APP, ServerPool, alive, server_env, side_effects, wait_for
+from harness.gunicorn_server import ServerPool, server_env
+from harness.procfs import alive
+from harness.waiting import wait_for
+from probe_apps import PROBE_APP, side_effects
 
 pytestmark = pytest.mark.gunicorn  # see the markers in setup.cfg
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from broker import TansuBroker
 from flask_openfactory.transports.partitioning import murmur2, partition_for_key
+from harness.broker import TansuBroker
 
 # Apache Kafka, clients/src/test/java/org/apache/kafka/common/utils/UtilsTest.java (testMurmur2).
 JAVA_UTILS_VECTORS = {

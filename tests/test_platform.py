@@ -19,7 +19,9 @@ from flask import Flask
 
 from flask_openfactory import AssetBlueprint, ConfigurationError, FlaskOpenFactory, SampleAttribute, logs
 from flask_openfactory.testing import OpenFactoryTester, runtime_of
-from gunicorn_server import GUNICORN, free_port, server_env, wait_for
+from harness.gunicorn_server import GUNICORN, server_env
+from harness.procfs import free_port
+from harness.waiting import wait_for
 
 pytest_plugins = ["pytester"]
 

@@ -17,8 +17,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from broker import TansuBroker
-from gunicorn_server import GUNICORN, CommandSender, TopicWatcher, free_port, results_by_cid, server_env, wait_for
+from harness.broker import TansuBroker
+from harness.gunicorn_server import GUNICORN, server_env
+from harness.procfs import free_port
+from harness.topic_watch import CommandSender, TopicWatcher, results_by_cid
+from harness.waiting import wait_for
 from ksqldb_standin import running_standin
 from readme import quickstart_files, section_blocks
 

@@ -9,9 +9,9 @@ from flask_openfactory import FlaskOpenFactory, SampleAttribute, current_openfac
 from flask_openfactory.methods import spec_of
 from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
 from flask_openfactory.transports import TransportOptions
+from harness.topic_reader import raw_records
 from kafka_config import KAFKA_TEST_CONFIG
 from ksqldb_standin import running_standin
-from topic_reader import raw_records
 
 
 @ofa_method(description="Move X.")

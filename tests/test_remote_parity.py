@@ -19,10 +19,10 @@ from flask_openfactory import EventAttribute, SampleAttribute
 from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
 from flask_openfactory.transports import TransportOptions
 from flask_openfactory.uns import UNSLookupError
+from harness.topic_reader import raw_records
 from kafka_config import KAFKA_TEST_CONFIG
 from ksqldb_standin import running_standin
 from reference_app import publish_reference_app
-from topic_reader import raw_records
 
 
 def machine(url: str, asset_uuid: str = "PRESS-7", options: TransportOptions | None = None) -> AssetRuntime:

@@ -11,7 +11,7 @@ from flask_openfactory.commands import CommandResult, command_record, new_envelo
 from flask_openfactory.methods import spec_of
 from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
 from flask_openfactory.transports.memory import memory_log
-from waiting import wait_for
+from harness.waiting import wait_for
 
 calls: list = []
 release = threading.Event()

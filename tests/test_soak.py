@@ -1,6 +1,6 @@
 """Issue 6 soak, test-suite sized: a steady command and attribute rate under real gunicorn.
 
-``bench/soak.py`` runs the load (``move_axis`` commands through Kafka from
+``harness/soak.py`` runs the load (``move_axis`` commands through Kafka from
 another asset, ``POST /ofa/methods/move_axis`` over HTTP, metrics scrapes)
 against ``gunicorn -w 2`` and samples each worker's RSS, threads and open
 file descriptors; ``python -m bench --soak`` runs the same for longer. The
@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import pytest
 
-from bench.soak import render, run_soak, trends
-from broker import TansuBroker
+from harness.broker import TansuBroker
+from harness.soak import run_soak
+from harness.soak_report import render, trends
 
 SECONDS = 150.0
-WARMUP = 40.0  # imports, caches, and the executor's 500 remembered correlation ids (bench.soak.DEDUPE_SIZE)
+WARMUP = 40.0  # imports, caches, and the executor's 500 remembered correlation ids (harness.soak.DEDUPE_SIZE)
 RSS_TOLERANCE_MB = 2.0  # last third vs first third, per worker
 THREADS_TOLERANCE = 2  # max - min over the samples after the warm-up
 FDS_TOLERANCE = 4

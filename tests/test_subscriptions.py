@@ -14,7 +14,7 @@ from flask_openfactory.commands import command_record, new_envelope
 from flask_openfactory.subscriptions import subscribe
 from flask_openfactory.testing import runtime_of
 from flask_openfactory.transports import create_transport
-from waiting import wait_for
+from harness.waiting import wait_for
 
 MACHINE = "MACHINE-7"
 

@@ -24,15 +24,15 @@ import pytest
 from confluent_kafka import Producer
 from flask import Flask, current_app
 
-from broker import TansuBroker
 from flask_openfactory import AssetBlueprint, FlaskOpenFactory, Record
 from flask_openfactory.commands import command_record, new_envelope
 from flask_openfactory.runtime import AssetRuntime
 from flask_openfactory.transports.kafka import KafkaLockedReader
 from flask_openfactory.transports.partitioning import partition_for_key
+from harness.broker import TansuBroker
+from harness.waiting import wait_for
 from kafka_config import KAFKA_TEST_CONFIG
 from ksqldb_standin import running_standin
-from waiting import wait_for
 
 PARTITIONS = 3
 EXTENSION = "subscription_test"  # app.extensions key holding what the handlers saw

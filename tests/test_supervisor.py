@@ -12,7 +12,7 @@ import demo
 import supervisor
 from flask_openfactory import AssetRuntime, ConfigurationError
 from flask_openfactory.testing import AssetRecords, OpenFactoryTester
-from waiting import wait_for
+from harness.waiting import wait_for
 
 MACHINE = "CNC-7"
 

@@ -22,13 +22,13 @@ import pytest
 
 import demo
 import supervisor
-from broker import TansuBroker
 from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
 from flask_openfactory.testing import runtime_of
 from flask_openfactory.transports import TransportOptions
-from gunicorn_server import CommandSender, Seen, TopicWatcher
+from harness.broker import TansuBroker
+from harness.topic_watch import CommandSender, Seen, TopicWatcher
+from harness.waiting import wait_for
 from kafka_config import KAFKA_TEST_CONFIG
-from waiting import wait_for
 
 PARTITIONS = 3
 EXCURSIONS = 3

@@ -13,7 +13,7 @@ from flask import Flask, current_app
 from flask_openfactory import AssetBlueprint, FlaskOpenFactory, StopSignal
 from flask_openfactory.tasks import background_task
 from flask_openfactory.testing import runtime_of
-from waiting import wait_for
+from harness.waiting import wait_for
 
 
 def make_app(url: str, blueprint: AssetBlueprint, **config: Any) -> Flask:

@@ -298,7 +298,7 @@ def transport_config(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str
     if request.param == "sqlite":
         return {"OPENFACTORY_TRANSPORT_URL": f"sqlite:///{tmp_path / 'log.sqlite3'}",
                 "OPENFACTORY_LOCK_DIR": str(tmp_path)}
-    from broker import unique_topic_name
+    from harness.broker import unique_topic_name
     from kafka_config import KAFKA_TEST_CONFIG
 
     broker = request.getfixturevalue("kafka_broker")

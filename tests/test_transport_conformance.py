@@ -30,8 +30,8 @@ from flask_openfactory.transports import (
     create_transport,
 )
 from flask_openfactory.transports.memory import memory_log
+from harness.waiting import wait_for
 from kafka_config import KAFKA_TEST_CONFIG
-from waiting import wait_for
 
 T = TypeVar("T")
 

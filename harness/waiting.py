@@ -1,4 +1,4 @@
-"""Waiting on a condition with a timeout: the tests' one replacement for sleeps."""
+"""Waiting on a condition with a timeout: the one replacement for sleeps in the tests and the harness."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Soak: a steady command and attribute rate under gunicorn; do the workers' resources stay flat?
 
-The repository's app (``bench.apps:ext_app()``: the demo in its production
+The repository's app (``harness.apps:ext_app()``: the demo in its production
 config) runs under ``gunicorn -w N`` against a Tansu broker. For the whole
 run, at steady rates:
 
@@ -13,7 +13,7 @@ run, at steady rates:
 
 Every ``sample_every`` seconds each worker's RSS (``VmRSS``), thread count
 (``Threads``) and open file descriptors (``/proc/<pid>/fd``) are sampled.
-``trends`` compares the first and last third of the samples after a warm-up:
+``trends`` (``harness.soak_report``) compares the first and last third of the samples after a warm-up:
 a leak shows as growth, whatever the machine's speed. Used by
 ``tests/test_soak.py`` (a few minutes) and ``python -m bench --soak``.
 
@@ -28,15 +28,12 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
@@ -44,8 +41,14 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Pro
 from flask_openfactory.commands import CommandResult, command_record, is_result, new_envelope
 from flask_openfactory.protocol import Record, RecordError
 
-from .common import KAFKA_CONFIG, KAFKA_LOG, RAW_CONSUMER_CONFIG, children_of, log, scratch_dir, unique_name
-from .web import Gunicorn, ext_env, shipped_gunicorn
+from .kafka_settings import KAFKA_CONFIG, KAFKA_LOG, RAW_CONSUMER_CONFIG
+from .measured_gunicorn import Gunicorn, ext_env
+from .procfs import children_of
+from .progress import log
+from .scratch import scratch_dir, unique_name
+from .soak_report import Sample, SoakResult
+
+__all__ = ["DEDUPE_SIZE", "run_soak"]
 
 
 def _wait_executing(port: int, timeout: float = 60.0) -> None:
@@ -75,52 +78,6 @@ SLOW_FETCH = {"fetch.wait.max.ms": 200, "fetch.min.bytes": 65536}  # see the mod
 APP_KAFKA_CONFIG = {**KAFKA_CONFIG, **{f"consumer.{k}": v for k, v in SLOW_FETCH.items()}}
 
 
-@dataclass(frozen=True)
-class Sample:
-    at: float  # seconds since the load started
-    pid: int
-    rss_mb: float
-    threads: int
-    fds: int
-
-
-@dataclass
-class SoakResult:
-    seconds: float
-    workers: int
-    command_rate: float
-    http_rate: float
-    pids_before: list[int]
-    pids_after: list[int]
-    executor: int | None
-    dedupe_size: int
-    samples: list[Sample] = field(default_factory=list)
-    commands_sent: int = 0
-    commands_ok: int = 0  # distinct commands answered OK on the topic
-    http: Counter[int] = field(default_factory=Counter)
-    http_errors: list[str] = field(default_factory=list)
-    scrapes: int = 0
-    kafka_errors: list[str] = field(default_factory=list)
-    unanswered: str = ""  # what a re-read of the whole topic says about commands without an answer
-
-
-@dataclass(frozen=True)
-class Trend:
-    """One worker after the warm-up: means of the first and last third, extremes."""
-
-    pid: int
-    role: str
-    samples: int
-    rss_first: float
-    rss_last: float
-    rss_max: float
-    threads: tuple[int, int]  # (min, max)
-    fds: tuple[int, int]
-
-    @property
-    def rss_growth(self) -> float:
-        return self.rss_last - self.rss_first
-
 
 def proc_sample(pid: int, at: float) -> Sample:
     rss = threads = 0
@@ -145,26 +102,6 @@ def lock_holders(lock_dir: str) -> set[int]:
             holders.add(int(parts[4]))
     return holders
 
-
-def trends(result: SoakResult, warmup: float) -> list[Trend]:
-    """Per worker, over the samples after ``warmup`` seconds."""
-    found = []
-    for pid in result.pids_before:
-        samples = sorted((s for s in result.samples if s.pid == pid and s.at >= warmup), key=lambda s: s.at)
-        if len(samples) < 3:
-            raise RuntimeError(f"worker {pid}: {len(samples)} samples after the warm-up; run longer")
-        third = len(samples) // 3
-        found.append(Trend(
-            pid=pid,
-            role="executes commands" if pid == result.executor else "standing by",
-            samples=len(samples),
-            rss_first=statistics.fmean(s.rss_mb for s in samples[:third]),
-            rss_last=statistics.fmean(s.rss_mb for s in samples[-third:]),
-            rss_max=max(s.rss_mb for s in samples),
-            threads=(min(s.threads for s in samples), max(s.threads for s in samples)),
-            fds=(min(s.fds for s in samples), max(s.fds for s in samples)),
-        ))
-    return found
 
 
 class _Paced(threading.Thread):
@@ -256,7 +193,7 @@ def run_soak(bootstrap: str, create_topic: Callable[[str, int], object], *, seco
     env = ext_env(bootstrap, topic, ASSET, lock_dir)
     env["FLASK_OPENFACTORY_KAFKA_CONFIG"] = json.dumps(APP_KAFKA_CONFIG)
     env["FLASK_OPENFACTORY_DEDUPE_SIZE"] = str(dedupe_size)
-    server = Gunicorn("bench.apps:ext_app()", env, workers=workers)
+    server = Gunicorn("harness.apps:ext_app()", env, workers=workers)
     stop = threading.Event()
     producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "linger.ms": 0,
                          "enable.idempotence": True, "logger": KAFKA_LOG})
@@ -360,34 +297,3 @@ def run_soak(bootstrap: str, create_topic: Callable[[str, int], object], *, seco
             results.join(10)
         server.close()
     return result
-
-
-def render(result: SoakResult, found: list[Trend], warmup: float) -> str:
-    """A table per worker plus what ran, for the README and the results file."""
-    header = ("worker", "role", "samples", "RSS first third", "RSS last third", "growth", "RSS max",
-              "threads min-max", "fds min-max")
-    rows = [(str(t.pid), t.role, str(t.samples), f"{t.rss_first:.1f} MiB", f"{t.rss_last:.1f} MiB",
-             f"{t.rss_growth:+.1f} MiB", f"{t.rss_max:.1f} MiB", f"{t.threads[0]}-{t.threads[1]}",
-             f"{t.fds[0]}-{t.fds[1]}") for t in found]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-
-    def line(cells: tuple[str, ...]) -> str:
-        return "| " + " | ".join(c.ljust(widths[i]) for i, c in enumerate(cells)) + " |"
-
-    http_ok = result.http.get(200, 0)
-    lines = [
-        f"soak: {result.seconds / 60:g} min under gunicorn -w {result.workers} ({shipped_gunicorn()}), "
-        f"{result.command_rate:g} move_axis commands/s through Kafka + {result.http_rate:g} "
-        f"POST /ofa/methods/move_axis/s + a /ofa/metrics and /ofa/attributes scrape every few seconds; "
-        f"OPENFACTORY_DEDUPE_SIZE={result.dedupe_size}; samples after a {warmup:g} s warm-up",
-        f"commands: {result.commands_sent} sent, {result.commands_ok} answered OK; HTTP: {http_ok} answered 200, "
-        f"{sum(result.http.values()) - http_ok} other, {len(result.http_errors)} errors; workers "
-        f"{'unchanged' if result.pids_after == result.pids_before else f'{result.pids_before} -> {result.pids_after}'}"
-        + (f"; kafka errors: {result.kafka_errors[:3]}" if result.kafka_errors else ""),
-        *([f"unanswered commands:\n{result.unanswered}"] if result.unanswered else []),
-        "",
-        line(header),
-        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
-        *(line(r) for r in rows),
-    ]
-    return "\n".join(lines) + "\n"

