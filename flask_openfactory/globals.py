@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, cast
 from flask import current_app
 from werkzeug.local import LocalProxy
 
+from .current import runtime_lookup
+
 if TYPE_CHECKING:
     from flask import Flask
 
@@ -30,3 +32,8 @@ def _find_runtime() -> AssetRuntime:
 
 
 current_openfactory: AssetRuntime = cast("AssetRuntime", LocalProxy(_find_runtime))
+
+
+# Declared attributes reach the current app's runtime through this lookup (they import
+# neither Flask nor the runtime); importing the package imports this module.
+runtime_lookup.install(_find_runtime)

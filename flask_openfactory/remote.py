@@ -10,28 +10,60 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from .answering import answers_with_results
 from .commands import NO_RESULT, CommandResult
+from .package_meta import package_meta
 from .protocol import METHOD, JSONScalar, Record, validate_identifier
 from .references import Direction, added_reference, parse_references, references_id
+from .transports import Transport
 from .uns import resolve_uns
 
-if TYPE_CHECKING:
-    from .runtime import AssetRuntime
+
+class _Options(Protocol):
+    @property
+    def ksqldb_url(self) -> str | None: ...
+
+
+class _Settings(Protocol):
+    @property
+    def transport_options(self) -> _Options: ...
+
+
+class AssetsHost(Protocol):
+    """What a view of another asset needs from this app's runtime (``AssetRuntime`` is one)."""
+
+    @property
+    def asset_uuid(self) -> str: ...
+
+    @property
+    def settings(self) -> _Settings: ...
+
+    @property
+    def transport(self) -> Transport: ...
+
+    def send_command(
+        self,
+        target_uuid: str,
+        method: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        wait: float | None = None,
+        sender_uuid: str | None = None,
+    ) -> tuple[str, CommandResult | None]: ...
 
 
 class RemoteAsset:
-    def __init__(self, runtime: AssetRuntime, asset_uuid: str, *, uns_id: str | None = None) -> None:
+    def __init__(self, runtime: AssetsHost, asset_uuid: str, *, uns_id: str | None = None) -> None:
         self.asset_uuid = validate_identifier("asset UUID", asset_uuid)
         self.uns_id = uns_id
         self._runtime = runtime
         self._records: dict[str, Record] | None = None
 
     @classmethod
-    def by_uns(cls, runtime: AssetRuntime, uns_id: str) -> RemoteAsset:
+    def by_uns(cls, runtime: AssetsHost, uns_id: str) -> RemoteAsset:
         """The asset that ``uns_id`` maps to (ksqlDB's asset_to_uns_map); ``refresh`` re-resolves it."""
         return cls(runtime, resolve_uns(runtime.settings.transport_options.ksqldb_url, uns_id), uns_id=uns_id)
 
@@ -149,10 +181,8 @@ class RemoteAsset:
 
     def answers_results(self) -> bool | None:
         """Whether this asset answers commands with ``_RESULT`` (None: nothing known of it)."""
-        from .runtime import _package_meta
-
         return answers_with_results(self.refresh().records, self.methods(),
-                                    library_manufacturer=_package_meta()[1])
+                                    library_manufacturer=package_meta()[1])
 
     def call(
         self, method: str, *, wait: float | None = 10.0, **arguments: Any

@@ -202,7 +202,7 @@ def test_health_never_touches_the_transport(build: Callable[..., Flask], monkeyp
     def no_transport(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("liveness must not create a transport")
 
-    monkeypatch.setattr("flask_openfactory.runtime.create_transport", no_transport)
+    monkeypatch.setattr("flask_openfactory.runtime.core.create_transport", no_transport)
     response = app.test_client().get("/ofa/health")
     assert response.status_code == 200
     assert response.get_json()["status"] == "alive"

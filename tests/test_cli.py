@@ -25,7 +25,7 @@ from flask import Flask
 from flask.testing import FlaskCliRunner
 
 from flask_openfactory import AssetBlueprint, ConfigurationError, FlaskOpenFactory, SampleAttribute, TransportError
-from flask_openfactory import runtime as runtime_module
+from flask_openfactory.runtime import core as runtime_module
 from flask_openfactory.transports import memory as memory_module
 from flask_openfactory.transports.base import Health
 

@@ -270,7 +270,7 @@ def test_scraping_a_runtime_that_never_started_creates_no_transport(
     def no_transport(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("a scrape must not connect")
 
-    monkeypatch.setattr("flask_openfactory.runtime.create_transport", no_transport)
+    monkeypatch.setattr("flask_openfactory.runtime.core.create_transport", no_transport)
     samples = scrape(app.test_client())
     assert value(samples, "openfactory_ready") == 0
     assert value(samples, "openfactory_transport_up") == 0
