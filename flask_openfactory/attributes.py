@@ -13,18 +13,19 @@ from typing import Any, ClassVar
 
 from .current import runtime_lookup
 from .protocol import (
+    COMMAND_SUFFIX,
     CONDITION,
     CONDITION_LEVELS,
     EVENTS,
     OPENFACTORY,
+    RESULT_SUFFIX,
     SAMPLES,
+    UNAVAILABLE,
     JSONScalar,
     Record,
     check_value,
     validate_identifier,
 )
-
-UNAVAILABLE = "UNAVAILABLE"
 
 
 class Attribute:
@@ -34,7 +35,7 @@ class Attribute:
 
     def __init__(self, id: str, *, tag: str, default: Any = UNAVAILABLE) -> None:
         self.id = validate_identifier("attribute ID", id)
-        if id.endswith(("_CMD", "_RESULT")):
+        if id.endswith((COMMAND_SUFFIX, RESULT_SUFFIX)):
             raise ValueError(f"attribute ID {id!r} is reserved for commands and results")
         if not isinstance(tag, str) or not tag:
             raise ValueError(f"attribute {id!r}: tag must be a non-empty string")

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from .commands import json_safe
 from .conversion import ConversionError, text_converter
 from .param_types import SUPPORTED_TEXT, ParamType, param_type, split_optional
-from .protocol import validate_identifier
+from .protocol import COMMAND_SUFFIX, RESULT_SUFFIX, validate_identifier
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -164,7 +164,7 @@ def build_spec(
             raise TypeError(f"ofa_method {method_name}: *{pname} is not allowed; declare each parameter by name")
         if param.kind is inspect.Parameter.VAR_KEYWORD:
             raise TypeError(f"ofa_method {method_name}: **{pname} is not allowed; declare each parameter by name")
-        if pname.endswith(("_CMD", "_RESULT")) or "." in pname:
+        if pname.endswith((COMMAND_SUFFIX, RESULT_SUFFIX)) or "." in pname:
             raise TypeError(f"ofa_method {method_name}: parameter name {pname!r} is reserved or unroutable")
         annotation = hints.get(pname)
         base, optional, annotated_text = _unwrap(annotation) if annotation is not None else (None, False, "")

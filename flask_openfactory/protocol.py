@@ -231,7 +231,7 @@ class Record:
         attributes = data.get("attributes")
         timestamp = attributes.get("timestamp") if isinstance(attributes, dict) else None
         if not isinstance(timestamp, str):
-            timestamp = "UNAVAILABLE"
+            timestamp = UNAVAILABLE
         raw_value = data.get("VALUE")
         if isinstance(raw_value, (dict, list)):
             raise RecordError("record VALUE must be a JSON scalar")

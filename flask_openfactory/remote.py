@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from .answering import answers_with_results
 from .commands import NO_RESULT, CommandResult
 from .package_meta import package_meta
-from .protocol import METHOD, JSONScalar, Record, validate_identifier
+from .protocol import CONDITION, EVENTS, METHOD, SAMPLES, JSONScalar, Record, validate_identifier
 from .references import Direction, added_reference, parse_references, references_id
 from .transports import Transport
 from .uns import resolve_uns
@@ -100,13 +100,13 @@ class RemoteAsset:
 
     def samples(self) -> list[dict[str, Any]]:
         """``[{"ID", "VALUE", "TAG"}]`` of its Samples, as the reference's ``samples()``."""
-        return self._of_type("Samples")
+        return self._of_type(SAMPLES)
 
     def events(self) -> list[dict[str, Any]]:
-        return self._of_type("Events")
+        return self._of_type(EVENTS)
 
     def conditions(self) -> list[dict[str, Any]]:
-        return self._of_type("Condition")
+        return self._of_type(CONDITION)
 
     def _of_type(self, kind: str) -> list[dict[str, Any]]:
         return [{"ID": r.id, "VALUE": r.value, "TAG": re.sub(r"\{.*?\}", "", r.tag)}

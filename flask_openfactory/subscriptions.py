@@ -24,10 +24,9 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .attributes import UNAVAILABLE
 from .commands import is_command, is_result
 from .logs import AssetLog
-from .protocol import CONDITION, EVENTS, METHOD, SAMPLES, Record, validate_identifier
+from .protocol import CONDITION, EVENTS, METHOD, SAMPLES, UNAVAILABLE, Record, validate_identifier
 from .transports.base import CommandReader, Transport
 
 _log = logging.getLogger("flask_openfactory.subscriptions")

@@ -23,12 +23,12 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
-from ..attributes import UNAVAILABLE, Attribute
+from ..attributes import Attribute
 from ..calls import CallBook
 from ..logs import AssetLog
 from ..methods import MethodSpec
 from ..metrics_registry import register, withdraw
-from ..protocol import METHOD, Record, format_timestamp, validate_identifier
+from ..protocol import METHOD, UNAVAILABLE, Record, format_timestamp, validate_identifier
 from ..routing import routing_warnings
 from ..storage import Storage, open_storages
 from ..subscriptions import SubscriptionSpec

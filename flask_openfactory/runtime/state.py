@@ -16,12 +16,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..attributes import UNAVAILABLE
 from ..calls import CallBook
 from ..commands import CommandResult, is_result
 from ..freshness import AppliedPosition, SharedLookup
 from ..logs import AssetLog
-from ..protocol import Record
+from ..protocol import UNAVAILABLE, Record
 from ..quiet import Repeats, fault_key
 from ..transports import Transport
 from ..transports.base import Follower

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..protocol import COMMAND_SUFFIX, RESULT_SUFFIX, Record, RecordError
+from ..protocol import COMMAND_SUFFIX, METHOD, RESULT_SUFFIX, Record, RecordError
 from .errors import ConfigurationError as ConfigurationError  # re-exported: imported from here today
 from .errors import TransportBusy as TransportBusy
 from .errors import TransportError as TransportError
@@ -228,7 +228,7 @@ class Transport(ABC):
 
     def methods(self, asset_uuid: str) -> dict[str, Any]:
         """The asset's method advertisements (VALUE as stored), by method name."""
-        return {rid: r.value for rid, r in self.snapshot(asset_uuid).items() if r.type == "Method"}
+        return {rid: r.value for rid, r in self.snapshot(asset_uuid).items() if r.type == METHOD}
 
     @abstractmethod
     def follow(self, asset_uuid: str, *, skip_own_writes: bool = False) -> Follower:
