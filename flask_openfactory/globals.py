@@ -8,6 +8,7 @@ from flask import current_app
 from werkzeug.local import LocalProxy
 
 from .current import runtime_lookup
+from .state import get_state
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -22,13 +23,7 @@ _current_app = cast("LocalProxy[Flask]", current_app)._get_current_object
 
 
 def _find_runtime() -> AssetRuntime:
-    state = _current_app().extensions.get("openfactory")
-    if state is None:
-        raise RuntimeError(
-            "The current Flask app has no OpenFactory extension. "
-            "Did you forget to call 'ofa.init_app(app)' in your application factory?"
-        )
-    return cast("AssetRuntime", state.runtime)
+    return get_state(_current_app()).runtime
 
 
 current_openfactory: AssetRuntime = cast("AssetRuntime", LocalProxy(_find_runtime))

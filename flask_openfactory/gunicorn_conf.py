@@ -26,8 +26,10 @@ import logging
 import os
 from typing import Any
 
-from .extension import START_WAIT
+from flask import Flask
+
 from .logs import gunicorn_logconfig
+from .state import START_WAIT, find_state
 
 log = logging.getLogger("flask_openfactory.gunicorn")
 
@@ -65,9 +67,9 @@ def _states(wsgi: Any) -> list[Any]:
     candidate = wsgi
     while candidate is not None and id(candidate) not in seen:
         seen.add(id(candidate))
-        extensions = getattr(candidate, "extensions", None)
-        if isinstance(extensions, dict) and "openfactory" in extensions:
-            found.append(extensions["openfactory"])
+        state = find_state(candidate) if isinstance(candidate, Flask) else None
+        if state is not None:
+            found.append(state)
             break
         candidate = getattr(candidate, "app", None) or getattr(candidate, "wsgi_app", None)
     return found

@@ -75,7 +75,9 @@ def load_app(target: str, config_name: str | None) -> Flask:
         if not isinstance(app, Flask):
             return _fail(f"{APP_OPTION} = {target}: the factory returned {app!r}, not a Flask app")
         obj = app
-    if "openfactory" not in obj.extensions:
+    from .state import find_state
+
+    if find_state(obj) is None:
         return _fail(f"{APP_OPTION} = {target}: the app has no OpenFactory extension "
                      "(call 'ofa.init_app(app)' in its factory)")
     return isolate(obj, target)
@@ -89,7 +91,9 @@ def isolate(app: Flask, target: str) -> Flask:
     """
     import uuid
 
-    state = app.extensions["openfactory"]
+    from .state import get_state
+
+    state = get_state(app)
     url = state.runtime.settings.transport_url
     if url.startswith("memory://"):
         return app

@@ -40,15 +40,20 @@ HEALTH_ENDPOINT = "openfactory.health"  # the API blueprint's liveness route
 PROBE_ENDPOINTS = frozenset({HEALTH_ENDPOINT, "openfactory.ready"})  # they never wait on a start
 
 
+def find_state(app: Flask) -> OpenFactoryState | None:
+    """The app's ``OpenFactoryState``, or None when ``init_app`` was not called on it."""
+    return app.extensions.get(EXTENSION_KEY)
+
+
 def get_state(app: Flask) -> OpenFactoryState:
     """The app's ``OpenFactoryState``; a RuntimeError when ``init_app`` was not called on it."""
-    state = app.extensions.get(EXTENSION_KEY)
+    state: OpenFactoryState | None = app.extensions.get(EXTENSION_KEY)  # not find_state: every set() comes here
     if state is None:
         raise RuntimeError(
             f"The Flask app {app.import_name!r} is not registered with FlaskOpenFactory. "
             "Did you forget to call 'ofa.init_app(app)'?"
         )
-    return state  # type: ignore[no-any-return]  # app.extensions holds Any
+    return state
 
 
 class OpenFactoryState:

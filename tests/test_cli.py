@@ -442,9 +442,10 @@ def test_methods_text_and_json(runner: FlaskCliRunner) -> None:
 # -- a real second process over sqlite -------------------------------------------------
 
 
+REPO = Path(__file__).parent.parent  # the harness the module imports lives there
 EXECUTOR = """
 import sys, time
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{tests!r}, {repo!r}]
 from test_cli import make_app
 
 app = make_app({url!r})
@@ -462,7 +463,7 @@ def test_call_reaches_an_executor_in_another_process_over_sqlite(tmp_path: Path)
     pytest.importorskip("flask_openfactory.transports.sqlite")
     url = f"sqlite:///{tmp_path / 'x.db'}"
     script = tmp_path / "executor.py"
-    script.write_text(textwrap.dedent(EXECUTOR.format(tests=str(Path(__file__).parent), url=url)))
+    script.write_text(textwrap.dedent(EXECUTOR.format(tests=str(Path(__file__).parent), repo=str(REPO), url=url)))
     errors = (tmp_path / "executor.err").open("w")
     proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=errors, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})

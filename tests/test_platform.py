@@ -35,6 +35,10 @@ PLATFORM_ENV = {
     "OPENFACTORY_ROOT_PATH": "/oven-7",
 }
 
+# A subprocess that imports this module finds it and the harness it imports.
+TESTS = Path(__file__).parent
+SUBPROCESS_PATH = f"import sys; sys.path[:0] = [{str(TESTS)!r}, {str(TESTS.parent)!r}]\n"
+
 
 def make_app(**config: Any) -> Flask:
     app = Flask(__name__)
@@ -145,7 +149,7 @@ def test_without_hooks_avail_is_unavailable_after_the_process_exits(tmp_path: Pa
     """``flask run``, waitress…: the runtime started on a request stops at exit and says so."""
     db = tmp_path / "log.sqlite3"
     script = (
-        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        f"{SUBPROCESS_PATH}"
         "from test_platform import make_app\n"
         f"app = make_app(OPENFACTORY_TRANSPORT_URL='sqlite:///{db}', OPENFACTORY_APP_UUID='ATEXIT')\n"
         "app.test_client().get('/ofa/attributes')\n"
@@ -167,7 +171,7 @@ def serve_with_hooks(tmp_path: Path, env: dict[str, str], *, workers: int,
     app_dir = tmp_path / "app"
     app_dir.mkdir()
     (app_dir / "platformapp.py").write_text(
-        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\nfrom test_platform import make_app\n")
+        f"{SUBPROCESS_PATH}from test_platform import make_app\n")
     port = free_port()
     log = tmp_path / "gunicorn.log"
     call = "platformapp:make_app({})".format(", ".join(f"{k}={v!r}" for k, v in config.items()))
@@ -276,7 +280,7 @@ def test_lifecycle_lines_name_the_asset_and_the_pid_once(caplog: pytest.LogCaptu
 
 def test_json_log_format_is_one_object_per_line(tmp_path: Path) -> None:
     script = (
-        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        f"{SUBPROCESS_PATH}"
         "from test_platform import make_app\n"
         "from flask_openfactory.testing import OpenFactoryTester\n"
         "app = make_app(OPENFACTORY_TRANSPORT_URL='memory://json', OPENFACTORY_APP_UUID='JSON-1',"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..state import get_state
+
 if TYPE_CHECKING:
     from flask import Flask
 
@@ -14,10 +16,4 @@ __all__ = ["runtime_of"]
 
 def runtime_of(app: Flask) -> AssetRuntime:
     """The asset runtime of an app that called ``ofa.init_app(app)``."""
-    state = app.extensions.get("openfactory")
-    if state is None:
-        raise RuntimeError(
-            f"the Flask app {app.import_name!r} has no OpenFactory extension: "
-            "call 'ofa.init_app(app)' in its factory"
-        )
-    return state.runtime  # type: ignore[no-any-return]  # app.extensions holds Any
+    return get_state(app).runtime
