@@ -1,9 +1,9 @@
 """Admission: what the dispatcher does with one entry of the command log.
 
-A pure function of the entry and the facts it needs (the settings, the time,
+A pure function of the entry and the facts it needs (the settings, a clock,
 the methods, the calls known to run or to be answered): no I/O, no counters,
-no log lines. The dispatcher calls ``decide`` and acts on the decision, so the
-rules read here as one table, in the order they are applied.
+no log lines, nothing changed. The dispatcher calls ``decide`` and acts on the
+decision, so the rules read here as one table, in the order they are applied.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from ..commands import (
     Envelope,
@@ -28,12 +28,14 @@ from ..transports.base import LogEntry
 from .settings import DispatchSettings
 
 # -- decisions: every one leaves the position done, except Reject and Run ------------------
+# ``command``: the decision is about a command of this asset (counted as received).
 
 
 @dataclass(frozen=True, slots=True)
 class Ignore:
     """Nothing to run or answer (another asset's record, or not a command)."""
 
+    command: ClassVar[bool] = False
     counter: str | None = None  # counted under this name, if at all
 
 
@@ -41,6 +43,7 @@ class Ignore:
 class Undecodable:
     """A value that could not be decoded: counted, logged, skipped."""
 
+    command: ClassVar[bool] = False
     error: str | None
 
 
@@ -48,6 +51,7 @@ class Undecodable:
 class ResultSeen:
     """A ``_RESULT`` record: its correlation id (if readable) is answered."""
 
+    command: ClassVar[bool] = False
     correlation_id: str | None
 
 
@@ -55,6 +59,7 @@ class ResultSeen:
 class Duplicate:
     """A command whose id runs or was answered: suppressed, not answered again."""
 
+    command: ClassVar[bool] = True
     method: str
     correlation_id: str
 
@@ -63,6 +68,7 @@ class Duplicate:
 class Unroutable:
     """A method name no result could be written under: counted, never answered, never run."""
 
+    command: ClassVar[bool] = True
     method: str
     correlation_id: str
 
@@ -72,6 +78,7 @@ class RefuseSilently:
     """Must not run, and must not be answered: a ``_RESULT`` under a known id would pass
     for the genuine answer."""
 
+    command: ClassVar[bool] = True
     method: str
     correlation_id: str
     reason: str
@@ -82,6 +89,7 @@ class RefuseSilently:
 class Reject:
     """Must not run: answered ``REJECTED`` (dropped when no correlation id was readable)."""
 
+    command: ClassVar[bool] = True
     method: str
     correlation_id: str | None
     sender_uuid: str | None
@@ -93,6 +101,7 @@ class Reject:
 class Run:
     """Admitted: run the method with these arguments."""
 
+    command: ClassVar[bool] = True
     spec: MethodSpec
     kwargs: dict[str, Any]
     correlation_id: str
@@ -101,9 +110,9 @@ class Run:
 
 Decision = Ignore | Undecodable | ResultSeen | Duplicate | Unroutable | RefuseSilently | Reject | Run
 
-# The decisions about a command of this asset (counted as received).
-COMMAND_DECISIONS = (Duplicate, Unroutable, RefuseSilently, Reject, Run)
-
+# The commonest decisions, made once: most entries of a shared partition are other records.
+_FOREIGN = Ignore("records_foreign")
+_NOT_A_COMMAND = Ignore()
 
 # -- the rules -------------------------------------------------------------------------------
 
@@ -112,51 +121,54 @@ def decide(
     entry: LogEntry,
     settings: DispatchSettings,
     *,
-    now: datetime,
+    now: Callable[[], datetime],
     redelivered: bool,
     methods: Mapping[str, MethodSpec],
     running: Callable[[str], bool],
     answered: Container[str],
 ) -> Decision:
-    """The decision for one log entry; ``redelivered``: part of the backlog read again after
-    gaining ownership; ``running``/``answered``: the calls in flight and those already answered."""
+    """The decision for one log entry.
 
-    def known(cid: str) -> bool:
-        return running(cid) or cid in answered  # this order: see Dispatcher._settle
+    ``now``: the clock, read once and only for a command that reaches the age check (as
+    late as possible, and not at all for the other records of a shared partition);
+    ``redelivered``: part of the backlog read again after gaining ownership;
+    ``running``/``answered``: the calls in flight and those already answered.
+    """
 
     record = entry.record
     if entry.key is not None and entry.key != settings.asset_uuid:
-        return Ignore("records_foreign")
+        return _FOREIGN
     if record is None:
         return Undecodable(entry.error)
     if is_result(record):
         return ResultSeen(result_correlation_id(record))
     if not is_command(record):
-        return Ignore()
+        return _NOT_A_COMMAND
     method = record.id[: -len(COMMAND_SUFFIX)]
     try:
         envelope = parse_envelope(record.value, settings.argument_limits)
     except EnvelopeError as exc:
-        if exc.correlation_id is not None and known(exc.correlation_id):
+        # known: running, or answered (this order: see CommandRunner._settle)
+        if exc.correlation_id is not None and (running(exc.correlation_id) or exc.correlation_id in answered):
             return RefuseSilently(method, exc.correlation_id, exc.code, exc.reason)
         return Reject(method, exc.correlation_id, exc.sender_uuid, exc.code, exc.reason)
     cid, sender = envelope.correlation_id, envelope.sender_uuid
     refusal = _refusal(envelope, method, settings)
     if refusal is not None:
-        if known(cid):
+        if running(cid) or cid in answered:
             return RefuseSilently(method, cid, *refusal)
         return Reject(method, cid, sender, *refusal)
     if settings.signing_keys is not None and not redelivered and cid in answered and not running(cid):
         # Signed: a new record with an answered id is a replay, not a redelivery.
         return Reject(method, cid, sender, "replayed", f"replayed: command {cid} was already answered")
-    if known(cid):
+    if running(cid) or cid in answered:
         return Duplicate(method, cid)
     spec = methods.get(method)
     if spec is None and not _routable(method):
         return Unroutable(method, cid)  # answering would write an unroutable ID
     if spec is None:
         return Reject(method, cid, sender, "unknown_method", f"unknown method {method!r}")
-    age = (now - envelope.timestamp).total_seconds()
+    age = (now() - envelope.timestamp).total_seconds()
     if age > settings.max_age:
         return Reject(method, cid, sender, "expired",
                       f"expired: the command is {age:.1f}s old, the limit is {settings.max_age:g}s")

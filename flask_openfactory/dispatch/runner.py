@@ -24,7 +24,6 @@ from ..logs import AssetLog, log_method_error
 from ..methods import MethodSpec
 from ..transports.base import LogEntry
 from .admission import (
-    COMMAND_DECISIONS,
     Duplicate,
     Ignore,
     RefuseSilently,
@@ -40,6 +39,10 @@ from .recording import ResultRecorder
 from .settings import DispatchSettings
 
 ContextFactory = Callable[[], AbstractContextManager[Any]]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(slots=True)
@@ -98,36 +101,36 @@ class CommandRunner:
         """One log entry; ``redelivered``: part of the backlog read again after gaining ownership."""
         offset = entry.offset
         self._offsets.add(offset)
-        decision = decide(entry, self.settings, now=datetime.now(UTC), redelivered=redelivered,
+        decision = decide(entry, self.settings, now=_utcnow, redelivered=redelivered,
                           methods=self._methods(), running=self._is_running, answered=self.completed)
-        if isinstance(decision, COMMAND_DECISIONS):
+        if decision.command:
             self.counters["commands_received"] += 1
-        match decision:
-            case Run(spec, kwargs, cid, sender):
-                self._execute(offset, spec, kwargs, cid, sender)
-            case Reject(method, cid, sender, reason, text):
-                self._reject(offset, method, cid, sender, reason, text)
-            case RefuseSilently(method, cid, reason, text):
-                self._refuse_silently(offset, method, cid, reason, text)
-            case Duplicate(method, cid):
-                self.counters["commands_duplicate"] += 1
-                self.log.info("suppressed duplicate command %s (%s)", cid, method)
-                self._offsets.done(offset)
-            case Unroutable(method, cid):
-                self.counters["records_unroutable"] += 1
-                self.completed.add(cid)  # refused: this id never runs later either
+        match decision:  # the most frequent first: a shared partition carries mostly other records
+            case Ignore(counter):
+                if counter is not None:
+                    self.counters[counter] += 1
                 self._offsets.done(offset)
             case ResultSeen(cid):
                 if cid:
                     self.completed.add(cid)
                 self._offsets.done(offset)
+            case Run(spec, kwargs, cid, sender):
+                self._execute(offset, spec, kwargs, cid, sender)
+            case Duplicate(method, cid):
+                self.counters["commands_duplicate"] += 1
+                self.log.info("suppressed duplicate command %s (%s)", cid, method)
+                self._offsets.done(offset)
+            case Reject(method, cid, sender, reason, text):
+                self._reject(offset, method, cid, sender, reason, text)
+            case RefuseSilently(method, cid, reason, text):
+                self._refuse_silently(offset, method, cid, reason, text)
+            case Unroutable(method, cid):
+                self.counters["records_unroutable"] += 1
+                self.completed.add(cid)  # refused: this id never runs later either
+                self._offsets.done(offset)
             case Undecodable(error):
                 self.counters["records_malformed"] += 1
                 self.log.warning("skipped undecodable record at %s: %s", offset, error)
-                self._offsets.done(offset)
-            case Ignore(counter):
-                if counter is not None:
-                    self.counters[counter] += 1
                 self._offsets.done(offset)
             case _:
                 assert_never(decision)
