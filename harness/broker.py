@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 __all__ = ["TansuBroker", "unique_topic_name"]
 
@@ -98,7 +99,8 @@ def _die_with_parent(parent_pid: int) -> None:
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 class TansuBroker:
@@ -220,14 +222,13 @@ class TansuBroker:
         )
 
     def _new_admin(self) -> AdminClient:
-        return AdminClient(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "reconnect.backoff.ms": 10,
-                "reconnect.backoff.max.ms": 100,
-                "logger": _log,
-            }
-        )
+        config: dict[str, Any] = {  # librdkafka's config is typed scalars only; "logger" takes a Logger
+            "bootstrap.servers": self.bootstrap,
+            "reconnect.backoff.ms": 10,
+            "reconnect.backoff.max.ms": 100,
+            "logger": _log,
+        }
+        return AdminClient(config)
 
     def stop(self) -> None:
         """Stop with SIGINT (Tansu exits at once on it), SIGKILL if it lingers."""

@@ -144,9 +144,10 @@ class _Results(threading.Thread):
             self._consumer.close()
 
     def _take(self, message: Message) -> None:
-        if message.error() is not None:
-            if message.error().code() != KafkaError._PARTITION_EOF:
-                self.errors.append(message.error().str())
+        error = message.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                self.errors.append(error.str())
             return
         try:
             record = Record.from_wire(message.key(), message.value())
@@ -174,10 +175,11 @@ def _reread(bootstrap: str, topic: str, missing: set[str]) -> str:
             messages = consumer.consume(1000, 0.5)
             idle = 0 if messages else idle + 1
             for message in messages:
-                if message.error() is None and message.value() is not None:
+                value = message.value()
+                if message.error() is None and value is not None:
                     for cid in missing:
-                        if cid.encode() in message.value():
-                            found[cid].append(f"offset {message.offset()}: {message.value()[:300]!r}")
+                        if cid.encode() in value:
+                            found[cid].append(f"offset {message.offset()}: {value[:300]!r}")
     finally:
         consumer.close()
     return "\n".join(f"{cid}: {lines or 'not on the topic'}" for cid, lines in list(found.items())[:5])

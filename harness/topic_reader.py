@@ -11,7 +11,7 @@ def raw_records(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"read-{uuid.uuid4()}"})
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-    raw = []
+    raw: list[tuple[bytes | None, bytes | None]] = []
     while (batch := consumer.consume(500, 1.0)):
         raw.extend((m.key(), m.value()) for m in batch if m.error() is None)
     consumer.close()

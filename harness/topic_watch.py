@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
@@ -116,7 +116,8 @@ class TopicWatcher:
                         record = Record.from_wire(message.key(), message.value())
                     except RecordError:
                         continue
-                    batch.append(Seen(now, message.partition(), message.offset(), record))
+                    # a message without an error has its partition and offset (confluent-kafka types them Optional)
+                    batch.append(Seen(now, cast(int, message.partition()), cast(int, message.offset()), record))
                 if batch:
                     with self._cond:
                         self._seen.extend(batch)

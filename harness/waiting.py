@@ -10,7 +10,7 @@ T = TypeVar("T")
 
 
 def wait_for(
-    predicate: Callable[[], T], timeout: float = 5.0, what: str | None = None, interval: float = 0.01
+    predicate: Callable[[], T | None], timeout: float = 5.0, what: str | None = None, interval: float = 0.01
 ) -> T:
     """The first truthy value of ``predicate``; fails naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

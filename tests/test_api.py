@@ -25,7 +25,8 @@ from flask_smorest import Blueprint as SmorestBlueprint
 from werkzeug.exceptions import HTTPException
 from werkzeug.test import TestResponse
 
-from flask_openfactory import AssetBlueprint, FlaskOpenFactory, SampleAttribute, TransportError
+from app_factory import build_app
+from flask_openfactory import AssetBlueprint, SampleAttribute, TransportError
 from flask_openfactory.api import correlation_id_from_request
 from flask_openfactory.protocol import Record
 from flask_openfactory.testing import runtime_of
@@ -89,16 +90,8 @@ MACHINE_METHODS = ["move_axis", "home", "explode", "set_feed", "coolant", "confi
 # -- fixtures ---------------------------------------------------------------------------
 
 
-def make_app(**config: Any) -> Flask:
-    """An app factory, as a host app would write it."""
-    app = Flask(__name__)
-    app.config.update(
-        TESTING=True,
-        OPENFACTORY_TRANSPORT_URL=f"memory://test-api-{uuid.uuid4().hex}",
-        OPENFACTORY_APP_UUID="TEST-ASSET",
-        OPENFACTORY_APPLICATION_VERSION="1.2.3",
-    )
-    app.config.update(config)
+def host_routes(app: Flask) -> None:
+    """The host app's own routes, added before the extension."""
 
     @app.route("/")
     def index() -> str:
@@ -114,9 +107,21 @@ def make_app(**config: Any) -> Flask:
     def broken() -> str:
         abort(400)
 
-    FlaskOpenFactory().init_app(app)
-    app.register_blueprint(machine)
-    return app
+
+def make_app(**config: Any) -> Flask:
+    """An app factory, as a host app would write it."""
+    return build_app(
+        __name__,
+        {
+            "TESTING": True,
+            "OPENFACTORY_TRANSPORT_URL": f"memory://test-api-{uuid.uuid4().hex}",
+            "OPENFACTORY_APP_UUID": "TEST-ASSET",
+            "OPENFACTORY_APPLICATION_VERSION": "1.2.3",
+            **config,
+        },
+        before_extension=host_routes,
+        blueprints=[machine],
+    )
 
 
 @pytest.fixture
@@ -910,16 +915,6 @@ class PetSchema(ma.Schema):
 
 def _host_api_app(host_api_first: bool) -> tuple[Flask, Api]:
     """A host app with its own flask-smorest Api on the default config prefix."""
-    app = Flask(__name__)
-    app.config.update(
-        TESTING=True,
-        API_TITLE="Pet store",
-        API_VERSION="9.9",
-        OPENAPI_VERSION="3.0.3",
-        OPENAPI_URL_PREFIX="/",
-        OPENFACTORY_TRANSPORT_URL=f"memory://test-api-{uuid.uuid4().hex}",
-        OPENFACTORY_APP_UUID="PET-ASSET",
-    )
     pets = SmorestBlueprint("pets", __name__, url_prefix="/pets")
 
     @pets.route("/")
@@ -928,11 +923,17 @@ def _host_api_app(host_api_first: bool) -> tuple[Flask, Api]:
         return [{"name": "Rex"}]
 
     api = Api()
-    if host_api_first:
-        api.init_app(app)
-        FlaskOpenFactory(add_cli=False).init_app(app)
-    else:
-        FlaskOpenFactory(add_cli=False).init_app(app)
+    config = {
+        "TESTING": True,
+        "API_TITLE": "Pet store",
+        "API_VERSION": "9.9",
+        "OPENAPI_VERSION": "3.0.3",
+        "OPENAPI_URL_PREFIX": "/",
+        "OPENFACTORY_TRANSPORT_URL": f"memory://test-api-{uuid.uuid4().hex}",
+        "OPENFACTORY_APP_UUID": "PET-ASSET",
+    }
+    app = build_app(__name__, config, before_extension=api.init_app if host_api_first else None, add_cli=False)
+    if not host_api_first:
         api.init_app(app)
     api.register_blueprint(pets)
     app.register_blueprint(machine)
@@ -1019,8 +1020,6 @@ def test_methods_declared_later_get_their_own_blueprint(app: Flask) -> None:
 
 
 def test_no_api_without_add_api() -> None:
-    app = Flask(__name__)
-    app.config.update(OPENFACTORY_TRANSPORT_URL=f"memory://test-api-{uuid.uuid4().hex}")
-    FlaskOpenFactory(add_cli=False, add_api=False).init_app(app)
-    app.register_blueprint(machine)
+    app = build_app(__name__, {"OPENFACTORY_TRANSPORT_URL": f"memory://test-api-{uuid.uuid4().hex}"},
+                    blueprints=[machine], add_cli=False, add_api=False)
     assert app.test_client().get("/ofa/health").status_code == 404

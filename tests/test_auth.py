@@ -17,7 +17,8 @@ from flask.testing import FlaskClient
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.test import TestResponse
 
-from flask_openfactory import AssetBlueprint, ConfigurationError, FlaskOpenFactory, SampleAttribute
+from app_factory import build_app
+from flask_openfactory import AssetBlueprint, ConfigurationError, SampleAttribute
 from flask_openfactory.auth import AccessPolicy, bearer_token
 from flask_openfactory.testing import runtime_of
 
@@ -31,16 +32,7 @@ READ_ROUTES = ["/ofa/ready", "/ofa/attributes", "/ofa/attributes/spindle_speed",
 calls: list[str] = []
 
 
-def make_app(**config: Any) -> Flask:
-    app = Flask(__name__)
-    app.config.update(
-        TESTING=True,
-        OPENFACTORY_TRANSPORT_URL=f"memory://test-auth-{uuid.uuid4().hex}",
-        OPENFACTORY_APP_UUID="AUTH-ASSET",
-        OPENFACTORY_STOP_TIMEOUT=2.0,
-        **config,
-    )
-    FlaskOpenFactory().init_app(app)
+def machine_blueprint() -> AssetBlueprint:
     bp = AssetBlueprint("machine", __name__)
     bp.attribute(SampleAttribute("spindle_speed", tag="Spindle.Speed", default=0))
 
@@ -55,8 +47,13 @@ def make_app(**config: Any) -> Flask:
         calls.append("move")
         return x
 
-    app.register_blueprint(bp)
-    return app
+    return bp
+
+
+def make_app(**config: Any) -> Flask:
+    return build_app(__name__, {"TESTING": True, "OPENFACTORY_TRANSPORT_URL": f"memory://test-auth-{uuid.uuid4().hex}",
+                                "OPENFACTORY_APP_UUID": "AUTH-ASSET", "OPENFACTORY_STOP_TIMEOUT": 2.0, **config},
+                     blueprints=[machine_blueprint()])
 
 
 @pytest.fixture

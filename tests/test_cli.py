@@ -24,7 +24,8 @@ from click.testing import Result
 from flask import Flask
 from flask.testing import FlaskCliRunner
 
-from flask_openfactory import AssetBlueprint, ConfigurationError, FlaskOpenFactory, SampleAttribute, TransportError
+from app_factory import build_app
+from flask_openfactory import AssetBlueprint, ConfigurationError, SampleAttribute, TransportError
 from flask_openfactory.runtime import core as runtime_module
 from flask_openfactory.transports import memory as memory_module
 from flask_openfactory.transports.base import Health
@@ -32,20 +33,8 @@ from flask_openfactory.transports.base import Health
 ASSET = "CLI-TEST-ASSET"
 
 
-def make_app(transport_url: str, **config: Any) -> Flask:
-    """An app whose asset has one sample and two methods (one of which can fail)."""
-    app = Flask(__name__)
-    app.config.update(
-        {
-            "TESTING": True,
-            "OPENFACTORY_APP_UUID": ASSET,
-            "OPENFACTORY_TRANSPORT_URL": transport_url,
-            "OPENFACTORY_KSQLDB_URL": None,
-            "OPENFACTORY_STOP_TIMEOUT": 2.0,
-            **config,
-        }
-    )
-    FlaskOpenFactory(add_api=False).init_app(app)
+def machine_blueprint() -> AssetBlueprint:
+    """The asset: one sample and two methods (one of which can fail)."""
     bp = AssetBlueprint("machine", __name__)
     position = bp.attribute(SampleAttribute("position_x", tag="Position.X"))
 
@@ -62,8 +51,24 @@ def make_app(transport_url: str, **config: Any) -> Flask:
         position.set(0.0)
         return "homed"
 
-    app.register_blueprint(bp)
-    return app
+    return bp
+
+
+def make_app(transport_url: str, **config: Any) -> Flask:
+    """An app whose asset has one sample and two methods (one of which can fail)."""
+    return build_app(
+        __name__,
+        {
+            "TESTING": True,
+            "OPENFACTORY_APP_UUID": ASSET,
+            "OPENFACTORY_TRANSPORT_URL": transport_url,
+            "OPENFACTORY_KSQLDB_URL": None,
+            "OPENFACTORY_STOP_TIMEOUT": 2.0,
+            **config,
+        },
+        blueprints=[machine_blueprint()],
+        add_api=False,
+    )
 
 
 @pytest.fixture

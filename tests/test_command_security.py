@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from app_factory import build_app
 from flask_openfactory import (
     AssetBlueprint,
     ConfigurationError,
-    FlaskOpenFactory,
     SampleAttribute,
     ofa_method,
 )
@@ -389,12 +389,7 @@ def test_empty_allow_list_refuses_everyone(
 # -- through Flask: config, CLI, status, readiness ---------------------------------------
 
 
-def make_app(url: str, **config: Any) -> Flask:
-    app = Flask(__name__)
-    app.config.update({"TESTING": True, "OPENFACTORY_APP_UUID": MACHINE, "OPENFACTORY_TRANSPORT_URL": url,
-                       "OPENFACTORY_KSQLDB_URL": None, "OPENFACTORY_STOP_TIMEOUT": 2.0,
-                       "OPENFACTORY_START_ON_REQUEST": False, **config})
-    FlaskOpenFactory().init_app(app)
+def machine_blueprint() -> AssetBlueprint:
     bp = AssetBlueprint("machine", __name__)
     position = bp.attribute(SampleAttribute("position_x", tag="Position.X"))
 
@@ -403,8 +398,14 @@ def make_app(url: str, **config: Any) -> Flask:
         position.set(x)
         return x
 
-    app.register_blueprint(bp)
-    return app
+    return bp
+
+
+def make_app(url: str, **config: Any) -> Flask:
+    return build_app(__name__, {"TESTING": True, "OPENFACTORY_APP_UUID": MACHINE, "OPENFACTORY_TRANSPORT_URL": url,
+                                "OPENFACTORY_KSQLDB_URL": None, "OPENFACTORY_STOP_TIMEOUT": 2.0,
+                                "OPENFACTORY_START_ON_REQUEST": False, **config},
+                     blueprints=[machine_blueprint()])
 
 
 @pytest.fixture

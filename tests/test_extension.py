@@ -6,6 +6,7 @@ import threading
 import pytest
 from flask import Flask
 
+from app_factory import build_app_and_extension
 from flask_openfactory import (
     AssetBlueprint,
     ConfigurationError,
@@ -25,12 +26,7 @@ def bump(by: float = 1.0) -> float:
 
 
 def make_app(**config):
-    app = Flask(__name__)
-    app.config.update(config)
-    ofa = FlaskOpenFactory()
-    ofa.init_app(app)
-    app.register_blueprint(bp)
-    return app, ofa
+    return build_app_and_extension(__name__, config, blueprints=[bp])
 
 
 def open_fds():

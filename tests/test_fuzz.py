@@ -30,12 +30,12 @@ from enum import Enum
 from typing import Any, Literal
 
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from flask_openfactory import AssetBlueprint, FlaskOpenFactory
+from app_factory import build_app
+from flask_openfactory import AssetBlueprint
 from flask_openfactory import settings as config_keys
 from flask_openfactory.commands import Envelope, EnvelopeError, parse_envelope
 from flask_openfactory.ksqldb import KsqlDBClient, KsqlDBError, parse_query_answer
@@ -543,14 +543,15 @@ HTTP_METHODS = ["move", "switch", "configure", "home"]
 
 @pytest.fixture(scope="module")
 def http_client() -> Iterator[FlaskClient]:
-    app = Flask(__name__)
-    app.config.update(
-        TESTING=True,
-        OPENFACTORY_TRANSPORT_URL=f"memory://fuzz-http-{uuid.uuid4().hex}",
-        OPENFACTORY_APP_UUID="FUZZ-HTTP",
+    app = build_app(
+        __name__,
+        {
+            "TESTING": True,
+            "OPENFACTORY_TRANSPORT_URL": f"memory://fuzz-http-{uuid.uuid4().hex}",
+            "OPENFACTORY_APP_UUID": "FUZZ-HTTP",
+        },
+        blueprints=[fuzz_machine],
     )
-    FlaskOpenFactory().init_app(app)
-    app.register_blueprint(fuzz_machine)
     runtime: AssetRuntime = app.extensions["openfactory"].runtime
     runtime.start()
     try:

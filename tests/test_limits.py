@@ -20,11 +20,11 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from app_factory import build_app
 from flask_openfactory import (
     AssetBlueprint,
     ConfigurationError,
     EventAttribute,
-    FlaskOpenFactory,
     TransportBusy,
     ofa_method,
 )
@@ -94,8 +94,7 @@ def test_other_envelope_errors_keep_their_reason() -> None:
 
 
 def base_config(**overrides: Any) -> dict[str, Any]:
-    app = Flask(__name__)
-    FlaskOpenFactory(app, add_cli=False)  # applies every default
+    app = build_app(__name__, constructor=True, add_cli=False)  # applies every default
     config = {k: v for k, v in app.config.items() if k.startswith("OPENFACTORY_")}
     config.update(OPENFACTORY_TRANSPORT_URL="memory://limits-settings", OPENFACTORY_APP_UUID=MACHINE, **overrides)
     return config
@@ -184,10 +183,8 @@ def test_commands_over_the_limits_are_rejected_with_their_own_reason_and_never_r
 level = EventAttribute("level", tag="Limits.Level", default="none")
 
 
-def make_app(**config: Any) -> Flask:
-    app = Flask(__name__)
-    app.config.update(TESTING=True, OPENFACTORY_TRANSPORT_URL=f"memory://limits-http-{uuid.uuid4().hex}",
-                      OPENFACTORY_APP_UUID=MACHINE, **config)
+def host_routes(app: Flask) -> None:
+    """The host app's own routes, added before the extension."""
 
     @app.post("/level/<value>")
     def set_level(value: str) -> dict[str, str]:
@@ -195,12 +192,18 @@ def make_app(**config: Any) -> Flask:
         level.set(value)
         return {"level": value}
 
-    FlaskOpenFactory(app, add_cli=False)
+
+def limits_blueprint() -> AssetBlueprint:
     bp = AssetBlueprint("limits", __name__)
     bp.attribute(level)
     bp.method(configure)
-    app.register_blueprint(bp)
-    return app
+    return bp
+
+
+def make_app(**config: Any) -> Flask:
+    return build_app(__name__, {"TESTING": True, "OPENFACTORY_TRANSPORT_URL": f"memory://limits-http-{uuid.uuid4().hex}",
+                                "OPENFACTORY_APP_UUID": MACHINE, **config},
+                     before_extension=host_routes, blueprints=[limits_blueprint()], constructor=True, add_cli=False)
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from flask_openfactory import AssetBlueprint, FlaskOpenFactory
+from app_factory import build_app
+from flask_openfactory import AssetBlueprint
 from flask_openfactory.metrics import DURATION_BUCKETS, OTHER_METHOD, MethodResults
 from flask_openfactory.protocol import Record
 from flask_openfactory.runtime import AssetRuntime
@@ -31,16 +32,7 @@ ASSET = "METRICS-ASSET"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-def make_app(transport_url: str | None = None, asset: str = ASSET, **config: Any) -> Flask:
-    app = Flask(__name__)
-    app.config.update(
-        TESTING=True,
-        OPENFACTORY_TRANSPORT_URL=transport_url or f"memory://test-metrics-{uuid.uuid4().hex}",
-        OPENFACTORY_APP_UUID=asset,
-        OPENFACTORY_STOP_TIMEOUT=2.0,
-        **config,
-    )
-    FlaskOpenFactory().init_app(app)
+def machine_blueprint() -> AssetBlueprint:
     bp = AssetBlueprint("machine", __name__)
 
     @bp.ofa_method()
@@ -60,8 +52,21 @@ def make_app(transport_url: str | None = None, asset: str = ASSET, **config: Any
     def move(x: float) -> float:
         return x
 
-    app.register_blueprint(bp)
-    return app
+    return bp
+
+
+def make_app(transport_url: str | None = None, asset: str = ASSET, **config: Any) -> Flask:
+    return build_app(
+        __name__,
+        {
+            "TESTING": True,
+            "OPENFACTORY_TRANSPORT_URL": transport_url or f"memory://test-metrics-{uuid.uuid4().hex}",
+            "OPENFACTORY_APP_UUID": asset,
+            "OPENFACTORY_STOP_TIMEOUT": 2.0,
+            **config,
+        },
+        blueprints=[machine_blueprint()],
+    )
 
 
 @pytest.fixture

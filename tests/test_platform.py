@@ -17,7 +17,8 @@ import pytest
 import requests
 from flask import Flask
 
-from flask_openfactory import AssetBlueprint, ConfigurationError, FlaskOpenFactory, SampleAttribute, logs
+from app_factory import build_app
+from flask_openfactory import AssetBlueprint, ConfigurationError, SampleAttribute, logs
 from flask_openfactory.testing import OpenFactoryTester, runtime_of
 from harness.gunicorn_server import GUNICORN, server_env
 from harness.procfs import free_port
@@ -40,10 +41,7 @@ TESTS = Path(__file__).parent
 SUBPROCESS_PATH = f"import sys; sys.path[:0] = [{str(TESTS)!r}, {str(TESTS.parent)!r}]\n"
 
 
-def make_app(**config: Any) -> Flask:
-    app = Flask(__name__)
-    app.config.update(config)
-    FlaskOpenFactory(app)
+def oven_blueprint() -> AssetBlueprint:
     bp = AssetBlueprint("oven", __name__)
     bp.attribute(SampleAttribute("temperature", tag="Temperature", default=20.0))
 
@@ -55,8 +53,12 @@ def make_app(**config: Any) -> Flask:
             raise RuntimeError("a bug in the method")
         return {"setpoint": setpoint}
 
-    app.register_blueprint(bp)
-    return app
+    return bp
+
+
+def make_app(**config: Any) -> Flask:
+    """The oven app; imported by name by the subprocess scripts and the gunicorn app spec below."""
+    return build_app(__name__, config, blueprints=[oven_blueprint()], constructor=True)
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ import pytest
 from click.testing import Result
 from flask import Flask
 
-from flask_openfactory import FlaskOpenFactory, ofa_method
+from app_factory import build_app
+from flask_openfactory import ofa_method
 from flask_openfactory.answering import answers_with_results
 from flask_openfactory.methods import spec_of
 from flask_openfactory.protocol import Record
@@ -100,11 +101,9 @@ def test_call_to_an_unknown_asset_still_waits() -> None:
 
 
 def cli_app(url: str, **config: object) -> Flask:
-    app = Flask(__name__)
-    app.config.update({"TESTING": True, "OPENFACTORY_APP_UUID": "HMI", "OPENFACTORY_TRANSPORT_URL": url,
-                       "OPENFACTORY_KSQLDB_URL": None, "OPENFACTORY_STOP_TIMEOUT": 2.0, **config})
-    FlaskOpenFactory(add_api=False).init_app(app)
-    return app
+    return build_app(__name__, {"TESTING": True, "OPENFACTORY_APP_UUID": "HMI", "OPENFACTORY_TRANSPORT_URL": url,
+                                "OPENFACTORY_KSQLDB_URL": None, "OPENFACTORY_STOP_TIMEOUT": 2.0, **config},
+                     add_api=False)
 
 
 def timed_call(app: Flask, target: str, what: str) -> tuple[Result, float]:

@@ -3,9 +3,9 @@
 import uuid
 
 import pytest
-from flask import Flask
 
-from flask_openfactory import FlaskOpenFactory, SampleAttribute, current_openfactory, ofa_method
+from app_factory import build_app
+from flask_openfactory import SampleAttribute, current_openfactory, ofa_method
 from flask_openfactory.methods import spec_of
 from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
 from flask_openfactory.transports import TransportOptions
@@ -64,10 +64,8 @@ def test_call_without_an_executor_times_out_clearly(url):
 def test_from_a_view_through_current_openfactory(url):
     target = machine(url)
     target.start()
-    app = Flask(__name__)
-    app.config.update(OPENFACTORY_TRANSPORT_URL=url, OPENFACTORY_APP_UUID="HMI",
-                      OPENFACTORY_START_ON_REQUEST=False)
-    FlaskOpenFactory(app, add_cli=False)
+    app = build_app(__name__, {"OPENFACTORY_TRANSPORT_URL": url, "OPENFACTORY_APP_UUID": "HMI",
+                               "OPENFACTORY_START_ON_REQUEST": False}, constructor=True, add_cli=False)
 
     @app.post("/go")
     def go():

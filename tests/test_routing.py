@@ -7,9 +7,8 @@ import logging
 import uuid
 
 import pytest
-from flask import Flask
 
-from flask_openfactory import FlaskOpenFactory
+from app_factory import build_app
 from flask_openfactory.routing import routing_warnings
 from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
 
@@ -50,10 +49,8 @@ def test_an_upper_case_uuid_starts_without_warning(caplog: pytest.LogCaptureFixt
 
 @pytest.mark.parametrize("asset_uuid, warned", [("demo-machine", True), ("DEMO-MACHINE", False)])
 def test_flask_ofa_status_shows_the_warning(asset_uuid: str, warned: bool) -> None:
-    app = Flask(__name__)
-    app.config.update(TESTING=True, OPENFACTORY_APP_UUID=asset_uuid, OPENFACTORY_KSQLDB_URL=None,
-                      OPENFACTORY_TRANSPORT_URL=f"memory://r-{uuid.uuid4()}")
-    FlaskOpenFactory(add_api=False).init_app(app)
+    app = build_app(__name__, {"TESTING": True, "OPENFACTORY_APP_UUID": asset_uuid, "OPENFACTORY_KSQLDB_URL": None,
+                               "OPENFACTORY_TRANSPORT_URL": f"memory://r-{uuid.uuid4()}"}, add_api=False)
     runner = app.test_cli_runner()
     text = runner.invoke(args=["ofa", "status"])
     assert text.exit_code == 0, text.output

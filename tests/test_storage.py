@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from app_factory import build_app
 from flask_openfactory import ConfigurationError, FlaskOpenFactory, current_openfactory
 from flask_openfactory.settings import defaults
 from flask_openfactory.storage import Storage, StorageConfigError, StorageError, parse_storage
@@ -107,10 +108,10 @@ def test_the_root_is_the_mount_point(tmp_path: Path) -> None:
 
 def test_current_openfactory_storage_from_the_storage_variable(tmp_path: Path) -> None:
     env = {"STORAGE": json.dumps({"data": local(str(tmp_path))})}
-    app = Flask(__name__)
-    app.config.update(TESTING=True, OPENFACTORY_APP_UUID="STORE-TEST", OPENFACTORY_TRANSPORT_URL=f"memory://s-{uuid.uuid4()}",
-                      OPENFACTORY_STORAGE=defaults(str(tmp_path), environ=env)["OPENFACTORY_STORAGE"])
-    FlaskOpenFactory(add_api=False).init_app(app)
+    app = build_app(__name__, {"TESTING": True, "OPENFACTORY_APP_UUID": "STORE-TEST",
+                               "OPENFACTORY_TRANSPORT_URL": f"memory://s-{uuid.uuid4()}",
+                               "OPENFACTORY_STORAGE": defaults(str(tmp_path), environ=env)["OPENFACTORY_STORAGE"]},
+                    add_api=False)
     with app.app_context():
         with current_openfactory.storage["data"].open("hello.txt", "w") as f:
             f.write("hi")

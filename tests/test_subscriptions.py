@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from flask import Flask, current_app
 
-from flask_openfactory import AssetBlueprint, FlaskOpenFactory, Record
+from app_factory import build_app
+from flask_openfactory import AssetBlueprint, Record
 from flask_openfactory.commands import command_record, new_envelope
 from flask_openfactory.subscriptions import subscribe
 from flask_openfactory.testing import runtime_of
@@ -49,12 +50,9 @@ def watcher_app(url: str, tmp_lock: str, handlers: dict[str, tuple[Seen, dict[st
     bp = AssetBlueprint(f"watch-{uuid.uuid4().hex[:8]}", __name__)
     for name, (seen, options) in handlers.items():
         bp.subscribe(options.pop("asset", MACHINE), name=name, **options)(seen)
-    app = Flask(__name__)
-    app.config.update(OPENFACTORY_APP_UUID=app_uuid, OPENFACTORY_TRANSPORT_URL=url,
-                      OPENFACTORY_LOCK_DIR=tmp_lock, MACHINE_UUID=MACHINE)
-    FlaskOpenFactory(app)
-    app.register_blueprint(bp)
-    return app
+    return build_app(__name__, {"OPENFACTORY_APP_UUID": app_uuid, "OPENFACTORY_TRANSPORT_URL": url,
+                                "OPENFACTORY_LOCK_DIR": tmp_lock, "MACHINE_UUID": MACHINE},
+                     blueprints=[bp], constructor=True)
 
 
 def machine_writes(url: str, *updates: tuple[str, Any, str]) -> None:
@@ -143,11 +141,9 @@ def test_a_raising_handler_is_retried_then_the_update_skipped_and_counted(url: s
 
     bp = AssetBlueprint("flaky", __name__)
     bp.subscribe(MACHINE, attribute="status")(flaky)
-    app = Flask(__name__)
-    app.config.update(OPENFACTORY_APP_UUID="WATCHER", OPENFACTORY_TRANSPORT_URL=url,
-                      OPENFACTORY_LOCK_DIR=str(tmp_path))
-    FlaskOpenFactory(app)
-    app.register_blueprint(bp)
+    app = build_app(__name__, {"OPENFACTORY_APP_UUID": "WATCHER", "OPENFACTORY_TRANSPORT_URL": url,
+                               "OPENFACTORY_LOCK_DIR": str(tmp_path)},
+                    blueprints=[bp], constructor=True)
     runtime = runtime_of(app)
     runtime.start()
     try:

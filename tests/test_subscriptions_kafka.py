@@ -24,7 +24,8 @@ import pytest
 from confluent_kafka import Producer
 from flask import Flask, current_app
 
-from flask_openfactory import AssetBlueprint, FlaskOpenFactory, Record
+from app_factory import build_app
+from flask_openfactory import AssetBlueprint, Record
 from flask_openfactory.commands import command_record, new_envelope
 from flask_openfactory.runtime import AssetRuntime
 from flask_openfactory.transports.kafka import KafkaLockedReader
@@ -131,6 +132,11 @@ def _seen() -> Seen:
     return current_app.extensions[EXTENSION]  # type: ignore[no-any-return]
 
 
+def _keep_seen(app: Flask) -> None:
+    """Where the handlers record what they were given, set before the extension."""
+    app.extensions[EXTENSION] = Seen()
+
+
 def watcher_blueprint(*, every_worker: bool = False) -> AssetBlueprint:
     """Subscriptions to the asset named by ``WATCHED_UUID``: every attribute, and ``position_x`` alone."""
     bp = AssetBlueprint("watcher", __name__)
@@ -176,20 +182,19 @@ def make_watcher(kafka_broker: TansuBroker, tmp_path: Path) -> Iterator[Callable
 
     def make(topic: str, app_uuid: str, watched: str, *, every_worker: bool = False,
              ksqldb_url: str | None = None) -> Watcher:
-        app = Flask(__name__)
-        app.config.update(
-            OPENFACTORY_APP_UUID=app_uuid,
-            OPENFACTORY_TRANSPORT_URL=f"kafka://{kafka_broker.bootstrap}",
-            OPENFACTORY_ASSETS_TOPIC=topic,
-            OPENFACTORY_KAFKA_CONFIG=dict(KAFKA_TEST_CONFIG),
-            OPENFACTORY_KSQLDB_URL=ksqldb_url,  # None: the snapshot is read back from the topic
-            OPENFACTORY_LOCK_DIR=str(tmp_path / "locks"),
-            OPENFACTORY_STOP_TIMEOUT=5.0,
-            WATCHED_UUID=watched,
-        )
-        app.extensions[EXTENSION] = Seen()
-        FlaskOpenFactory(app, add_api=False, add_cli=False)
-        app.register_blueprint(watcher_blueprint(every_worker=every_worker))
+        config = {
+            "OPENFACTORY_APP_UUID": app_uuid,
+            "OPENFACTORY_TRANSPORT_URL": f"kafka://{kafka_broker.bootstrap}",
+            "OPENFACTORY_ASSETS_TOPIC": topic,
+            "OPENFACTORY_KAFKA_CONFIG": dict(KAFKA_TEST_CONFIG),
+            "OPENFACTORY_KSQLDB_URL": ksqldb_url,  # None: the snapshot is read back from the topic
+            "OPENFACTORY_LOCK_DIR": str(tmp_path / "locks"),
+            "OPENFACTORY_STOP_TIMEOUT": 5.0,
+            "WATCHED_UUID": watched,
+        }
+        app = build_app(__name__, config, before_extension=_keep_seen,
+                        blueprints=[watcher_blueprint(every_worker=every_worker)],
+                        constructor=True, add_api=False, add_cli=False)
         watcher = Watcher(app, [])
         transport = watcher.runtime.transport
         open_reader = transport.watch_reader

@@ -10,19 +10,17 @@ from typing import Any
 import pytest
 from flask import Flask, current_app
 
-from flask_openfactory import AssetBlueprint, FlaskOpenFactory, StopSignal
+from app_factory import build_app
+from flask_openfactory import AssetBlueprint, StopSignal
 from flask_openfactory.tasks import background_task
 from flask_openfactory.testing import runtime_of
 from harness.waiting import wait_for
 
 
 def make_app(url: str, blueprint: AssetBlueprint, **config: Any) -> Flask:
-    app = Flask(__name__)
-    app.config.update({"OPENFACTORY_APP_UUID": "TASKS-APP", "OPENFACTORY_TRANSPORT_URL": url,
-                       "OPENFACTORY_STOP_TIMEOUT": 3.0, **config})
-    FlaskOpenFactory(app)
-    app.register_blueprint(blueprint)
-    return app
+    return build_app(__name__, {"OPENFACTORY_APP_UUID": "TASKS-APP", "OPENFACTORY_TRANSPORT_URL": url,
+                                "OPENFACTORY_STOP_TIMEOUT": 3.0, **config},
+                     blueprints=[blueprint], constructor=True)
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ import pytest
 from flask import Flask
 
 import demo
-from flask_openfactory import AssetBlueprint, EventAttribute, FlaskOpenFactory, Record
+from app_factory import build_app
+from flask_openfactory import AssetBlueprint, EventAttribute, Record
 from flask_openfactory.testing import NoResultError, OpenFactoryTester
 from readme import section_blocks
 
@@ -244,12 +245,9 @@ def press_watcher(seen: list[Record], **config: object) -> Flask:
             seen.append(record)
         mirror.set(str(record.value))
 
-    app = Flask(__name__)
-    app.config.update(OPENFACTORY_APP_UUID="WATCHER", OPENFACTORY_TRANSPORT_URL=f"memory://kit-{uuid.uuid4()}",
-                      **config)
-    FlaskOpenFactory(app)
-    app.register_blueprint(bp)
-    return app
+    return build_app(__name__, {"OPENFACTORY_APP_UUID": "WATCHER",
+                                "OPENFACTORY_TRANSPORT_URL": f"memory://kit-{uuid.uuid4()}", **config},
+                     blueprints=[bp], constructor=True)
 
 
 def test_feed_returns_once_the_subscription_handled_the_update() -> None:
