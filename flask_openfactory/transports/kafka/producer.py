@@ -112,7 +112,10 @@ class KafkaProducing(KafkaClient):
             producer.purge()
             deadline = time.monotonic() + PURGE_WAIT
             while len(producer) and time.monotonic() < deadline:  # each purge report: to the new producer
-                producer.poll(0.05)
+                try:
+                    producer.poll(0.05)
+                except KafkaException as exc:  # the old client's fatal error, raised again: keep serving its
+                    log.debug("replaced Kafka producer: %s", exc)  # reports, or what it holds is lost
             if len(producer):
                 log.error("%d record(s) of the replaced Kafka producer did not come back within %gs",
                           len(producer), PURGE_WAIT)
