@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .counters import COMMANDS_ANSWERED, COMMANDS_REJECTED, HTTP_CALLS, RECORDS_SKIPPED, TASK_FAILURES, TASK_RUNS
+
 # Counted by the runtime (which never imports this module); re-exported for the collector's users.
 from .runtime.method_results import DURATION_BUCKETS, OTHER_METHOD, STATUSES, MethodResults, ResultsSnapshot
 
@@ -38,6 +40,9 @@ INSTALL_HINT = "install the 'metrics' extra for GET /metrics: pip install 'flask
 
 
 # -- the collector ----------------------------------------------------------------------
+
+LABELLED_FAMILIES = (COMMANDS_ANSWERED, COMMANDS_REJECTED, RECORDS_SKIPPED, HTTP_CALLS)  # a metric family each
+EVENT_FAMILIES = (TASK_RUNS, TASK_FAILURES)  # in openfactory_runtime_events_total, one event per task
 
 # Runtime counters with a family of their own; every other counter goes to
 # openfactory_runtime_events_total{event} so that a new one is never lost.
@@ -56,30 +61,6 @@ _SIMPLE_COUNTERS: dict[str, tuple[str, str]] = {
     "busy_refusals": ("busy_refusals",
                       "HTTP requests this process answered 503 because the outgoing queue stayed full"),
 }
-_LABELLED_COUNTERS: dict[str, tuple[str, str, str]] = {  # counter prefix -> (family, label, help)
-    "commands_": ("commands_answered", "status", "Commands this process answered as the executor, by status"),
-    "rejected_": ("commands_rejected", "reason", "Commands this process rejected, by reason"),
-    "records_": ("records_skipped", "reason", "Records of the command log this process skipped, by reason"),
-    "http_": ("http_calls", "status", "Method calls this process served over HTTP, by status"),
-}
-_LABELLED_VALUES: dict[str, frozenset[str]] = {
-    "commands_": frozenset({"ok", "error", "rejected"}),
-    "records_": frozenset({"malformed", "foreign"}),
-    "http_": frozenset({"ok", "error"}),
-}
-
-
-def _labelled(name: str) -> tuple[str, str] | None:
-    """(prefix, label value) when ``name`` belongs to a labelled family."""
-    for prefix in _LABELLED_COUNTERS:
-        if name.startswith(prefix):
-            value = name[len(prefix):]
-            allowed = _LABELLED_VALUES.get(prefix)
-            if value and (allowed is None or value in allowed):
-                return prefix, value
-    return None
-
-
 class RuntimeCollector:
     """Reads one runtime at scrape time (a prometheus-client custom collector)."""
 
@@ -102,25 +83,24 @@ class RuntimeCollector:
         })
         yield info
 
-        counters = dict(runtime.counters)
-        simple = {key: CounterMetricFamily(name(family), text) for key, (family, text) in _SIMPLE_COUNTERS.items()}
-        labelled = {prefix: CounterMetricFamily(name(family), text, labels=[label])
-                    for prefix, (family, label, text) in _LABELLED_COUNTERS.items()}
+        counters = runtime.counters
+        plain = dict(counters.plain)
+        for key, (family, text) in _SIMPLE_COUNTERS.items():
+            simple = CounterMetricFamily(name(family), text)
+            simple.add_metric([], plain.pop(key, 0))
+            yield simple
+        for labelled in LABELLED_FAMILIES:
+            metric = CounterMetricFamily(name(labelled.metric), labelled.help, labels=[labelled.label])
+            for value, count in sorted(counters.labelled(labelled).items()):
+                metric.add_metric([value], count)
+            yield metric
         events = CounterMetricFamily(name("runtime_events"), "Other runtime counters of this process, by event",
                                      labels=["event"])
-        for key in _SIMPLE_COUNTERS:
-            simple[key].add_metric([], counters.pop(key, 0))
-        for prefix, allowed in _LABELLED_VALUES.items():
-            for value in sorted(allowed):
-                labelled[prefix].add_metric([value], counters.pop(prefix + value, 0))
-        for key, count in sorted(counters.items()):
-            where = _labelled(key)
-            if where is not None:
-                labelled[where[0]].add_metric([where[1]], count)
-            else:
-                events.add_metric([key], count)
-        yield from simple.values()
-        yield from labelled.values()
+        for key, count in sorted(plain.items()):
+            events.add_metric([key], count)
+        for per_task in EVENT_FAMILIES:  # counted per task, shown as events by their flat names
+            for value, count in sorted(counters.labelled(per_task).items()):
+                events.add_metric([per_task.flat_name(value)], count)
         yield events
 
         yield from self._results(runtime)

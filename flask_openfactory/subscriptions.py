@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .commands import is_command, is_result
+from .counters import Counters
 from .logs import AssetLog
 from .protocol import CONDITION, EVENTS, METHOD, SAMPLES, UNAVAILABLE, Record, validate_identifier
 from .transports.base import CommandReader, Transport
@@ -122,7 +123,7 @@ class SubscriptionRunner:
         group: str,
         context: ContextFactory | None,
         log: AssetLog,
-        counters: Any,
+        counters: Counters,
     ) -> None:
         self.spec = spec
         self.asset_uuid = asset_uuid
@@ -189,7 +190,7 @@ class SubscriptionRunner:
                 failures = 0
             except Exception:  # whatever the backend does, the subscription lives on
                 failures += 1
-                self._counters["subscription_errors"] += 1
+                self._counters.add("subscription_errors")
                 self._log.exception("subscription %s to %s failed; retrying", self.spec.name, self.asset_uuid)
                 self._stop.wait(min(30.0, 0.5 * 2 ** min(failures, 6)))
 
@@ -270,9 +271,9 @@ class SubscriptionRunner:
                     self.spec.handler(record)
                 break
             except Exception as exc:
-                self._counters["subscription_handler_errors"] += 1
+                self._counters.add("subscription_handler_errors")
                 if attempt == HANDLER_ATTEMPTS or self._stop.is_set():
-                    self._counters["subscription_updates_skipped"] += 1
+                    self._counters.add("subscription_updates_skipped")
                     self._log.error("subscription %s: handler raised %s on %s=%r %d times; update skipped",
                                     self.spec.name, type(exc).__name__, record.id, record.value, attempt,
                                     exc_info=exc)
@@ -281,4 +282,4 @@ class SubscriptionRunner:
         if record.timestamp != UNAVAILABLE:  # no time to compare later updates with
             self._delivered[record.id] = record.timestamp
         self.delivered += 1
-        self._counters["subscription_updates"] += 1
+        self._counters.add("subscription_updates")

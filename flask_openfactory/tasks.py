@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .attributes import ConditionAttribute
+from .counters import TASK_FAILURES, TASK_RUNS, Counters
 from .logs import AssetLog
 from .protocol import validate_identifier
 
@@ -145,7 +146,7 @@ class TaskRunner:
         context: ContextFactory | None,
         report: ConditionSink,
         log: AssetLog,
-        counters: Any,
+        counters: Counters,
     ) -> None:
         self.spec = spec
         self.stop_signal = StopSignal()
@@ -195,7 +196,7 @@ class TaskRunner:
         while not stop.is_set():
             began = self._began = time.monotonic()
             self.runs += 1
-            self._counters[f"task_{spec.name}_runs"] += 1
+            self._counters.add_labelled(TASK_RUNS, spec.name)
             try:
                 with self._context():
                     if spec.is_async:
@@ -207,7 +208,7 @@ class TaskRunner:
                     self._log.exception("task %s raised while stopping", spec.name)
                     break
                 self.failures += 1
-                self._counters[f"task_{spec.name}_failures"] += 1
+                self._counters.add_labelled(TASK_FAILURES, spec.name)
                 consecutive = 1 if time.monotonic() - began >= spec.healthy_after else consecutive + 1
                 delay = min(spec.max_backoff, spec.backoff * 2 ** (consecutive - 1))
                 self._log.error("task %s raised %s: %s; restarting in %.1fs", spec.name,

@@ -70,7 +70,7 @@ def _transport_error(error: TransportError) -> ResponseReturnValue:
     body = {"code": 503, "status": "Service Unavailable", "message": str(error)}
     if not isinstance(error, TransportBusy):
         return jsonify(body), 503
-    get_state(current_app).runtime.counters["busy_refusals"] += 1
+    get_state(current_app).runtime.counters.add("busy_refusals")
     return jsonify(body), 503, {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
 
 

@@ -36,7 +36,7 @@ class Ignore:
     """Nothing to run or answer (another asset's record, or not a command)."""
 
     command: ClassVar[bool] = False
-    counter: str | None = None  # counted under this name, if at all
+    skipped: str | None = None  # counted as a skipped record for this reason, if at all
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +111,7 @@ class Run:
 Decision = Ignore | Undecodable | ResultSeen | Duplicate | Unroutable | RefuseSilently | Reject | Run
 
 # The commonest decisions, made once: most entries of a shared partition are other records.
-_FOREIGN = Ignore("records_foreign")
+_FOREIGN = Ignore("foreign")
 _NOT_A_COMMAND = Ignore()
 
 # -- the rules -------------------------------------------------------------------------------

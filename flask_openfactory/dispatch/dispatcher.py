@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any
 
 from ..backoff import Backoff
 from ..commands import CommandResult, is_command
+from ..counters import Counters
 from ..logs import AssetLog
 from ..methods import MethodSpec
 from ..protocol import Record
@@ -65,7 +65,7 @@ class Dispatcher:
         transport: Transport,
         methods: Callable[[], dict[str, MethodSpec]],
         context: ContextFactory | None = None,
-        counters: Counter[str] | None = None,
+        counters: Counters | None = None,
         on_ownership: Callable[[bool], None] | None = None,
         completed: Any = None,
         eligible: Callable[[], bool] | None = None,
@@ -83,7 +83,7 @@ class Dispatcher:
         self._before_executing = before_executing
         self.log = AssetLog(_log, settings.asset_uuid)
         self._transport = transport
-        self.counters: Counter[str] = counters if counters is not None else Counter()
+        self.counters: Counters = counters if counters is not None else Counters()
         # Answered correlation ids: the runtime's book, loaded from the log (durable), or a
         # bounded memory of this dispatcher's own answers when used alone.
         self.completed = completed if completed is not None else Deduper(settings.dedupe_size)
@@ -172,7 +172,7 @@ class Dispatcher:
                 backoff.succeeded()
             except Exception as exc:  # keep the consumer alive whatever the backend does
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                self.counters["dispatch_errors"] += 1
+                self.counters.add("dispatch_errors")
                 self._first_poll.set()
                 self.reader_faults.failed(fault_key(self.last_error), "command reader failed; retrying: %s",
                                           self.last_error, exc_info=exc)
@@ -236,14 +236,14 @@ class Dispatcher:
         known full, or the log refused an earlier result. A machine must not move when
         nobody can be told. The command waits in the log, not in memory."""
         if self._results.retry_due():
-            self.counters["commands_held_unrecorded"] += 1
+            self.counters.add("commands_held_unrecorded")
             self.log.warning("the log refuses results: commands wait until it takes the held ones")
             while self._results.retry_due() and not self._stop.is_set():
                 self._runner.expire_deadlines()
                 self._stop.wait(0.2)
         if self._transport.saturated() is None:
             return
-        self.counters["commands_held_queue_full"] += 1
+        self.counters.add("commands_held_queue_full")
         self.log.warning("the outgoing queue is full: commands wait until the broker takes records again")
         while self._transport.saturated() is not None and not self._stop.is_set():
             self._runner.expire_deadlines()

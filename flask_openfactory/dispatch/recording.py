@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..backoff import backoff_delay
 from ..commands import REJECTED, CommandResult
+from ..counters import Counters
 from ..logs import AssetLog
 from ..protocol import Record
 from ..transports.base import Transport
@@ -43,7 +43,7 @@ class ResultRecorder:
         *,
         transport: Transport,
         offsets: OffsetTracker,
-        counters: Counter[str],
+        counters: Counters,
         log: AssetLog,
         retry_backoff: float,
         on_result: Callable[[Record], None] | None = None,
@@ -97,10 +97,10 @@ class ResultRecorder:
             failures = 0 if held is None else held.failures + 1
             delay = backoff_delay(self._retry_backoff, failures, MAX_RETRY_DELAY)
             self._unrecorded[offset] = _Unrecorded(result, record, reason, failures, now + delay)
-        self._counters["result_delivery_failures"] += 1
+        self._counters.add("result_delivery_failures")
         if not first:
             return
-        self._counters["results_unrecorded"] += 1
+        self._counters.add("results_unrecorded")
         if result.status == REJECTED:  # it did not run: nothing to tell a caller but the refusal, later
             self._log.error("the log refused the rejection of %s %s (%s): it is written again until the log "
                             "takes it, and no further command runs meanwhile", result.method,

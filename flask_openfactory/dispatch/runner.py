@@ -11,7 +11,6 @@ from __future__ import annotations
 import heapq
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -20,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, assert_never
 
 from ..commands import ERROR, OK, REJECTED, CommandResult, json_safe, result_record
+from ..counters import COMMANDS_ANSWERED, COMMANDS_REJECTED, RECORDS_SKIPPED, Counters
 from ..logs import AssetLog, log_method_error
 from ..methods import MethodSpec
 from ..transports.base import LogEntry
@@ -71,7 +71,7 @@ class CommandRunner:
         *,
         methods: Callable[[], dict[str, MethodSpec]],
         context: ContextFactory,
-        counters: Counter[str],
+        counters: Counters,
         completed: Any,
         offsets: OffsetTracker,
         recorder: ResultRecorder,
@@ -104,11 +104,11 @@ class CommandRunner:
         decision = decide(entry, self.settings, now=_utcnow, redelivered=redelivered,
                           methods=self._methods(), running=self._is_running, answered=self.completed)
         if decision.command:
-            self.counters["commands_received"] += 1
+            self.counters.add("commands_received")
         match decision:  # the most frequent first: a shared partition carries mostly other records
-            case Ignore(counter):
-                if counter is not None:
-                    self.counters[counter] += 1
+            case Ignore(skipped):
+                if skipped is not None:
+                    self.counters.add_labelled(RECORDS_SKIPPED, skipped)
                 self._offsets.done(offset)
             case ResultSeen(cid):
                 if cid:
@@ -117,7 +117,7 @@ class CommandRunner:
             case Run(spec, kwargs, cid, sender):
                 self._execute(offset, spec, kwargs, cid, sender)
             case Duplicate(method, cid):
-                self.counters["commands_duplicate"] += 1
+                self.counters.add("commands_duplicate")
                 self.log.info("suppressed duplicate command %s (%s)", cid, method)
                 self._offsets.done(offset)
             case Reject(method, cid, sender, reason, text):
@@ -125,11 +125,11 @@ class CommandRunner:
             case RefuseSilently(method, cid, reason, text):
                 self._refuse_silently(offset, method, cid, reason, text)
             case Unroutable(method, cid):
-                self.counters["records_unroutable"] += 1
+                self.counters.add("records_unroutable")
                 self.completed.add(cid)  # refused: this id never runs later either
                 self._offsets.done(offset)
             case Undecodable(error):
-                self.counters["records_malformed"] += 1
+                self.counters.add_labelled(RECORDS_SKIPPED, "malformed")
                 self.log.warning("skipped undecodable record at %s: %s", offset, error)
                 self._offsets.done(offset)
             case _:
@@ -137,7 +137,7 @@ class CommandRunner:
 
     def _refuse_silently(self, offset: int, method: str, cid: str, reason: str, text: str) -> None:
         """Counted, not answered: a _RESULT under a known id would pass for the genuine answer."""
-        self.counters[f"rejected_{reason}"] += 1
+        self.counters.add_labelled(COMMANDS_REJECTED, reason)
         self.log.warning("refused command %s %s without answering (id already used): %s", method, cid, text)
         self._offsets.done(offset)
 
@@ -148,9 +148,9 @@ class CommandRunner:
     def _reject(
         self, offset: int, method: str, cid: str | None, sender: str | None, reason: str, text: str
     ) -> None:
-        self.counters[f"rejected_{reason}"] += 1
+        self.counters.add_labelled(COMMANDS_REJECTED, reason)
         if cid is None:
-            self.counters["commands_unanswerable"] += 1
+            self.counters.add("commands_unanswerable")
             self.log.warning("dropped command %s at %s with no usable correlation id: %s", method, offset, text)
             self._offsets.done(offset)
             return
@@ -215,7 +215,7 @@ class CommandRunner:
                 item = heapq.heappop(self._deadlines)
                 running = self._running.get(item.offset)
             if running is not None and not running.answered:
-                self.counters["commands_timed_out"] += 1
+                self.counters.add("commands_timed_out")
                 self._settle(running, CommandResult(
                     running.method, running.correlation_id, running.sender_uuid, ERROR,
                     error=f"timed out after {self.settings.timeout:g}s (the method may still be running)",
@@ -233,7 +233,7 @@ class CommandRunner:
 
     def _answer(self, offset: int, result: CommandResult) -> None:
         """Publish the result; the position is done once it is durable."""
-        self.counters[f"commands_{result.status.lower()}"] += 1
+        self.counters.add_labelled(COMMANDS_ANSWERED, result.status.lower())
         if result.correlation_id:  # answered, even REJECTED: that id never runs later
             self.completed.add(result.correlation_id)
         self._recorder.record(offset, result, result_record(self.settings.asset_uuid, result))

@@ -8,11 +8,11 @@ subscriptions declared ``every_worker`` run in every process from its start.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
+from ..counters import Counters
 from ..duties import Duties, DutiesState, Runner, stop_runners
 from ..logs import AssetLog
 from ..subscriptions import SubscriptionRunner
@@ -33,7 +33,7 @@ class BackgroundWork:
         transport: Callable[[], Transport],
         context: Callable[[], AbstractContextManager[Any]] | None,
         log: AssetLog,
-        counters: Counter[str],
+        counters: Counters,
         report_condition: Callable[[str, str, str], None],
     ) -> None:
         self._settings = settings

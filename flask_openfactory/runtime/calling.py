@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +24,7 @@ from ..commands import (
     result_correlation_id,
     result_record,
 )
+from ..counters import HTTP_CALLS, Counters
 from ..logs import AssetLog, log_method_error
 from ..protocol import Record, validate_identifier
 from ..remote import RemoteAsset
@@ -43,7 +43,7 @@ class CallPath:
         settings: RuntimeSettings
         log: AssetLog
         calls: CallBook
-        counters: Counter[str]
+        counters: Counters
         _declared: Declarations
         _started: bool
 
@@ -73,7 +73,7 @@ class CallPath:
         else:
             result = CommandResult(name, cid, sender_uuid, OK, result=json_safe(value),
                                    duration_ms=(time.monotonic() - started) * 1000.0)
-        self.counters[f"http_{result.status.lower()}"] += 1
+        self.counters.add_labelled(HTTP_CALLS, result.status.lower())
         self._publish(result_record(self.asset_uuid, result))
         return result
 
@@ -106,7 +106,7 @@ class CallPath:
         cid = envelope.correlation_id
         known = self.calls.check_same_call(cid, name, envelope.arguments) if correlation_id else None
         if known is not None and known.result is not None:
-            self.counters["http_replayed"] += 1
+            self.counters.add("http_replayed")
             return known.result
         if known is None:
             health = self.transport.health()
@@ -129,11 +129,11 @@ class CallPath:
         if result is None:
             entry = self.calls.get(cid)
             if entry is not None and entry.unrecorded is not None:
-                self.counters["http_ran_unrecorded"] += 1
+                self.counters.add("http_ran_unrecorded")
                 raise ResultNotRecorded(cid, name, entry.unrecorded)
-            self.counters["http_pending"] += 1
+            self.counters.add("http_pending")
             raise CallPending(cid, budget)
-        self.counters[f"http_{str(result.status).lower()}"] += 1
+        self.counters.add_labelled(HTTP_CALLS, str(result.status).lower())
         return result
 
     def find_call(self, correlation_id: str) -> CallEntry | None:

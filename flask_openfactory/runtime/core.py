@@ -18,13 +18,13 @@ import logging
 import os
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
 from ..attributes import Attribute
 from ..calls import CallBook
+from ..counters import Counters
 from ..logs import AssetLog
 from ..methods import MethodSpec
 from ..metrics_registry import register, withdraw
@@ -91,7 +91,7 @@ class AssetRuntime(CallPath, Inspection):
         self._started = False
         self._stopped = False  # stop() closed the transport: a late write must not reopen it
         self._stopping = threading.Event()
-        self.counters: Counter[str] = Counter()
+        self.counters = Counters()
         self.method_results = MethodResults()  # results seen on the log, for metrics
         self.started_at: float | None = None
         self.start_error: str | None = None
@@ -348,10 +348,10 @@ class AssetRuntime(CallPath, Inspection):
                 f"(pid {os.getpid()}); nothing more is published unless it is started again"
             )
         self.transport.publish(record)  # failures come back through transport.on_failure
-        self.counters["records_published"] += 1
+        self.counters.plain["records_published"] += 1  # the write path: no method call
 
     def _delivery_failed(self, error: Exception) -> None:
-        self.counters["delivery_failures"] += 1
+        self.counters.add("delivery_failures")
 
     def get(self, attr_id: str) -> Record | None:
         self._check_process()

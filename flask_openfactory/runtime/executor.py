@@ -7,12 +7,12 @@ holds the executor role; who may hold it is the deployment's question
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
 from ..calls import CallBook
+from ..counters import Counters
 from ..dispatch import Dispatcher, DispatcherState, DispatchSettings
 from ..logs import AssetLog
 from ..transports import Transport
@@ -30,7 +30,7 @@ class ExecutorRole:
         declared: Declarations,
         *,
         context: Callable[[], AbstractContextManager[Any]] | None,
-        counters: Counter[str],
+        counters: Counters,
         calls: CallBook,
         log: AssetLog,
         background: BackgroundWork,

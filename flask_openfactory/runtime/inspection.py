@@ -10,9 +10,9 @@ request must be seen reaching them).
 from __future__ import annotations
 
 import os
-from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from ..counters import Counters
 from ..dispatch import DispatcherState
 from ..duties import DutiesState
 from ..protocol import Record
@@ -29,7 +29,7 @@ class Inspection:
 
     if TYPE_CHECKING:  # provided by AssetRuntime
         settings: RuntimeSettings
-        counters: Counter[str]
+        counters: Counters
         started_at: float | None
         start_error: str | None
         _started: bool

@@ -11,13 +11,13 @@ import logging
 import os
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..calls import CallBook
 from ..commands import CommandResult, is_result
+from ..counters import Counters
 from ..freshness import AppliedPosition, SharedLookup
 from ..logs import AssetLog
 from ..protocol import UNAVAILABLE, Record
@@ -50,7 +50,7 @@ class FollowedState:
         stopping: threading.Event,
         calls: CallBook,
         method_results: MethodResults,
-        counters: Counter[str],
+        counters: Counters,
         log: AssetLog,
         on_poll: Callable[[], object],
     ) -> None:
@@ -112,7 +112,7 @@ class FollowedState:
                 self.applied.advance(follower.position)
                 self._on_poll()  # stamps an ownership change within one poll
             except Exception as exc:  # the shared state depends on this thread: reopen, never die
-                self._counters["follow_errors"] += 1
+                self._counters.add("follow_errors")
                 faults.failed(fault_key(f"{type(exc).__name__}: {exc}"), "following the asset's log failed; "
                               "reopening: %s: %s", type(exc).__name__, exc, exc_info=exc)
                 if follower is not None:
