@@ -55,9 +55,12 @@ class KafkaProducing(KafkaClient):
         self._poller: threading.Thread | None = None
         self._closing = threading.Event()
         self._last_failure_log = 0.0
-        # Set when a write waited the whole publish timeout in vain, cleared by the next delivery
-        # report (which made room): meanwhile writes fail at once instead of each waiting again.
-        self._full = False
+        # Successful delivery reports of plain writes: counted, nothing else, in the callback (one per
+        # record); the poller notes the progress once per poll.
+        self._delivered_ok = 0
+        # The delivered count when a write waited the whole publish timeout in vain; any delivery
+        # since made room: meanwhile writes fail at once instead of each waiting again.
+        self._full_mark: int | None = None
         self._suppressed_failures = 0
         self._last_failure = ""
         self._progress_at = time.monotonic()  # last delivery report, or the queue seen empty
@@ -74,7 +77,7 @@ class KafkaProducing(KafkaClient):
             if self._producer is None or self._pid != os.getpid():
                 if self._pid != os.getpid():
                     KEEP_ALIVE.append(self._producer)
-                    self._pid, self._closing, self._full = os.getpid(), threading.Event(), False
+                    self._pid, self._closing, self._full_mark = os.getpid(), threading.Event(), None
                     self._lock = threading.Lock()
                     self._requeue, self._stuck, self._fatal = None, None, None
                 self._producer = Producer({
@@ -161,6 +164,7 @@ class KafkaProducing(KafkaClient):
         """Serve delivery reports and watch the broker (a frozen broker sends no error)."""
         producer = self._producer
         next_check = 0.0
+        delivered = self._delivered_ok
         while producer is not None and producer is self._producer and not self._closing.is_set():
             try:
                 if self._fatal is not None:  # never from inside a callback of the same client
@@ -168,6 +172,10 @@ class KafkaProducing(KafkaClient):
                     self._recreate(producer, reason)
                     break
                 producer.poll(0.1)  # re-raises what a delivery callback raised
+                if self._delivered_ok != delivered:  # reports arrived (here or in a flush): the queue moves
+                    delivered = self._delivered_ok
+                    self._progress_at = time.monotonic()
+                    self._stuck = None
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + (1.0 if self._health.get().ok else 0.5)
                     if self._probe(producer, timeout=2.0):
@@ -224,13 +232,24 @@ class KafkaProducing(KafkaClient):
             log.debug("Kafka: %s", error.str())
 
     def _report(self, error: KafkaError | None, message: Message) -> None:
-        """Delivery report of a plain write (one bound method: no closure per record)."""
+        """Delivery report of a plain write (one bound method: no closure per record).
+
+        Runs once per record while holding the GIL the writing thread wants: a success only
+        counts; the poller notes the progress, and ``_queue_full`` sees the room it made.
+        """
+        if error is None:
+            self._delivered_ok += 1
+            return
         if self._requeued(error, message, self._report):
             return
         self._delivered(error)
 
+    def _queue_full(self) -> bool:
+        mark = self._full_mark
+        return mark is not None and mark == self._delivered_ok
+
     def _delivered(self, error: KafkaError | None) -> None:
-        self._full = False  # a record left the queue: there is room again
+        self._full_mark = None  # a record left the queue: there is room again
         self._progress_at = time.monotonic()
         if error is None:
             self._stats["delivered"] += 1
@@ -267,7 +286,7 @@ class KafkaProducing(KafkaClient):
                 if not exc.args[0].fatal():
                     raise TransportError(f"Kafka at {self.bootstrap}: {exc.args[0].str()}") from None
                 self._recreate(producer, f"fatal error: {exc.args[0].str()}")  # then once more, below
-        deadline = time.monotonic() + (0.0 if self._full else self.options.publish_timeout)
+        deadline = time.monotonic() + (0.0 if self._queue_full() else self.options.publish_timeout)
         recreated = False
         while True:
             producer = self.producer()
@@ -278,7 +297,7 @@ class KafkaProducing(KafkaClient):
             except BufferError:
                 self._stats["queue_full"] += 1
                 if time.monotonic() >= deadline:
-                    self._full = True
+                    self._full_mark = self._delivered_ok
                     self._stats["busy"] += 1
                     raise self._busy(producer) from None
                 time.sleep(0.01)  # the poller frees the queue as deliveries complete
@@ -291,7 +310,7 @@ class KafkaProducing(KafkaClient):
 
     def saturated(self) -> TransportBusy | None:
         producer = self._producer
-        return self._busy(producer) if self._full and producer is not None else None
+        return self._busy(producer) if self._queue_full() and producer is not None else None
 
     def _busy(self, producer: Producer) -> TransportBusy:
         error = TransportBusy(
@@ -344,5 +363,6 @@ class KafkaProducing(KafkaClient):
 
     def stats(self) -> dict[str, Any]:
         pending = len(self._producer) if self._producer is not None and self._pid == os.getpid() else 0
-        return {**self._stats, "pending": pending, "queue_stuck": int(self._stuck is not None),
+        delivered = self._stats["delivered"] + self._delivered_ok
+        return {**self._stats, "delivered": delivered, "pending": pending, "queue_stuck": int(self._stuck is not None),
                 "log_lines_held_back": self.quiet.held_back}
