@@ -16,7 +16,7 @@ from confluent_kafka import OFFSET_END, KafkaException, TopicPartition
 from ...protocol import Record, RecordError
 from ..base import Follower
 from .client import KafkaClient
-from .messages import ORIGIN_HEADER, fetch, header
+from .messages import ORIGIN_HEADER, fetch, header_in
 from .watch import EndWatch
 
 log = logging.getLogger("flask_openfactory.kafka")
@@ -47,21 +47,28 @@ class KafkaFollower(Follower):
         if self._closed:
             return []
         records = []
-        messages = fetch(self._consumer, timeout)
-        if not any(m.error() is None for m in messages):  # idle (error events aside)
-            self._check_end()
-        for message in messages:
-            if message.error():
+        key, origin = self._key, self._origin
+        ours = None if origin is None else (ORIGIN_HEADER, origin)  # our producer writes it last
+        position = None
+        # Every record this process writes comes back here: recognise it with as few calls as possible.
+        for message in fetch(self._consumer, timeout):
+            if message.error() is not None:
                 continue
-            self._position = message.offset() + 1
-            if message.key() != self._key:
+            position = message.offset()
+            if message.key() != key:
                 continue
-            if self._origin is not None and header(message, ORIGIN_HEADER) == self._origin:
-                continue  # written by this process, already applied
+            if ours is not None:
+                headers = message.headers()
+                if headers and (headers[-1] == ours or header_in(headers, ORIGIN_HEADER) == origin):
+                    continue  # written by this process, already applied
             try:
-                records.append(Record.from_wire(message.key(), message.value()))
+                records.append(Record.from_wire(key, message.value()))
             except RecordError:
                 continue
+        if position is None:  # idle (error events aside)
+            self._check_end()
+        else:
+            self._position = position + 1
         return records
 
     def _check_end(self) -> None:

@@ -34,10 +34,13 @@ class Consumed(Protocol):
 
 def header(message: Consumed, name: str) -> bytes | None:
     headers = message.headers()
-    if headers:
-        for key, value in headers:
-            if key == name:
-                return value
+    return header_in(headers, name) if headers else None
+
+
+def header_in(headers: list[tuple[str, bytes | None]], name: str) -> bytes | None:
+    for key, value in headers:
+        if key == name:
+            return value
     return None
 
 

@@ -19,10 +19,12 @@ from ...protocol import Record, RecordError
 from ..base import CommandReader, LogEntry, TransportError
 from .client import KafkaClient
 from .config import CONNECTION_CODES
-from .messages import ATTRIBUTE_KIND, FETCH_LIMIT, KIND_HEADER, fetch, header
+from .messages import ATTRIBUTE_KIND, FETCH_LIMIT, KIND_HEADER, fetch, header_in
 from .watch import EndWatch
 
 log = logging.getLogger("flask_openfactory.kafka")
+
+_ATTRIBUTE = (KIND_HEADER, ATTRIBUTE_KIND)  # our producer writes it first on every attribute record
 
 
 class PartitionReader(CommandReader):
@@ -79,6 +81,9 @@ class PartitionReader(CommandReader):
         assert self._consumer is not None
         entries = []
         messages = fetch(self._consumer, timeout)
+        received = self.received
+        idle = True
+        # Every record of the partition comes here, most of them attribute writes: skip those with few calls.
         for message in messages:
             error = message.error()
             if error is not None:
@@ -89,29 +94,33 @@ class PartitionReader(CommandReader):
                 elif error.code() != KafkaError._PARTITION_EOF:
                     log.warning("Kafka consumer: %s", error.str())
                 continue
+            idle = False
             partition = message.partition()
-            self.received[partition] = self.received.get(partition, 0) + 1
+            received[partition] = received.get(partition, 0) + 1
             if not self._owns or partition != self._partition:
                 continue
-            if message.offset() < self._position:  # the client reset itself (offset out of range)
-                self._reset(message.offset(), f"went back to offset {message.offset()}")
-            self._position = message.offset() + 1
+            offset = message.offset()
+            if offset < self._position:  # the client reset itself (offset out of range)
+                self._reset(offset, f"went back to offset {offset}")
+            self._position = offset + 1
             raw_key = message.key()
             if raw_key != self._key_bytes:  # another asset's record: count it, never decode it
                 try:
                     key = raw_key.decode("utf-8") if raw_key is not None else None
                 except UnicodeDecodeError:
                     key = None
-                entries.append(LogEntry(message.offset(), key, None, "record of another asset"))
+                entries.append(LogEntry(offset, key, None, "record of another asset"))
                 continue
-            if not self._attributes and header(message, KIND_HEADER) == ATTRIBUTE_KIND:
-                continue  # an attribute write: neither a command nor a result
+            if not self._attributes:
+                headers = message.headers()
+                if headers and (headers[0] == _ATTRIBUTE or header_in(headers, KIND_HEADER) == ATTRIBUTE_KIND):
+                    continue  # an attribute write: neither a command nor a result
             try:
-                entries.append(LogEntry(message.offset(), self._key, Record.from_wire(raw_key, message.value())))
+                entries.append(LogEntry(offset, self._key, Record.from_wire(raw_key, message.value())))
             except RecordError as exc:
-                entries.append(LogEntry(message.offset(), self._key, None, str(exc)))
+                entries.append(LogEntry(offset, self._key, None, str(exc)))
         self._last_batch = len(messages)
-        if self._owns and not any(m.error() is None for m in messages):  # idle (error events aside)
+        if self._owns and idle:  # error events aside
             self._check_end()
         return entries
 
