@@ -28,7 +28,7 @@ def per_call_us(func: Any, arg: str, number: int = 50_000) -> float:
 def main() -> None:
     from pydantic import TypeAdapter
 
-    from flask_openfactory.conversion import text_converter
+    from flask_openfactory.wire.conversion import text_converter
 
     base = import_ms("flask_openfactory")
     print(f"import flask_openfactory (converter included): {base:.1f} ms")

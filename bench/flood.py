@@ -13,7 +13,7 @@ import time
 
 from confluent_kafka import Producer
 
-from flask_openfactory.protocol import Record
+from flask_openfactory.wire.protocol import Record
 from harness.kafka_settings import RAW_PRODUCER_CONFIG
 
 

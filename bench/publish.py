@@ -28,7 +28,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from flask_openfactory.protocol import SAMPLES, format_timestamp
+from flask_openfactory.wire.protocol import SAMPLES, format_timestamp
 from harness.kafka_settings import KAFKA_LOG, RAW_PRODUCER_CONFIG
 from harness.progress import log
 from harness.scratch import scratch_dir, unique_name

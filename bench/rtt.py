@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from flask_openfactory.commands import command_record, new_envelope
 from flask_openfactory.transports.partitioning import partition_for_key
+from flask_openfactory.wire.commands import command_record, new_envelope
 from harness.kafka_settings import RAW_CONSUMER_CONFIG, RAW_PRODUCER_CONFIG
 from harness.progress import log
 from harness.scratch import scratch_dir, unique_name

@@ -1,15 +1,15 @@
 """flask-openfactory: make a Flask app a first-class OpenFactory asset."""
 
-from .attributes import ConditionAttribute, EventAttribute, SampleAttribute
 from .blueprint import AssetBlueprint
-from .commands import CommandResult
 from .extension import FlaskOpenFactory
 from .globals import current_openfactory
-from .methods import ofa_method
-from .protocol import Record
 from .runtime import AssetRuntime
-from .tasks import StopSignal
+from .runtime.attributes import ConditionAttribute, EventAttribute, SampleAttribute
+from .runtime.tasks import StopSignal
 from .transports import ConfigurationError, TransportBusy, TransportError
+from .wire.commands import CommandResult
+from .wire.methods import ofa_method
+from .wire.protocol import Record
 
 __all__ = [
     "AssetBlueprint",

@@ -13,11 +13,11 @@ from typing import Any, TypeVar, cast
 from flask import Blueprint, Flask
 from flask.sansio.blueprints import BlueprintSetupState
 
-from .attributes import Attribute
-from .methods import MethodSpec, ofa_method, spec_of
+from .runtime.attributes import Attribute
+from .runtime.subscriptions import SubscriptionSpec, subscribe, subscription_of
+from .runtime.tasks import TaskSpec, background_task, task_of
 from .state import get_state
-from .subscriptions import SubscriptionSpec, subscribe, subscription_of
-from .tasks import TaskSpec, background_task, task_of
+from .wire.methods import MethodSpec, ofa_method, spec_of
 
 A = TypeVar("A", bound=Attribute)
 F = TypeVar("F", bound=Callable[..., Any])

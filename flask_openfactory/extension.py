@@ -20,8 +20,8 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from .logs import configure_format
 from .runtime import AssetRuntime
+from .runtime.logs import configure_format
 from .settings import apply_defaults, flag, log_format, runtime_settings, url_prefix, uuid_conflict
 from .settings import root_path as configured_root_path
 from .state import EXTENSION_KEY as EXTENSION_KEY

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, cast
 from flask import current_app
 from werkzeug.local import LocalProxy
 
-from .current import runtime_lookup
+from .runtime.current import runtime_lookup
 from .state import get_state
 
 if TYPE_CHECKING:

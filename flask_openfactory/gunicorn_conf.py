@@ -28,7 +28,7 @@ from typing import Any
 
 from flask import Flask
 
-from .logs import gunicorn_logconfig
+from .runtime.logs import gunicorn_logconfig
 from .state import START_WAIT, find_state
 
 log = logging.getLogger("flask_openfactory.gunicorn")
@@ -84,7 +84,7 @@ def post_worker_init(worker: Any) -> None:
     states = _states(worker.wsgi)
     error_log = getattr(getattr(worker, "log", None), "error_log", None)
     if states and error_log is not None:
-        from .logs import route_to
+        from .runtime.logs import route_to
 
         level = str(states[0].runtime_config.get("OPENFACTORY_LOG_LEVEL", "INFO")).upper()
         route_to(list(error_log.handlers), level)  # gunicorn's format carries the pid

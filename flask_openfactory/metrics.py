@@ -24,7 +24,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .counters import COMMANDS_ANSWERED, COMMANDS_REJECTED, HTTP_CALLS, RECORDS_SKIPPED, TASK_FAILURES, TASK_RUNS
+from .runtime.counters import (
+    COMMANDS_ANSWERED,
+    COMMANDS_REJECTED,
+    HTTP_CALLS,
+    RECORDS_SKIPPED,
+    TASK_FAILURES,
+    TASK_RUNS,
+)
 
 # Counted by the runtime (which never imports this module); re-exported for the collector's users.
 from .runtime.method_results import DURATION_BUCKETS, OTHER_METHOD, STATUSES, MethodResults, ResultsSnapshot

@@ -16,13 +16,13 @@ from typing import Any, TypeVar
 
 from werkzeug.utils import import_string
 
-from .commands import DEFAULT_MAX_ARGUMENTS, DEFAULT_MAX_COMMAND_BYTES, ArgumentLimits
-from .metrics_registry import MetricsTarget
-from .protocol import validate_identifier
 from .runtime import RuntimeSettings
-from .signing import MIN_SECRET_LENGTH, SigningKeys
-from .storage import StorageConfigError, parse_storage
+from .runtime.metrics_registry import MetricsTarget
+from .runtime.storage import StorageConfigError, parse_storage
 from .transports import ConfigurationError, TransportOptions, check_url
+from .wire.commands import DEFAULT_MAX_ARGUMENTS, DEFAULT_MAX_COMMAND_BYTES, ArgumentLimits
+from .wire.protocol import validate_identifier
+from .wire.signing import MIN_SECRET_LENGTH, SigningKeys
 
 PREFIX = "OPENFACTORY_"
 
@@ -90,7 +90,7 @@ def defaults(instance_path: str, environ: Mapping[str, str] | None = None) -> di
         "OPENFACTORY_PROTECT_READ_ROUTES": False,  # True: read routes need a token too (not /health)
         "OPENFACTORY_AUTHORIZE": None,  # the host app's own check, see flask_openfactory.auth
         "OPENFACTORY_LOG_LEVEL": "INFO",
-        "OPENFACTORY_STORAGE": env.get("STORAGE") or None,  # JSON name -> storage (flask_openfactory.storage)
+        "OPENFACTORY_STORAGE": env.get("STORAGE") or None,  # JSON name -> storage (flask_openfactory.runtime.storage)
         "OPENFACTORY_REGISTER_METRICS": True,  # with the platform's Prometheus registry, when it runs one
         "OPENFACTORY_METRICS_PORT": env.get("PORT") or 4000,  # the port Prometheus scrapes
         "OPENFACTORY_LOG_FORMAT": env.get("OPENFACTORY_LOG_FORMAT") or "text",

@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, request
 
-from .attributes import Attribute
-from .logs import route_to
-from .methods import MethodSpec
 from .runtime import AssetRuntime
-from .subscriptions import SubscriptionSpec
-from .tasks import TaskSpec
+from .runtime.attributes import Attribute
+from .runtime.logs import route_to
+from .runtime.subscriptions import SubscriptionSpec
+from .runtime.tasks import TaskSpec
 from .transports import ConfigurationError
+from .wire.methods import MethodSpec
 
 if TYPE_CHECKING:
     from .api.smorest_api import OpenFactoryApi

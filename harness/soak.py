@@ -38,8 +38,8 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
-from flask_openfactory.commands import CommandResult, command_record, is_result, new_envelope
-from flask_openfactory.protocol import Record, RecordError
+from flask_openfactory.wire.commands import CommandResult, command_record, is_result, new_envelope
+from flask_openfactory.wire.protocol import Record, RecordError
 
 from .kafka_settings import KAFKA_CONFIG, KAFKA_LOG, RAW_CONSUMER_CONFIG
 from .measured_gunicorn import Gunicorn, ext_env

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from contextlib import closing
 from pathlib import Path
 
-from flask_openfactory.commands import CommandResult, is_result
-from flask_openfactory.protocol import Record
+from flask_openfactory.wire.commands import CommandResult, is_result
+from flask_openfactory.wire.protocol import Record
 
 __all__ = ["log_records", "results_of"]
 

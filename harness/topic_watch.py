@@ -17,8 +17,8 @@ from typing import Any, TypeVar, cast
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
-from flask_openfactory.commands import CommandResult, command_record, is_result, new_envelope
-from flask_openfactory.protocol import Record, RecordError
+from flask_openfactory.wire.commands import CommandResult, command_record, is_result, new_envelope
+from flask_openfactory.wire.protocol import Record, RecordError
 
 __all__ = ["CommandSender", "Seen", "TopicWatcher", "answered", "results_by_cid"]
 

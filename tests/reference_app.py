@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 
-from flask_openfactory.protocol import Record
 from flask_openfactory.transports.base import Transport
+from flask_openfactory.wire.protocol import Record
 
 
 def reference_records(asset_uuid: str, methods: dict[str, list[str]]) -> list[Record]:

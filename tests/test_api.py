@@ -28,9 +28,9 @@ from werkzeug.test import TestResponse
 from app_factory import build_app
 from flask_openfactory import AssetBlueprint, SampleAttribute, TransportError
 from flask_openfactory.api import correlation_id_from_request
-from flask_openfactory.protocol import Record
 from flask_openfactory.testing import runtime_of
 from flask_openfactory.transports.memory import memory_log
+from flask_openfactory.wire.protocol import Record
 
 # -- the asset under test: declared at module level, registered on every app ------------
 

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from flask_openfactory import SampleAttribute, ofa_method
-from flask_openfactory.calls import CallBook, CallConflict
-from flask_openfactory.commands import OK, CommandResult, command_record, new_envelope
-from flask_openfactory.freshness import SharedLookup
-from flask_openfactory.methods import spec_of
 from flask_openfactory.runtime import AssetRuntime, CallPending, RuntimeSettings
+from flask_openfactory.runtime.calls import CallBook, CallConflict
+from flask_openfactory.runtime.freshness import SharedLookup
+from flask_openfactory.wire.commands import OK, CommandResult, command_record, new_envelope
+from flask_openfactory.wire.methods import spec_of
 from harness.waiting import wait_for
 
 ran: list[tuple[str, float]] = []

@@ -26,7 +26,9 @@ from flask_openfactory import (
     SampleAttribute,
     ofa_method,
 )
-from flask_openfactory.commands import (
+from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
+from flask_openfactory.transports.base import Follower
+from flask_openfactory.wire.commands import (
     COMMAND_TAG,
     CommandResult,
     Envelope,
@@ -35,11 +37,9 @@ from flask_openfactory.commands import (
     new_envelope,
     result_record,
 )
-from flask_openfactory.methods import spec_of
-from flask_openfactory.protocol import OPENFACTORY, Record
-from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
-from flask_openfactory.signing import SigningKeys, canonical_message, sign_envelope
-from flask_openfactory.transports.base import Follower
+from flask_openfactory.wire.methods import spec_of
+from flask_openfactory.wire.protocol import OPENFACTORY, Record
+from flask_openfactory.wire.signing import SigningKeys, canonical_message, sign_envelope
 from harness.waiting import wait_for
 
 SECRET = "factory-floor-shared-secret-0001"

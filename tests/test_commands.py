@@ -3,7 +3,7 @@ import uuid
 
 import pytest
 
-from flask_openfactory.commands import (
+from flask_openfactory.wire.commands import (
     CommandResult,
     EnvelopeError,
     command_record,

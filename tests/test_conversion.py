@@ -19,8 +19,8 @@ from typing import Any, Literal, Optional
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from flask_openfactory.conversion import ConversionError, takes_json, text_converter
-from flask_openfactory.methods import ArgumentError, build_spec
+from flask_openfactory.wire.conversion import ConversionError, takes_json, text_converter
+from flask_openfactory.wire.methods import ArgumentError, build_spec
 from tests.conversion_corpus import json_corpus, scalar_corpus
 
 SCALAR_CORPUS_SIZE = 12_000

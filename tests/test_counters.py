@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask_openfactory.counters import COMMANDS_ANSWERED, COMMANDS_REJECTED, TASK_RUNS, Counters
+from flask_openfactory.runtime.counters import COMMANDS_ANSWERED, COMMANDS_REJECTED, TASK_RUNS, Counters
 
 
 def test_labelled_counts_are_kept_by_family_and_read_by_flat_name() -> None:

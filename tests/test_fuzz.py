@@ -37,13 +37,13 @@ from hypothesis import strategies as st
 from app_factory import build_app
 from flask_openfactory import AssetBlueprint
 from flask_openfactory import settings as config_keys
-from flask_openfactory.commands import Envelope, EnvelopeError, parse_envelope
 from flask_openfactory.ksqldb import KsqlDBClient, KsqlDBError, parse_query_answer
-from flask_openfactory.methods import ArgumentError, Parameter, build_spec, ofa_method, spec_of
-from flask_openfactory.protocol import RECORD_TYPES, Record, RecordError, validate_identifier
 from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
 from flask_openfactory.transports import ConfigurationError, TransportOptions
 from flask_openfactory.transports.memory import memory_log
+from flask_openfactory.wire.commands import Envelope, EnvelopeError, parse_envelope
+from flask_openfactory.wire.methods import ArgumentError, Parameter, build_spec, ofa_method, spec_of
+from flask_openfactory.wire.protocol import RECORD_TYPES, Record, RecordError, validate_identifier
 from ksqldb_standin import running_standin
 from strategies import (
     Garbage,

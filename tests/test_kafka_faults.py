@@ -27,10 +27,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from flask_openfactory.protocol import Record
 from flask_openfactory.transports.base import TransportOptions
 from flask_openfactory.transports.kafka import KafkaTransport
 from flask_openfactory.transports.kafka import producer as kafka_transport
+from flask_openfactory.wire.protocol import Record
 from harness.broker import TansuBroker
 from harness.gunicorn_server import GunicornServer
 from harness.topic_watch import CommandSender, TopicWatcher

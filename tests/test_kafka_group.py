@@ -28,13 +28,13 @@ from typing import Any, TypeVar
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from flask_openfactory.methods import ofa_method, spec_of
-from flask_openfactory.protocol import Record
 from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
 from flask_openfactory.transports import TransportOptions, create_transport
 from flask_openfactory.transports.base import LogEntry, Transport
 from flask_openfactory.transports.kafka import KafkaGroupReader
 from flask_openfactory.transports.partitioning import partition_for_key
+from flask_openfactory.wire.methods import ofa_method, spec_of
+from flask_openfactory.wire.protocol import Record
 from harness.broker import TansuBroker
 from harness.waiting import wait_for
 from kafka_config import KAFKA_TEST_CONFIG
@@ -197,7 +197,7 @@ def test_one_owner_and_the_other_member_resumes_after_the_committed_offset(
 _CHILD = textwrap.dedent('''
     """A serving process of the asset that executes commands but dies before committing."""
     import json, os, sys, threading, time
-    from flask_openfactory.methods import ofa_method, spec_of
+    from flask_openfactory.wire.methods import ofa_method, spec_of
     from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
     from flask_openfactory.transports import TransportOptions
     from flask_openfactory.transports.kafka import KafkaGroupReader

@@ -36,8 +36,8 @@ from flask import Flask
 import demo
 from demo import machine as demo_machine
 from flask_openfactory import AssetBlueprint, SampleAttribute, TransportError
-from flask_openfactory.dispatch import DispatcherState
 from flask_openfactory.runtime import AssetRuntime
+from flask_openfactory.runtime.dispatch import DispatcherState
 from flask_openfactory.transports.kafka import KafkaGroupReader, KafkaLockedReader
 from flask_openfactory.transports.partitioning import partition_for_key
 from harness.broker import TansuBroker
@@ -797,8 +797,8 @@ def test_start_on_a_missing_topic_fails_clearly_and_creates_nothing(
 
 def test_publishing_to_a_missing_topic_fails_delivery_and_creates_nothing(
         kafka_broker: TansuBroker, unique_topic: str) -> None:
-    from flask_openfactory.protocol import Record
     from flask_openfactory.transports import TransportOptions, create_transport
+    from flask_openfactory.wire.protocol import Record
 
     transport = create_transport(
         "kafka://" + kafka_broker.bootstrap,

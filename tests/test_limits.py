@@ -28,12 +28,12 @@ from flask_openfactory import (
     TransportBusy,
     ofa_method,
 )
-from flask_openfactory.commands import ArgumentLimits, EnvelopeError, parse_envelope
-from flask_openfactory.methods import spec_of
-from flask_openfactory.protocol import Record
 from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
 from flask_openfactory.settings import runtime_settings
 from flask_openfactory.transports import TransportOptions, create_transport
+from flask_openfactory.wire.commands import ArgumentLimits, EnvelopeError, parse_envelope
+from flask_openfactory.wire.methods import spec_of
+from flask_openfactory.wire.protocol import Record
 from harness.broker import TansuBroker
 from harness.waiting import wait_for
 from kafka_config import KAFKA_TEST_CONFIG

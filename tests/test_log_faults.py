@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from flask_openfactory.commands import command_record, new_envelope
 from flask_openfactory.transports.sqlite import SqliteTransport
+from flask_openfactory.wire.commands import command_record, new_envelope
 from harness.gunicorn_server import FLASK, GunicornServer, ServerPool, server_env
 from harness.paths import REPO
 from harness.procfs import flock_holders

@@ -4,7 +4,7 @@ from typing import Annotated, Any, Literal
 
 import pytest
 
-from flask_openfactory.methods import ArgumentError, ofa_method, spec_of
+from flask_openfactory.wire.methods import ArgumentError, ofa_method, spec_of
 
 
 def test_bare_use_is_an_error_that_says_so():

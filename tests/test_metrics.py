@@ -21,11 +21,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from app_factory import build_app
 from flask_openfactory import AssetBlueprint
 from flask_openfactory.metrics import DURATION_BUCKETS, OTHER_METHOD, MethodResults
-from flask_openfactory.protocol import Record
 from flask_openfactory.runtime import AssetRuntime
 from flask_openfactory.testing import runtime_of
 from flask_openfactory.transports.base import Health
 from flask_openfactory.transports.memory import MemoryTransport
+from flask_openfactory.wire.protocol import Record
 from harness.waiting import wait_for
 
 ASSET = "METRICS-ASSET"

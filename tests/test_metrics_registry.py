@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from flask_openfactory.metrics_registry import MetricsTarget
 from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
+from flask_openfactory.runtime.metrics_registry import MetricsTarget
 from flask_openfactory.transports import TransportOptions
 from harness.topic_reader import raw_records
 from kafka_config import KAFKA_TEST_CONFIG

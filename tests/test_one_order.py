@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 import requests
 
-from flask_openfactory.commands import command_record, new_envelope
-from flask_openfactory.protocol import Record
+from flask_openfactory.wire.commands import command_record, new_envelope
+from flask_openfactory.wire.protocol import Record
 from harness.broker import TansuBroker
 from harness.gunicorn_server import FLASK, ServerPool, server_env
 from harness.paths import REPO

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from flask_openfactory.commands import command_record, new_envelope
 from flask_openfactory.transports.sqlite import SqliteTransport
+from flask_openfactory.wire.commands import command_record, new_envelope
 from harness.gunicorn_server import ServerPool, server_env
 from harness.procfs import alive
 from harness.waiting import wait_for

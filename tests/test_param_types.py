@@ -8,10 +8,10 @@ from typing import Any, Literal
 
 import pytest
 
-from flask_openfactory import conversion
 from flask_openfactory.api.fields import FIELDS
-from flask_openfactory.methods import ofa_method, spec_of
-from flask_openfactory.param_types import Kind, ParamType, param_type
+from flask_openfactory.wire import conversion
+from flask_openfactory.wire.methods import ofa_method, spec_of
+from flask_openfactory.wire.param_types import Kind, ParamType, param_type
 
 
 class Mode(enum.Enum):

@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timezone
 
 import pytest
 
-from flask_openfactory.protocol import (
+from flask_openfactory.wire.protocol import (
     Record,
     RecordError,
     format_timestamp,

@@ -18,11 +18,11 @@ from flask import Flask
 
 from app_factory import build_app
 from flask_openfactory import ofa_method
-from flask_openfactory.answering import answers_with_results
-from flask_openfactory.methods import spec_of
-from flask_openfactory.protocol import Record
 from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
 from flask_openfactory.transports import TransportOptions
+from flask_openfactory.wire.answering import answers_with_results
+from flask_openfactory.wire.methods import spec_of
+from flask_openfactory.wire.protocol import Record
 from kafka_config import KAFKA_TEST_CONFIG
 from ksqldb_standin import running_standin
 from reference_app import publish_reference_app, reference_records

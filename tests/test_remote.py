@@ -6,9 +6,9 @@ import pytest
 
 from app_factory import build_app
 from flask_openfactory import SampleAttribute, current_openfactory, ofa_method
-from flask_openfactory.methods import spec_of
 from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
 from flask_openfactory.transports import TransportOptions
+from flask_openfactory.wire.methods import spec_of
 from harness.topic_reader import raw_records
 from kafka_config import KAFKA_TEST_CONFIG
 from ksqldb_standin import running_standin

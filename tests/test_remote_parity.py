@@ -17,8 +17,8 @@ import pytest
 
 from flask_openfactory import EventAttribute, SampleAttribute
 from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
+from flask_openfactory.runtime.uns import UNSLookupError
 from flask_openfactory.transports import TransportOptions
-from flask_openfactory.uns import UNSLookupError
 from harness.topic_reader import raw_records
 from kafka_config import KAFKA_TEST_CONFIG
 from ksqldb_standin import running_standin

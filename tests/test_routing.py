@@ -9,8 +9,8 @@ import uuid
 import pytest
 
 from app_factory import build_app
-from flask_openfactory.routing import routing_warnings
 from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
+from flask_openfactory.wire.routing import routing_warnings
 
 
 @pytest.mark.parametrize("asset_uuid, expected", [

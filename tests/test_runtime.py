@@ -7,10 +7,10 @@ import uuid
 import pytest
 
 from flask_openfactory import ConditionAttribute, EventAttribute, SampleAttribute, ofa_method
-from flask_openfactory.commands import CommandResult, command_record, new_envelope, result_record
-from flask_openfactory.methods import spec_of
 from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
 from flask_openfactory.transports.memory import memory_log
+from flask_openfactory.wire.commands import CommandResult, command_record, new_envelope, result_record
+from flask_openfactory.wire.methods import spec_of
 from harness.waiting import wait_for
 
 calls: list = []

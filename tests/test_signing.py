@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from flask_openfactory.commands import Envelope, new_envelope, parse_envelope
-from flask_openfactory.signing import SigningKeys, canonical_message, envelope_message, sign_envelope
+from flask_openfactory.wire.commands import Envelope, new_envelope, parse_envelope
+from flask_openfactory.wire.signing import SigningKeys, canonical_message, envelope_message, sign_envelope
 
 SECRET = "correct horse battery staple"
 CID = "550e8400-e29b-41d4-a716-446655440000"

@@ -237,7 +237,7 @@ def read_line(process: subprocess.Popen[str], timeout: float = 15.0) -> str:
 
 CHILD_PRELUDE = """
 import sys, time
-from flask_openfactory.protocol import Record
+from flask_openfactory.wire.protocol import Record
 from flask_openfactory.transports import create_transport
 transport = create_transport(sys.argv[1] if len(sys.argv) > 1 else {url!r})
 """

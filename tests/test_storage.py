@@ -14,8 +14,8 @@ from flask import Flask
 
 from app_factory import build_app
 from flask_openfactory import ConfigurationError, FlaskOpenFactory, current_openfactory
+from flask_openfactory.runtime.storage import Storage, StorageConfigError, StorageError, parse_storage
 from flask_openfactory.settings import defaults
-from flask_openfactory.storage import Storage, StorageConfigError, StorageError, parse_storage
 
 
 def local(mount_point: str, local_path: str = "/srv/host/data", **extra: Any) -> dict[str, Any]:

@@ -11,10 +11,10 @@ from flask import Flask, current_app
 
 from app_factory import build_app
 from flask_openfactory import AssetBlueprint, Record
-from flask_openfactory.commands import command_record, new_envelope
-from flask_openfactory.subscriptions import subscribe
+from flask_openfactory.runtime.subscriptions import subscribe
 from flask_openfactory.testing import runtime_of
 from flask_openfactory.transports import create_transport
+from flask_openfactory.wire.commands import command_record, new_envelope
 from harness.waiting import wait_for
 
 MACHINE = "MACHINE-7"

@@ -26,10 +26,10 @@ from flask import Flask, current_app
 
 from app_factory import build_app
 from flask_openfactory import AssetBlueprint, Record
-from flask_openfactory.commands import command_record, new_envelope
 from flask_openfactory.runtime import AssetRuntime
 from flask_openfactory.transports.kafka import KafkaLockedReader
 from flask_openfactory.transports.partitioning import partition_for_key
+from flask_openfactory.wire.commands import command_record, new_envelope
 from harness.broker import TansuBroker
 from harness.waiting import wait_for
 from kafka_config import KAFKA_TEST_CONFIG

@@ -12,7 +12,7 @@ from flask import Flask, current_app
 
 from app_factory import build_app
 from flask_openfactory import AssetBlueprint, StopSignal
-from flask_openfactory.tasks import background_task
+from flask_openfactory.runtime.tasks import background_task
 from flask_openfactory.testing import runtime_of
 from harness.waiting import wait_for
 

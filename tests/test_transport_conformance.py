@@ -20,7 +20,6 @@ from typing import TypeVar
 
 import pytest
 
-from flask_openfactory.protocol import EVENTS, SAMPLES, Record
 from flask_openfactory.transports import (
     CommandReader,
     Follower,
@@ -30,6 +29,7 @@ from flask_openfactory.transports import (
     create_transport,
 )
 from flask_openfactory.transports.memory import memory_log
+from flask_openfactory.wire.protocol import EVENTS, SAMPLES, Record
 from harness.waiting import wait_for
 from kafka_config import KAFKA_TEST_CONFIG
 

@@ -12,8 +12,8 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from ..methods import MethodSpec, Parameter, json_default
-from ..param_types import Kind, ParamType
+from ..wire.methods import MethodSpec, Parameter, json_default
+from ..wire.param_types import Kind, ParamType
 
 
 class _StrictFloat(fields.Float):

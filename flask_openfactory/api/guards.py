@@ -17,10 +17,10 @@ from flask.typing import ResponseReturnValue
 from webargs.flaskparser import abort  # flask_smorest.abort, typed NoReturn
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, default_exceptions
 
-from ..commands import ArgumentLimits
 from ..runtime import CallPending
 from ..state import get_state
 from ..transports import ConfigurationError, TransportBusy, TransportError
+from ..wire.commands import ArgumentLimits
 from .correlation import CORRELATION_HEADER
 from .names import API_BLUEPRINT, CONFIG_PREFIX, DEFAULT_MAX_BODY
 

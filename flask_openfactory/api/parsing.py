@@ -14,8 +14,8 @@ from flask_smorest import Blueprint
 from webargs import core as webargs_core
 from webargs.flaskparser import FlaskParser, abort  # flask_smorest.abort, typed NoReturn
 
-from ..commands import ArgumentLimits
 from ..state import get_state
+from ..wire.commands import ArgumentLimits
 
 
 class _BodyParser(FlaskParser):

@@ -13,11 +13,11 @@ from flask_smorest import Blueprint
 from webargs.flaskparser import abort  # flask_smorest.abort, typed NoReturn
 
 from ..auth import READ_ROUTE
-from ..methods import MethodSpec
 from ..metrics import INSTALL_HINT
-from ..protocol import METHOD
 from ..state import OpenFactoryState
 from ..transports import Health
+from ..wire.methods import MethodSpec
+from ..wire.protocol import METHOD
 from .access import secured
 from .correlation import CORRELATION_PATTERN, canonical_correlation_id
 from .guards import guard

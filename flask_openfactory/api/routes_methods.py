@@ -11,9 +11,9 @@ from flask.typing import ResponseReturnValue
 from webargs.flaskparser import abort  # flask_smorest.abort, typed NoReturn
 
 from ..auth import METHOD_ROUTE
-from ..calls import CallConflict
-from ..methods import MethodSpec, json_default
+from ..runtime.calls import CallConflict
 from ..state import OpenFactoryState
+from ..wire.methods import MethodSpec, json_default
 from .access import secured
 from .correlation import CORRELATION_HEADER, HEADER_PARAMETERS, correlation_id_from_request, sender
 from .fields import arguments_schema

@@ -10,7 +10,7 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from ..protocol import CONDITION, EVENTS, OPENFACTORY, SAMPLES
+from ..wire.protocol import CONDITION, EVENTS, OPENFACTORY, SAMPLES
 
 
 class ErrorSchema(ma.Schema):

@@ -15,8 +15,8 @@ from jinja2 import Environment, PackageLoader
 from werkzeug.wrappers import Response
 
 from ..auth import AccessPolicy
-from ..commands import ArgumentLimits
 from ..metrics import AppMetrics
+from ..wire.commands import ArgumentLimits
 from .names import METHODS_BLUEPRINT
 from .schemas import FIXED_SCHEMA_NAMES, ErrorSchema
 

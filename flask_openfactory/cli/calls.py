@@ -14,9 +14,9 @@ from typing import Any
 
 import click
 
-from ..answering import NO_RESULT_TEXT
-from ..commands import NO_RESULT, OK, CommandResult
-from ..protocol import validate_identifier
+from ..wire.answering import NO_RESULT_TEXT
+from ..wire.commands import NO_RESULT, OK, CommandResult
+from ..wire.protocol import validate_identifier
 from .deadline import CHECK_TIMEOUT, GRACE, SEND_GRACE, Deadline, Session
 from .group import (
     EXIT_ERROR,

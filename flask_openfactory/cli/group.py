@@ -14,9 +14,9 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from ..commands import ERROR, OK, REJECTED
 from ..runtime import AssetRuntime
 from ..state import find_state
+from ..wire.commands import ERROR, OK, REJECTED
 
 EXIT_OK = 0
 EXIT_ERROR = 1

@@ -11,10 +11,10 @@ from typing import Any
 import click
 from flask import current_app
 
-from ..protocol import Record
-from ..routing import routing_warnings
 from ..runtime import AssetRuntime
 from ..state import get_state
+from ..wire.protocol import Record
+from ..wire.routing import routing_warnings
 from .deadline import Session
 from .group import EXIT_ERROR, current_runtime, fail, ofa_cli
 from .ksqldb_view import ksqldb_view

@@ -6,8 +6,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from ..methods import MethodSpec
-from ..protocol import Record
+from ..wire.methods import MethodSpec
+from ..wire.protocol import Record
 
 _MAX_CELL = 60
 

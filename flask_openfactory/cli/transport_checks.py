@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..protocol import Record
 from ..runtime import AssetRuntime
+from ..wire.protocol import Record
 from .deadline import GRACE, Deadline, Session
 from .group import fail
 from .masking import mask, one_line

@@ -11,9 +11,9 @@ import hashlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..attributes import Attribute, EventAttribute, PlatformAttribute
-from ..package_meta import package_meta
-from ..protocol import METHOD, Record
+from ..wire.protocol import METHOD, Record
+from .attributes import Attribute, EventAttribute, PlatformAttribute
+from .package_meta import package_meta
 from .registry import Declarations
 from .settings import ASSET_TYPE, AVAILABLE, RuntimeSettings
 

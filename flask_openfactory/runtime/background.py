@@ -12,14 +12,14 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from ..counters import Counters
-from ..duties import Duties, DutiesState, Runner, stop_runners
-from ..logs import AssetLog
-from ..subscriptions import SubscriptionRunner
-from ..tasks import TaskRunner
 from ..transports import Transport
+from .counters import Counters
+from .duties import Duties, DutiesState, Runner, stop_runners
+from .logs import AssetLog
 from .registry import Declarations
 from .settings import RuntimeSettings
+from .subscriptions import SubscriptionRunner
+from .tasks import TaskRunner
 
 
 class BackgroundWork:

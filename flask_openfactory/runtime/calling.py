@@ -12,8 +12,9 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..calls import CallBook, CallEntry
-from ..commands import (
+from ..transports import Transport, TransportError
+from ..transports.base import TransportBusy
+from ..wire.commands import (
     ERROR,
     OK,
     CommandResult,
@@ -24,15 +25,14 @@ from ..commands import (
     result_correlation_id,
     result_record,
 )
-from ..counters import HTTP_CALLS, Counters
-from ..logs import AssetLog, log_method_error
-from ..protocol import Record, validate_identifier
-from ..remote import RemoteAsset
-from ..signing import sign_envelope
-from ..transports import Transport, TransportError
-from ..transports.base import TransportBusy
+from ..wire.protocol import Record, validate_identifier
+from ..wire.signing import sign_envelope
+from .calls import CallBook, CallEntry
+from .counters import HTTP_CALLS, Counters
 from .errors import CallPending, ResultNotRecorded
+from .logs import AssetLog, log_method_error
 from .registry import Declarations
+from .remote import RemoteAsset
 from .settings import RuntimeSettings
 
 

@@ -22,31 +22,31 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
-from ..attributes import Attribute
-from ..calls import CallBook
-from ..counters import Counters
-from ..logs import AssetLog
-from ..methods import MethodSpec
-from ..metrics_registry import register, withdraw
-from ..protocol import METHOD, UNAVAILABLE, Record, format_timestamp, validate_identifier
-from ..routing import routing_warnings
-from ..storage import Storage, open_storages
-from ..subscriptions import SubscriptionSpec
-from ..tasks import TaskSpec
 from ..transports import Transport, TransportError, create_transport
 from ..transports.base import KEEP_ALIVE
+from ..wire.methods import MethodSpec
+from ..wire.protocol import METHOD, UNAVAILABLE, Record, format_timestamp, validate_identifier
+from ..wire.routing import routing_warnings
 from .announcement import Announcement, standard_attributes
+from .attributes import Attribute
 from .background import BackgroundWork
 from .calling import CallPath
+from .calls import CallBook
+from .counters import Counters
 from .deployment import Deployment
 from .executor import ExecutorRole
 from .health import Readiness
 from .inspection import Inspection
+from .logs import AssetLog
 from .method_results import MethodResults
+from .metrics_registry import register, withdraw
 from .processes import stop_at_exit
 from .registry import Declarations
 from .settings import CALL_WINDOW_MARGIN, START_CHECK_SECONDS, RuntimeSettings
 from .state import FollowedState
+from .storage import Storage, open_storages
+from .subscriptions import SubscriptionSpec
+from .tasks import TaskSpec
 
 _log = logging.getLogger("flask_openfactory.runtime")
 

@@ -14,9 +14,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from ..logs import AssetLog
 from ..transports import Transport
 from ..transports.locks import Membership
+from .logs import AssetLog
 from .processes import process_identity
 from .settings import CANDIDATE_GRACE, DEPLOYMENT_LOCK_SECONDS, STANDALONE, RuntimeSettings
 

@@ -11,12 +11,12 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
-from ..calls import CallBook
-from ..counters import Counters
-from ..dispatch import Dispatcher, DispatcherState, DispatchSettings
-from ..logs import AssetLog
 from ..transports import Transport
 from .background import BackgroundWork
+from .calls import CallBook
+from .counters import Counters
+from .dispatch import Dispatcher, DispatcherState, DispatchSettings
+from .logs import AssetLog
 from .registry import Declarations
 from .settings import RuntimeSettings
 

@@ -11,8 +11,8 @@ import threading
 import time
 from typing import Any
 
-from ..dispatch import Dispatcher
 from ..transports import Health, Transport
+from .dispatch import Dispatcher
 
 
 class Readiness:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from ..counters import Counters
-from ..dispatch import DispatcherState
-from ..duties import DutiesState
-from ..protocol import Record
 from ..transports import Health, Transport
+from ..wire.protocol import Record
 from .background import BackgroundWork
+from .counters import Counters
+from .dispatch import DispatcherState
+from .duties import DutiesState
 from .executor import ExecutorRole
 from .health import Readiness
 from .settings import RuntimeSettings

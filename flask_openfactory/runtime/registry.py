@@ -6,11 +6,11 @@ declared here are also the only ones the runtime keeps current values of.
 
 from __future__ import annotations
 
-from ..attributes import Attribute
-from ..methods import MethodSpec
-from ..protocol import Record
-from ..subscriptions import SubscriptionSpec
-from ..tasks import TaskSpec
+from ..wire.methods import MethodSpec
+from ..wire.protocol import Record
+from .attributes import Attribute
+from .subscriptions import SubscriptionSpec
+from .tasks import TaskSpec
 
 
 class Declarations:

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..commands import ArgumentLimits
-from ..metrics_registry import MetricsTarget
-from ..signing import SigningKeys
-from ..storage import StorageConfig
 from ..transports import TransportOptions
+from ..wire.commands import ArgumentLimits
+from ..wire.signing import SigningKeys
+from .metrics_registry import MetricsTarget
+from .storage import StorageConfig
 
 AVAILABLE = "AVAILABLE"
 ASSET_TYPE = "OpenFactoryApp"

@@ -15,16 +15,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..calls import CallBook
-from ..commands import CommandResult, is_result
-from ..counters import Counters
-from ..freshness import AppliedPosition, SharedLookup
-from ..logs import AssetLog
-from ..protocol import UNAVAILABLE, Record
-from ..quiet import Repeats, fault_key
 from ..transports import Transport
 from ..transports.base import Follower
+from ..transports.quiet import Repeats, fault_key
+from ..wire.commands import CommandResult, is_result
+from ..wire.protocol import UNAVAILABLE, Record
+from .calls import CallBook
+from .counters import Counters
 from .errors import StaleRead
+from .freshness import AppliedPosition, SharedLookup
+from .logs import AssetLog
 from .method_results import MethodResults
 from .registry import Declarations
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..protocol import Record
+from ..wire.protocol import Record
 
 __all__ = ["ANY", "describe", "same", "wanted"]
 

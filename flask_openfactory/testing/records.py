@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..commands import CommandResult, is_command, is_result
-from ..protocol import COMMAND_SUFFIX, RESULT_SUFFIX, Record
+from ..wire.commands import CommandResult, is_command, is_result
+from ..wire.protocol import COMMAND_SUFFIX, RESULT_SUFFIX, Record
 from .matching import ANY, describe, same, wanted
 
 if TYPE_CHECKING:

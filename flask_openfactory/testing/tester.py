@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ..commands import CommandResult, is_result, result_correlation_id
-from ..protocol import CONDITION, SAMPLES, Record
+from ..wire.commands import CommandResult, is_result, result_correlation_id
+from ..wire.protocol import CONDITION, SAMPLES, Record
 from .matching import ANY
 from .records import AssetRecords
 from .runtime_lookup import runtime_of

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..protocol import COMMAND_SUFFIX, METHOD, RESULT_SUFFIX, Record, RecordError
+from ..wire.protocol import COMMAND_SUFFIX, METHOD, RESULT_SUFFIX, Record, RecordError
 from .errors import ConfigurationError as ConfigurationError  # re-exported: imported from here today
 from .errors import TransportBusy as TransportBusy
 from .errors import TransportError as TransportError

@@ -17,7 +17,7 @@ import time
 import weakref
 from collections.abc import Iterator
 
-from ..protocol import Record, RecordError
+from ..wire.protocol import Record, RecordError
 from .base import (
     CommandReader,
     DeliveryCallback,

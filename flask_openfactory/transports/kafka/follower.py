@@ -13,7 +13,7 @@ import logging
 
 from confluent_kafka import OFFSET_END, KafkaException, TopicPartition
 
-from ...protocol import Record, RecordError
+from ...wire.protocol import Record, RecordError
 from ..base import Follower
 from .client import KafkaClient
 from .messages import ORIGIN_HEADER, fetch, header_in

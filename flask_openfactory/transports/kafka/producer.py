@@ -21,7 +21,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from ...protocol import COMMAND_SUFFIX, RESULT_SUFFIX, Record
+from ...wire.protocol import COMMAND_SUFFIX, RESULT_SUFFIX, Record
 from ..base import KEEP_ALIVE, DeliveryCallback, Health, TransportBusy, TransportError, TransportOptions
 from .client import KafkaClient
 from .config import CONNECTION_CODES, PRODUCER_DEFAULTS

@@ -15,7 +15,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from ...protocol import Record, RecordError
+from ...wire.protocol import Record, RecordError
 from ..base import CommandReader, LogEntry, TransportError
 from .client import KafkaClient
 from .config import CONNECTION_CODES

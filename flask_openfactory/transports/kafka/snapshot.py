@@ -14,7 +14,7 @@ from typing import Any
 
 from confluent_kafka import KafkaException, TopicPartition
 
-from ...protocol import METHOD, SAMPLES, UNAVAILABLE, Record, RecordError
+from ...wire.protocol import METHOD, SAMPLES, UNAVAILABLE, Record, RecordError
 from ..base import TransportError, is_call_id
 from .client import KafkaClient
 from .messages import ATTRIBUTE_KIND, KIND_HEADER, fetch, header

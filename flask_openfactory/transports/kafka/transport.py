@@ -28,7 +28,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from ...protocol import Record
+from ...wire.protocol import Record
 from ..base import KEEP_ALIVE, CommandReader, Follower, TransportError, TransportOptions
 from .election import KafkaGroupReader, KafkaLockedReader
 from .follower import KafkaFollower

@@ -19,7 +19,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from ...quiet import Repeats
+from ..quiet import Repeats
 
 # librdkafka facilities and texts of a broker connection that failed or timed out
 _CONNECTION_FACILITIES = frozenset({"FAIL", "ERROR", "BROKERFAIL", "REQTMOUT", "DISCONNECT", "CONNECT",

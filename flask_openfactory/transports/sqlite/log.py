@@ -14,7 +14,7 @@ import sqlite3
 import time
 from typing import Any
 
-from ...protocol import Record
+from ...wire.protocol import Record
 from .database import SqliteDatabase
 from .forking import Wakeup, wakeup_for
 

@@ -13,7 +13,7 @@ import os
 import threading
 import time
 
-from ...protocol import Record, RecordError
+from ...wire.protocol import Record, RecordError
 from ..base import CommandReader, Follower, LogEntry, decode_entry
 from ..locks import HostLock
 from .committed import CommittedPositions

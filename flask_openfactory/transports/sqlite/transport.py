@@ -16,7 +16,7 @@ import threading
 import weakref
 from typing import Any
 
-from ...protocol import Record, RecordError
+from ...wire.protocol import Record, RecordError
 from ..base import (
     CommandReader,
     DeliveryCallback,

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, assert_never
 
-from ..commands import ERROR, OK, REJECTED, CommandResult, json_safe, result_record
+from ...transports.base import LogEntry
+from ...wire.commands import ERROR, OK, REJECTED, CommandResult, json_safe, result_record
+from ...wire.methods import MethodSpec
 from ..counters import COMMANDS_ANSWERED, COMMANDS_REJECTED, RECORDS_SKIPPED, Counters
 from ..logs import AssetLog, log_method_error
-from ..methods import MethodSpec
-from ..transports.base import LogEntry
 from .admission import (
     Duplicate,
     Ignore,

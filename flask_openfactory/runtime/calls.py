@@ -25,8 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .commands import ERROR, OK, REJECTED, CommandResult, canonical_uuid
-from .protocol import COMMAND_SUFFIX, RESULT_SUFFIX, Record
+from ..wire.commands import ERROR, OK, REJECTED, CommandResult, canonical_uuid
+from ..wire.protocol import COMMAND_SUFFIX, RESULT_SUFFIX, Record
 
 
 class CallConflict(ValueError):

@@ -24,11 +24,11 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .commands import is_command, is_result
+from ..transports.base import CommandReader, Transport
+from ..wire.commands import is_command, is_result
+from ..wire.protocol import CONDITION, EVENTS, METHOD, SAMPLES, UNAVAILABLE, Record, validate_identifier
 from .counters import Counters
 from .logs import AssetLog
-from .protocol import CONDITION, EVENTS, METHOD, SAMPLES, UNAVAILABLE, Record, validate_identifier
-from .transports.base import CommandReader, Transport
 
 _log = logging.getLogger("flask_openfactory.subscriptions")
 

@@ -13,12 +13,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from .answering import answers_with_results
-from .commands import NO_RESULT, CommandResult
+from ..transports import Transport
+from ..wire.answering import answers_with_results
+from ..wire.commands import NO_RESULT, CommandResult
+from ..wire.protocol import CONDITION, EVENTS, METHOD, SAMPLES, JSONScalar, Record, validate_identifier
+from ..wire.references import Direction, added_reference, parse_references, references_id
 from .package_meta import package_meta
-from .protocol import CONDITION, EVENTS, METHOD, SAMPLES, JSONScalar, Record, validate_identifier
-from .references import Direction, added_reference, parse_references, references_id
-from .transports import Transport
 from .uns import resolve_uns
 
 

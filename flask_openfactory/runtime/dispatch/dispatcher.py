@@ -20,14 +20,14 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...transports.base import CommandReader, LogEntry, Transport
+from ...transports.quiet import Repeats, fault_key
+from ...wire.commands import CommandResult, is_command
+from ...wire.methods import MethodSpec
+from ...wire.protocol import Record
 from ..backoff import Backoff
-from ..commands import CommandResult, is_command
 from ..counters import Counters
 from ..logs import AssetLog
-from ..methods import MethodSpec
-from ..protocol import Record
-from ..quiet import Repeats, fault_key
-from ..transports.base import CommandReader, LogEntry, Transport
 from .bookkeeping import Deduper, OffsetTracker
 from .recording import ResultRecorder
 from .runner import CommandRunner, ContextFactory

@@ -11,8 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-from .current import runtime_lookup
-from .protocol import (
+from ..wire.protocol import (
     COMMAND_SUFFIX,
     CONDITION,
     CONDITION_LEVELS,
@@ -26,6 +25,7 @@ from .protocol import (
     check_value,
     validate_identifier,
 )
+from .current import runtime_lookup
 
 
 class Attribute:

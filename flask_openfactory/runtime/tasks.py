@@ -20,10 +20,10 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from ..wire.protocol import validate_identifier
 from .attributes import ConditionAttribute
 from .counters import TASK_FAILURES, TASK_RUNS, Counters
 from .logs import AssetLog
-from .protocol import validate_identifier
 
 _log = logging.getLogger("flask_openfactory.tasks")
 

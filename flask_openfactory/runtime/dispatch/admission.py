@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
-from ..commands import (
+from ...transports.base import LogEntry
+from ...wire.commands import (
     Envelope,
     EnvelopeError,
     is_command,
@@ -21,10 +22,9 @@ from ..commands import (
     parse_envelope,
     result_correlation_id,
 )
-from ..methods import ArgumentError, MethodSpec
-from ..protocol import COMMAND_SUFFIX, validate_identifier
-from ..signing import envelope_message
-from ..transports.base import LogEntry
+from ...wire.methods import ArgumentError, MethodSpec
+from ...wire.protocol import COMMAND_SUFFIX, validate_identifier
+from ...wire.signing import envelope_message
 from .settings import DispatchSettings
 
 # -- decisions: every one leaves the position done, except Reject and Run ------------------

@@ -42,14 +42,14 @@ def _ksqldb(transport: Any) -> Any:
 
 
 def registry_present(client: Any) -> bool:
-    from .ksqldb import quote  # here: importing this module must not load requests
+    from ..ksqldb import quote  # here: importing this module must not load requests
 
     rows = client.query(f"SELECT ASSET_UUID FROM ASSETS_TYPE WHERE TYPE={quote(REGISTRY_TYPE)};")
     return bool(rows)
 
 
 def _registered(client: Any, asset_uuid: str, wanted: dict[str, Any]) -> bool:
-    from .ksqldb import quote
+    from ..ksqldb import quote
 
     try:
         rows = client.query(f"SELECT HOST, PORT, PATH FROM {TARGETS_TABLE} WHERE APPLICATION_UUID={quote(asset_uuid)};")

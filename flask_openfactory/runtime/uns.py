@@ -16,7 +16,7 @@ class UNSLookupError(LookupError):
 
 def resolve_uns(ksqldb_url: str | None, uns_id: str, *, client: Any = None) -> str:
     """The asset UUID that ``uns_id`` maps to now."""
-    from .ksqldb import KsqlDBClient, quote  # here: importing this module must not load requests
+    from ..ksqldb import KsqlDBClient, quote  # here: importing this module must not load requests
 
     if not isinstance(uns_id, str) or not uns_id.strip():
         raise ValueError(f"UNS id must be a non-empty string, got {uns_id!r}")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..commands import ArgumentLimits
-from ..signing import MAX_CLOCK_SKEW, SigningKeys
+from ...wire.commands import ArgumentLimits
+from ...wire.signing import MAX_CLOCK_SKEW, SigningKeys
 
 # A reader that failed is retried at least this often: a log that heals (a file put
 # back, a folder writable again, a broker back) is resumed within seconds, unasked.

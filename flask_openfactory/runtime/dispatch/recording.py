@@ -13,12 +13,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ...transports.base import Transport
+from ...wire.commands import REJECTED, CommandResult
+from ...wire.protocol import Record
 from ..backoff import backoff_delay
-from ..commands import REJECTED, CommandResult
 from ..counters import Counters
 from ..logs import AssetLog
-from ..protocol import Record
-from ..transports.base import Transport
 from .bookkeeping import OffsetTracker
 from .settings import MAX_RETRY_DELAY
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from .protocol import Record
+from ..wire.protocol import Record
 
 
 class AttributeStore(Protocol):
