@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from ..transports.base import CommandReader, Transport
 from ..wire.commands import is_command, is_result
 from ..wire.protocol import CONDITION, EVENTS, METHOD, SAMPLES, UNAVAILABLE, Record, validate_identifier
+from .backoff import Backoff
 from .counters import Counters
 from .logs import AssetLog
 
@@ -180,19 +181,18 @@ class SubscriptionRunner:
     # -- the loop ----------------------------------------------------------------------
 
     def _run(self) -> None:
-        failures = 0
+        backoff = Backoff(0.5, 30.0)
         while not self._stop.is_set():
             try:
                 if self.spec.every_worker:
                     self._follow()
                 else:
                     self._consume()
-                failures = 0
+                backoff.succeeded()
             except Exception:  # whatever the backend does, the subscription lives on
-                failures += 1
                 self._counters.add("subscription_errors")
                 self._log.exception("subscription %s to %s failed; retrying", self.spec.name, self.asset_uuid)
-                self._stop.wait(min(30.0, 0.5 * 2 ** min(failures, 6)))
+                self._stop.wait(backoff.failed())
 
     def _consume(self) -> None:
         """Owner mode: committed position, current state on each gain of ownership."""

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from ..wire.protocol import validate_identifier
 from .attributes import ConditionAttribute
+from .backoff import backoff_delay
 from .counters import TASK_FAILURES, TASK_RUNS, Counters
 from .logs import AssetLog
 
@@ -210,7 +211,9 @@ class TaskRunner:
                 self.failures += 1
                 self._counters.add_labelled(TASK_FAILURES, spec.name)
                 consecutive = 1 if time.monotonic() - began >= spec.healthy_after else consecutive + 1
-                delay = min(spec.max_backoff, spec.backoff * 2 ** (consecutive - 1))
+                # Doubling without a practical bound below max_backoff, as always; bounded, so that days of
+                # failures cannot overflow the float.
+                delay = backoff_delay(spec.backoff, consecutive - 1, spec.max_backoff, max_doublings=60)
                 self._log.error("task %s raised %s: %s; restarting in %.1fs", spec.name,
                                 type(exc).__name__, exc, delay, exc_info=exc)
                 self._faulted = True
