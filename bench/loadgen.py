@@ -12,6 +12,7 @@ import argparse
 import json
 import multiprocessing
 import re
+import resource
 import socket
 import subprocess
 import tempfile
@@ -26,6 +27,7 @@ class Load:
     errors: int
     seconds: float
     tool: str
+    client_cpu_seconds: float = 0.0  # the load generator's own CPU (wrk: a child process), when known
 
     @property
     def rps(self) -> float:
@@ -99,6 +101,7 @@ def wrk_load(wrk: str, host: str, port: int, method: str, path: str, body: str |
         *([f"wrk.body = {json.dumps(body)}", 'wrk.headers["Content-Type"] = "application/json"']
           if body is not None else []),
     ])
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=True) as lua:
         lua.write(script + "\n")
         lua.flush()
@@ -107,6 +110,8 @@ def wrk_load(wrk: str, host: str, port: int, method: str, path: str, body: str |
              f"http://{host}:{port}{path}"],
             capture_output=True, text=True, check=False, timeout=duration + 60,
         )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     out = proc.stdout
     total = _WRK_TOTAL.search(out)
     if proc.returncode != 0 or total is None:
@@ -115,7 +120,7 @@ def wrk_load(wrk: str, host: str, port: int, method: str, path: str, body: str |
     non2xx = int(m.group(1)) if (m := _WRK_NON2XX.search(out)) else 0
     socket_errors = _WRK_ERRORS.search(out)
     errors = non2xx + (sum(int(g) for g in socket_errors.groups()) if socket_errors else 0)
-    return Load(requests - non2xx, errors, seconds, "wrk")
+    return Load(requests - non2xx, errors, seconds, "wrk", client_cpu)
 
 
 def main() -> None:
