@@ -18,7 +18,8 @@ import requests
 from flask import Flask
 
 from app_factory import build_app
-from flask_openfactory import AssetBlueprint, ConfigurationError, SampleAttribute, logs
+from flask_openfactory import AssetBlueprint, ConfigurationError, SampleAttribute
+from flask_openfactory.runtime import logs
 from flask_openfactory.testing import OpenFactoryTester, runtime_of
 from harness.gunicorn_server import GUNICORN, server_env
 from harness.procfs import free_port
