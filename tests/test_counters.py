@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask_openfactory.runtime.counters import COMMANDS_ANSWERED, COMMANDS_REJECTED, TASK_RUNS, Counters
+from flask_openfactory.runtime.counters import COMMANDS_ANSWERED, COMMANDS_REJECTED, FAMILIES, TASK_RUNS, Counters
 
 
 def test_labelled_counts_are_kept_by_family_and_read_by_flat_name() -> None:
@@ -25,3 +25,9 @@ def test_a_label_value_that_looks_like_another_counter_stays_in_its_family() -> 
     counters.add_labelled(COMMANDS_ANSWERED, "received")  # flat name collides with a plain counter's
     assert counters.labelled(COMMANDS_ANSWERED)["received"] == 1
     assert counters.plain["commands_received"] == 0
+
+
+def test_every_family_is_exported_by_the_metrics() -> None:
+    from flask_openfactory.metrics import EVENT_FAMILIES, LABELLED_FAMILIES
+
+    assert sorted(f.metric for f in (*LABELLED_FAMILIES, *EVENT_FAMILIES)) == sorted(f.metric for f in FAMILIES)

@@ -39,6 +39,7 @@ TASK_RUNS = Family("task_runs", "task", "Runs of each background task in this pr
 TASK_FAILURES = Family("task_failures", "task", "Failed runs of each background task in this process",
                        "task_{}_failures")
 
+# Every family; /metrics must export each (tests/test_counters.py checks it).
 FAMILIES = (COMMANDS_ANSWERED, COMMANDS_REJECTED, RECORDS_SKIPPED, HTTP_CALLS, TASK_RUNS, TASK_FAILURES)
 
 
