@@ -18,9 +18,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flask import Flask, request
+from flask_smorest import Api
 
 from .runtime import AssetRuntime
 from .runtime.attributes import Attribute
@@ -29,9 +30,6 @@ from .runtime.subscriptions import SubscriptionSpec
 from .runtime.tasks import TaskSpec
 from .transports import ConfigurationError
 from .wire.methods import MethodSpec
-
-if TYPE_CHECKING:
-    from .api.smorest_api import OpenFactoryApi
 
 log = logging.getLogger("flask_openfactory")
 
@@ -66,7 +64,8 @@ class OpenFactoryState:
         self.runtime_config = config  # the OPENFACTORY_* keys as init_app read them
         self.runtime = runtime
         self.url_prefix = url_prefix
-        self.api: OpenFactoryApi | None = None  # the flask-smorest Api that documents /ofa
+        # the flask-smorest Api that documents /ofa (an api.OpenFactoryApi: this module sits below api/)
+        self.api: Api | None = None
         # with the Api: adds the HTTP routes of methods declared later (the extension sets it)
         self.route_methods: Callable[[list[MethodSpec]], None] | None = None
         self.warnings: list[str] = []  # shown at start and by `flask ofa status`

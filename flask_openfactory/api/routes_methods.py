@@ -21,6 +21,7 @@ from .guards import guard, read_json_body
 from .names import log
 from .parsing import MethodBlueprint
 from .schemas import ErrorSchema, MethodResultSchema, PendingErrorSchema
+from .smorest_api import OpenFactoryApi
 
 # Method names usable verbatim in a URL rule (werkzeug parses "<" and ">").
 _ROUTABLE_NAME = re.compile(r"[\w\-~]+")
@@ -53,7 +54,7 @@ def add_method_routes(state: OpenFactoryState, specs: Iterable[MethodSpec]) -> N
     JSON is typed: ``"1"`` is not an int, ``1`` is a valid float.
     """
     api = state.api
-    if api is None:
+    if not isinstance(api, OpenFactoryApi):
         raise RuntimeError("add_method_routes needs the Api created by init_api")
     routable: list[MethodSpec] = []
     for spec in specs:

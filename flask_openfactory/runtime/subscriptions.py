@@ -24,12 +24,13 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ..transports.base import CommandReader, Transport
+from ..transports.base import CommandReader, LogEntry, Transport
 from ..wire.commands import is_command, is_result
 from ..wire.protocol import CONDITION, EVENTS, METHOD, SAMPLES, UNAVAILABLE, Record, validate_identifier
 from .backoff import Backoff
 from .counters import Counters
 from .logs import AssetLog
+from .owned_reading import read_as_owner, retry_until_stopped
 
 _log = logging.getLogger("flask_openfactory.subscriptions")
 
@@ -182,52 +183,14 @@ class SubscriptionRunner:
 
     def _run(self) -> None:
         backoff = Backoff(0.5, 30.0)
-        while not self._stop.is_set():
-            try:
-                if self.spec.every_worker:
-                    self._follow()
-                else:
-                    self._consume()
-                backoff.succeeded()
-            except Exception:  # whatever the backend does, the subscription lives on
-                self._counters.add("subscription_errors")
-                self._log.exception("subscription %s to %s failed; retrying", self.spec.name, self.asset_uuid)
-                self._stop.wait(backoff.failed())
+        if self.spec.every_worker:
+            retry_until_stopped(self._follow, stop=self._stop, backoff=backoff, failed=self._failed)
+        else:
+            read_as_owner(_WatchedLog(self), stop=self._stop, backoff=backoff, idle_wait=self.POLL)
 
-    def _consume(self) -> None:
-        """Owner mode: committed position, current state on each gain of ownership."""
-        reader: CommandReader = self._transport.watch_reader(self.asset_uuid, self.group)
-        try:
-            generation = 0
-            backlog: list[Record] = []
-            state: list[Record] | None = None  # the current state, read once per gain of ownership
-            last_offset: int | None = None
-            while not self._stop.is_set():
-                entries = reader.poll(self.POLL)
-                recovering = reader.generation != generation
-                records = [e.record for e in entries
-                           if e.key == self.asset_uuid and e.record is not None and self.spec.matches(e.record)]
-                if entries:
-                    last_offset = entries[-1].offset
-                if recovering:  # read up to the end before delivering, then add the current state
-                    backlog.extend(records)
-                    if state is None:
-                        # Read before catching up, so that everything in it precedes the point where
-                        # live delivery starts: a value read later could overtake the updates before it.
-                        state = self._current_state()
-                    if not reader.caught_up():
-                        continue
-                    generation, records, backlog = reader.generation, backlog, []
-                    complete = self._deliver_all(records) and self._deliver_all(state, only_newer=True)
-                    state = None
-                else:
-                    complete = self._deliver_all(records)
-                if last_offset is not None and complete:  # stopped half-way: the next owner delivers the rest
-                    reader.commit(last_offset)
-                    last_offset = None
-                self._polled(bool(entries))
-        finally:
-            reader.close()
+    def _failed(self, error: Exception) -> None:
+        self._counters.add("subscription_errors")
+        self._log.error("subscription %s to %s failed; retrying", self.spec.name, self.asset_uuid, exc_info=error)
 
     def _follow(self) -> None:
         """Every-worker mode: the current state, then updates from now on."""
@@ -283,3 +246,71 @@ class SubscriptionRunner:
             self._delivered[record.id] = record.timestamp
         self.delivered += 1
         self._counters.add("subscription_updates")
+
+
+class _WatchedLog:
+    """Owner mode's part of ``read_as_owner``: a committed position, the current state on each gain
+    of ownership, updates delivered in log order and committed once delivered."""
+
+    def __init__(self, runner: SubscriptionRunner) -> None:
+        self._runner = runner
+        self._reader: CommandReader | None = None
+        self._backlog: list[Record] = []
+        self._state: list[Record] | None = None  # the current state, read once per gain of ownership
+        self._last_offset: int | None = None
+        self._found = False
+
+    def open_reader(self) -> CommandReader:
+        self._reader = self._runner._transport.watch_reader(self._runner.asset_uuid, self._runner.group)
+        return self._reader
+
+    def poll_timeout(self) -> float:
+        return self._runner.POLL
+
+    def keep_reading(self, reader: CommandReader) -> bool:
+        return True
+
+    def polled(self, reader: CommandReader, entries: list[LogEntry]) -> None:
+        self._found = bool(entries)
+        if entries:
+            self._last_offset = entries[-1].offset
+
+    def _matching(self, entries: list[LogEntry]) -> list[Record]:
+        uuid, matches = self._runner.asset_uuid, self._runner.spec.matches
+        return [e.record for e in entries if e.key == uuid and e.record is not None and matches(e.record)]
+
+    def took_over(self) -> None:
+        self._backlog, self._state = [], None
+
+    def hold(self, entries: list[LogEntry]) -> None:
+        self._backlog.extend(self._matching(entries))
+        if self._state is None:
+            # Read before catching up, so that everything in it precedes the point where live
+            # delivery starts: a value read later could overtake the updates before it.
+            self._state = self._runner._current_state()
+
+    def release(self) -> bool:
+        backlog, state = self._backlog, self._state or []
+        self._backlog, self._state = [], None
+        return self._runner._deliver_all(backlog) and self._runner._deliver_all(state, only_newer=True)
+
+    def handle(self, entries: list[LogEntry]) -> bool:
+        return self._runner._deliver_all(self._matching(entries))
+
+    def commit(self, reader: CommandReader) -> None:
+        if self._last_offset is not None:
+            reader.commit(self._last_offset)
+            self._last_offset = None
+        self._runner._polled(self._found)
+
+    def finished(self, reader: CommandReader) -> None:
+        self._close()
+
+    def failed(self, error: Exception) -> None:
+        self._close()
+        self._runner._failed(error)
+
+    def _close(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()

@@ -28,6 +28,7 @@ from ...wire.protocol import Record
 from ..backoff import Backoff
 from ..counters import Counters
 from ..logs import AssetLog
+from ..owned_reading import read_as_owner
 from .bookkeeping import Deduper, OffsetTracker
 from .recording import ResultRecorder
 from .runner import CommandRunner, ContextFactory
@@ -102,6 +103,7 @@ class Dispatcher:
         self._drain_until = float("inf")
         self._thread: threading.Thread | None = None
         self._reader: CommandReader | None = None
+        self._backlog: list[LogEntry] = []  # our commands read while catching up after a takeover
         self._owns = False
         self.last_error: str | None = None
         self.recoveries = 0
@@ -155,81 +157,90 @@ class Dispatcher:
         # running past its timeout cannot be interrupted; its thread is left to finish.
         self._runner.shutdown(wait=idle)
 
-    # -- the loop ----------------------------------------------------------------
+    # -- the loop (``owned_reading.read_as_owner`` calls the steps below, in its order) --
 
     def _run(self) -> None:
-        backoff = Backoff(self.settings.retry_backoff, MAX_RETRY_DELAY)
-        while not self._stop.is_set():
-            if not self._eligible():
-                self._first_poll.set()
-                self._stop.wait(self.settings.poll_interval)
-                continue
-            try:
-                self._reader = self._transport.command_reader(
-                    self.settings.asset_uuid, self.settings.group
-                )
-                self._consume(self._reader)
-                backoff.succeeded()
-            except Exception as exc:  # keep the consumer alive whatever the backend does
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                self.counters.add("dispatch_errors")
-                self._first_poll.set()
-                self.reader_faults.failed(fault_key(self.last_error), "command reader failed; retrying: %s",
-                                          self.last_error, exc_info=exc)
-                self._close_reader()
-                self._stop.wait(backoff.failed())
+        read_as_owner(self, stop=self._stop, backoff=Backoff(self.settings.retry_backoff, MAX_RETRY_DELAY),
+                      idle_wait=self.settings.poll_interval)
         self._drain()
 
-    def _consume(self, reader: CommandReader) -> None:
-        generation = 0
-        backlog: list[LogEntry] = []
-        recovering = False
-        while not self._stop.is_set():
-            if not self._eligible():
-                if reader.owns:
-                    self.log.info("handing the command log over: this process is stopping")
-                self._drain(time.monotonic() + self.settings.timeout)
-                return
-            self._results.retry_due()
-            entries = reader.poll(0 if not self._first_poll.is_set() else self.settings.poll_interval)
-            self.owns = reader.owns
-            if self.reader_faults.failing:
-                self.reader_faults.cleared()
-                self.last_error = None
+    def open_reader(self) -> CommandReader | None:
+        if not self._eligible():  # stopping: never take the role
             self._first_poll.set()
-            if reader.generation != generation:
-                generation = reader.generation
-                recovering, backlog = True, []
-                self._offsets.clear()
-                self.recoveries += 1
-            if recovering:
-                # Hold back only our commands (memory grows with unanswered commands, not
-                # with the partition's traffic); results and everything else are handled
-                # now: nothing runs for them, and results feed the look-ahead.
-                for entry in entries:
-                    if entry.key == self.settings.asset_uuid and entry.record is not None \
-                            and is_command(entry.record):
-                        self._offsets.add(entry.offset)  # nothing after it is committed before it runs
-                        backlog.append(entry)
-                    else:
-                        self._runner.handle(entry, redelivered=True)
-                self.largest_backlog = max(self.largest_backlog, len(backlog))
-                if not reader.caught_up():
-                    continue
-                if self._before_executing is not None:
-                    self._before_executing()
-                entries, backlog, recovering = backlog, [], False
-                redelivered = True
+            return None
+        self._reader = self._transport.command_reader(self.settings.asset_uuid, self.settings.group)
+        return self._reader
+
+    def poll_timeout(self) -> float:
+        return 0 if not self._first_poll.is_set() else self.settings.poll_interval
+
+    def keep_reading(self, reader: CommandReader) -> bool:
+        if not self._eligible():
+            if reader.owns:
+                self.log.info("handing the command log over: this process is stopping")
+            return False
+        self._results.retry_due()
+        return True
+
+    def polled(self, reader: CommandReader, entries: list[LogEntry]) -> None:
+        self.owns = reader.owns
+        if self.reader_faults.failing:
+            self.reader_faults.cleared()
+            self.last_error = None
+        self._first_poll.set()
+
+    def took_over(self) -> None:
+        self._backlog = []
+        self._offsets.clear()
+        self.recoveries += 1
+
+    def hold(self, entries: list[LogEntry]) -> None:
+        # Hold back only our commands (memory grows with unanswered commands, not with the
+        # partition's traffic); results and everything else are handled now: nothing runs
+        # for them, and results feed the look-ahead.
+        for entry in entries:
+            if entry.key == self.settings.asset_uuid and entry.record is not None and is_command(entry.record):
+                self._offsets.add(entry.offset)  # nothing after it is committed before it runs
+                self._backlog.append(entry)
             else:
-                redelivered = False
-            for entry in entries:
-                if entry.record is not None and is_command(entry.record):
-                    self._wait_for_room()
-                if self._stop.is_set():
-                    return  # not marked done: the next owner gets it
-                self._runner.handle(entry, redelivered=redelivered)
-            self._runner.expire_deadlines()
-            self._commit(reader)
+                self._runner.handle(entry, redelivered=True)
+        self.largest_backlog = max(self.largest_backlog, len(self._backlog))
+
+    def release(self) -> bool:
+        if self._before_executing is not None:
+            self._before_executing()
+        backlog, self._backlog = self._backlog, []
+        return self._handle(backlog, redelivered=True)
+
+    def handle(self, entries: list[LogEntry]) -> bool:
+        return self._handle(entries, redelivered=False)
+
+    def _handle(self, entries: list[LogEntry], *, redelivered: bool) -> bool:
+        for entry in entries:
+            if entry.record is not None and is_command(entry.record):
+                self._wait_for_room()
+            if self._stop.is_set():
+                return False  # not marked done: the next owner gets it
+            self._runner.handle(entry, redelivered=redelivered)
+        self._runner.expire_deadlines()
+        return True
+
+    def commit(self, reader: CommandReader) -> None:
+        offset = self._offsets.committable()
+        if offset is not None:
+            reader.commit(offset)
+
+    def finished(self, reader: CommandReader) -> None:
+        if not self._stop.is_set():  # handed over: a stop drains once the loop ends
+            self._drain(time.monotonic() + self.settings.timeout)
+
+    def failed(self, error: Exception) -> None:
+        self.last_error = f"{type(error).__name__}: {error}"
+        self.counters.add("dispatch_errors")
+        self._first_poll.set()
+        self.reader_faults.failed(fault_key(self.last_error), "command reader failed; retrying: %s",
+                                  self.last_error, exc_info=error)
+        self._close_reader()
 
     def _wait_for_room(self) -> None:
         """Run no command while its result could not be recorded: the outgoing queue is
@@ -256,10 +267,10 @@ class Dispatcher:
             self._runner.expire_deadlines()
             self._results.retry_due()
             if self._reader is not None:
-                self._commit(self._reader)
+                self.commit(self._reader)
             time.sleep(0.02)
         if self._reader is not None:
-            self._commit(self._reader)
+            self.commit(self._reader)
         self._close_reader()
         # A held result's position stays uncommitted: the next owner handles its command again.
         for result, _ in self._results.held():
@@ -280,11 +291,6 @@ class Dispatcher:
                 self.log.exception("closing the command reader failed")
             self._reader = None
             self.owns = False
-
-    def _commit(self, reader: CommandReader) -> None:
-        offset = self._offsets.committable()
-        if offset is not None:
-            reader.commit(offset)
 
     def state(self) -> DispatcherState:
         """A snapshot of this dispatcher (see ``AssetRuntime.dispatcher_state``)."""
