@@ -18,10 +18,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, request
-from flask_smorest import Api
 
 from .runtime import AssetRuntime
 from .runtime.attributes import Attribute
@@ -30,6 +29,9 @@ from .runtime.subscriptions import SubscriptionSpec
 from .runtime.tasks import TaskSpec
 from .transports import ConfigurationError
 from .wire.methods import MethodSpec
+
+if TYPE_CHECKING:  # flask-smorest is imported only by an app that adds the API
+    from flask_smorest import Api
 
 log = logging.getLogger("flask_openfactory")
 
