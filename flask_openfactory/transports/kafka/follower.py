@@ -16,7 +16,7 @@ from confluent_kafka import OFFSET_END, KafkaException, TopicPartition
 from ...wire.protocol import Record, RecordError
 from ..base import Follower
 from .client import KafkaClient
-from .messages import ORIGIN_HEADER, fetch, header_in
+from .messages import ORIGIN_HEADER, GapGuard, fetch, header_in
 from .watch import EndWatch
 
 log = logging.getLogger("flask_openfactory.kafka")
@@ -37,7 +37,9 @@ class KafkaFollower(Follower):
         _, high = self._consumer.get_watermark_offsets(tp, timeout=10.0, cached=False)
         self._consumer.assign([TopicPartition(tp.topic, tp.partition, high if high >= 0 else OFFSET_END)])
         self._tp, self._position = tp, max(high, 0)
+        self._anchored = high >= 0
         self._end_watch = EndWatch(lambda: transport.end_offset(tp.partition))
+        self._gaps = GapGuard()
 
     @property
     def position(self) -> int:
@@ -50,11 +52,20 @@ class KafkaFollower(Follower):
         key, origin = self._key, self._origin
         ours = None if origin is None else (ORIGIN_HEADER, origin)  # our producer writes it last
         position = None
+        expected = self._position if self._anchored else -1  # OFFSET_END: no position to check yet
         # Every record this process writes comes back here: recognise it with as few calls as possible.
         for message in fetch(self._consumer, timeout):
             if message.error() is not None:
                 continue
-            position = message.offset()
+            offset = message.offset()
+            if offset > expected and self._gaps.jumped(expected, offset):
+                log.warning("the log of %s (topic %r partition %d) jumped from offset %d to %d; reading it "
+                            "again from %d", key.decode(), self._tp.topic, self._tp.partition, expected, offset,
+                            expected)
+                self._transport._stats["gaps_read_again"] += 1
+                self._consumer.seek(TopicPartition(self._tp.topic, self._tp.partition, expected))
+                break  # the rest of this batch comes again after the missing offsets
+            position, expected = offset, offset + 1
             if message.key() != key:
                 continue
             if ours is not None:
@@ -68,7 +79,7 @@ class KafkaFollower(Follower):
         if position is None:  # idle (error events aside)
             self._check_end()
         else:
-            self._position = position + 1
+            self._position, self._anchored = position + 1, True
         return records
 
     def _check_end(self) -> None:

@@ -19,7 +19,7 @@ from ...wire.protocol import Record, RecordError
 from ..base import CommandReader, LogEntry, TransportError
 from .client import KafkaClient
 from .config import CONNECTION_CODES
-from .messages import ATTRIBUTE_KIND, FETCH_LIMIT, KIND_HEADER, fetch, header_in
+from .messages import ATTRIBUTE_KIND, FETCH_LIMIT, KIND_HEADER, GapGuard, fetch, header_in
 from .watch import EndWatch
 
 log = logging.getLogger("flask_openfactory.kafka")
@@ -47,6 +47,7 @@ class PartitionReader(CommandReader):
         self.received: dict[int, int] = {}  # records fetched per partition, for tests and status
         self._consumer: Consumer | None = None
         self._end_watch = EndWatch(lambda: self._transport.end_offset(self._partition))
+        self._gaps = GapGuard()
 
     @property
     def owns(self) -> bool:
@@ -102,6 +103,9 @@ class PartitionReader(CommandReader):
             offset = message.offset()
             if offset < self._position:  # the client reset itself (offset out of range)
                 self._reset(offset, f"went back to offset {offset}")
+            elif self._gaps.jumped(self._position, offset):
+                self._read_again(offset)
+                break  # the rest of this batch comes again after the missing offsets
             self._position = offset + 1
             raw_key = message.key()
             if raw_key != self._key_bytes:  # another asset's record: count it, never decode it
@@ -123,6 +127,13 @@ class PartitionReader(CommandReader):
         if self._owns and idle:  # error events aside
             self._check_end()
         return entries
+
+    def _read_again(self, offset: int) -> None:
+        assert self._consumer is not None
+        log.warning("the command log of %s (topic %r partition %d) jumped from offset %d to %d; reading it "
+                    "again from %d", self._key, self._topic, self._partition, self._position, offset, self._position)
+        self._transport._stats["gaps_read_again"] += 1
+        self._consumer.seek(TopicPartition(self._topic, self._partition, self._position))
 
     def _check_end(self) -> None:
         """A committed or read position beyond the partition's end (topic recreated or truncated).
