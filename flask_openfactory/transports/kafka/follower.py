@@ -58,12 +58,9 @@ class KafkaFollower(Follower):
             if message.error() is not None:
                 continue
             offset = message.offset()
-            if offset > expected and self._gaps.jumped(expected, offset):
-                log.warning("the log of %s (topic %r partition %d) jumped from offset %d to %d; reading it "
-                            "again from %d", key.decode(), self._tp.topic, self._tp.partition, expected, offset,
-                            expected)
-                self._transport._stats["gaps_read_again"] += 1
-                self._consumer.seek(TopicPartition(self._tp.topic, self._tp.partition, expected))
+            if offset > expected and self._gaps.read_again(self._consumer, self._tp, expected, offset,
+                                                           what=f"the log of {key.decode()}",
+                                                           stats=self._transport._stats):
                 break  # the rest of this batch comes again after the missing offsets
             position, expected = offset, offset + 1
             if message.key() != key:

@@ -9,9 +9,10 @@ follower already applied its own process's writes.
 
 from __future__ import annotations
 
-from typing import Protocol, cast
+import logging
+from typing import Any, Protocol, cast
 
-from confluent_kafka import Consumer, KafkaError
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 FETCH_LIMIT = 500  # records handed over per fetch
 
@@ -74,4 +75,16 @@ class GapGuard:
         if offset <= position or position < 0 or self._tried == position:
             return False
         self._tried = position
+        return True
+
+    def read_again(self, consumer: Consumer, tp: TopicPartition, position: int, offset: int, *,
+                   what: str, stats: dict[str, Any]) -> bool:
+        """On a jump not read again yet: say so, count it and seek back to ``position`` (True)."""
+        if not self.jumped(position, offset):
+            return False
+        logging.getLogger("flask_openfactory.kafka").warning(
+            "%s (topic %r partition %d) jumped from offset %d to %d; reading it again from %d",
+            what, tp.topic, tp.partition, position, offset, position)
+        stats["gaps_read_again"] += 1
+        consumer.seek(TopicPartition(tp.topic, tp.partition, position))
         return True

@@ -103,8 +103,8 @@ class PartitionReader(CommandReader):
             offset = message.offset()
             if offset < self._position:  # the client reset itself (offset out of range)
                 self._reset(offset, f"went back to offset {offset}")
-            elif self._gaps.jumped(self._position, offset):
-                self._read_again(offset)
+            elif self._gaps.read_again(self._consumer, TopicPartition(self._topic, self._partition), self._position,
+                                       offset, what=f"the command log of {self._key}", stats=self._transport._stats):
                 break  # the rest of this batch comes again after the missing offsets
             self._position = offset + 1
             raw_key = message.key()
@@ -127,13 +127,6 @@ class PartitionReader(CommandReader):
         if self._owns and idle:  # error events aside
             self._check_end()
         return entries
-
-    def _read_again(self, offset: int) -> None:
-        assert self._consumer is not None
-        log.warning("the command log of %s (topic %r partition %d) jumped from offset %d to %d; reading it "
-                    "again from %d", self._key, self._topic, self._partition, self._position, offset, self._position)
-        self._transport._stats["gaps_read_again"] += 1
-        self._consumer.seek(TopicPartition(self._topic, self._partition, self._position))
 
     def _check_end(self) -> None:
         """A committed or read position beyond the partition's end (topic recreated or truncated).
