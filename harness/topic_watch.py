@@ -17,6 +17,7 @@ from typing import Any, TypeVar, cast
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
+from flask_openfactory.transports.kafka.messages import GapGuard
 from flask_openfactory.wire.commands import CommandResult, command_record, is_result, new_envelope
 from flask_openfactory.wire.protocol import Record, RecordError
 
@@ -76,7 +77,9 @@ class TopicWatcher:
     """Reads every partition of the topic from the beginning and keeps the asset's records.
 
     Each test owns its topic, so assigning all partitions from the beginning
-    sees everything that was written, in partition order.
+    sees everything that was written, in partition order. The test broker can
+    serve a batch before an earlier one is readable; offsets skipped so are read
+    again (the package's own guard), or the watcher would miss what was written.
     """
 
     def __init__(self, bootstrap: str, topic: str, partitions: int, asset_uuid: str) -> None:
@@ -85,6 +88,10 @@ class TopicWatcher:
         self._cond = threading.Condition()
         self._seen: list[Seen] = []
         self._errors: list[str] = []
+        self._topic = topic
+        self._next = dict.fromkeys(range(partitions), 0)  # the offset expected next, per partition
+        self._gaps = {p: GapGuard() for p in range(partitions)}
+        self.gap_stats = {"gaps_read_again": 0, "gaps_accepted": 0}
         self._stop = threading.Event()
         self._consumer = Consumer({
             "bootstrap.servers": bootstrap,
@@ -109,15 +116,24 @@ class TopicWatcher:
                     continue
                 now = time.monotonic()
                 batch = []
+                reread: set[int] = set()  # partitions seeked back: the rest of their records comes again
                 for message in messages:
-                    if message.error() is not None or message.key() != self._key:
+                    if message.error() is not None:
+                        continue
+                    partition, offset = cast(int, message.partition()), cast(int, message.offset())
+                    if partition in reread or self._gaps[partition].read_again(
+                            self._consumer, TopicPartition(self._topic, partition), self._next[partition], offset,
+                            what="the test's topic watcher", stats=self.gap_stats):
+                        reread.add(partition)
+                        continue
+                    self._next[partition] = max(self._next[partition], offset + 1)
+                    if message.key() != self._key:
                         continue
                     try:
                         record = Record.from_wire(message.key(), message.value())
                     except RecordError:
                         continue
-                    # a message without an error has its partition and offset (confluent-kafka types them Optional)
-                    batch.append(Seen(now, cast(int, message.partition()), cast(int, message.offset()), record))
+                    batch.append(Seen(now, partition, offset, record))
                 if batch:
                     with self._cond:
                         self._seen.extend(batch)
@@ -145,7 +161,8 @@ class TopicWatcher:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; "
-                                         f"{len(self._seen)} records seen; errors: {self._errors[:3]}")
+                                         f"{len(self._seen)} records seen; errors: {self._errors[:3]}; "
+                                         f"gaps in what the broker served: {self.gap_stats}")
                 self._cond.wait(min(remaining, 0.5))
 
     def barrier(self, sender: CommandSender, timeout: float = 15.0) -> None:

@@ -89,7 +89,13 @@ class Deployment:
         return sent
 
     def wait_answered(self, sent: dict[str, str], method: str = "record", timeout: float = 90) -> None:
-        self.watcher.wait(answered(sent, method), timeout, f"results of {len(sent)} {method} commands")
+        try:
+            self.watcher.wait(answered(sent, method), timeout, f"results of {len(sent)} {method} commands")
+        except AssertionError as exc:  # say which commands, and whether they ran (a lost result or a lost run)
+            missing = sorted(tag for cid, tag in sent.items() if cid not in self.watcher.results(method))
+            done = executions(self.effects)
+            ran = {tag: done[tag] for tag in missing}
+            raise AssertionError(f"{exc}; without a result: {missing[:10]}, executions of those: {ran}") from None
 
     def unavailable(self) -> list[Seen]:
         return [s for s in self.watcher.values("avail") if s.record.value == "UNAVAILABLE"]

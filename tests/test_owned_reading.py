@@ -173,14 +173,3 @@ def test_retry_until_stopped_counts_consecutive_failures_and_starts_again_after_
 
     retry_until_stopped(attempt, stop=stop, backoff=backoff, failed=failed)
     assert seen == [("a", 0), ("b", 1), ("c", 0)]
-
-
-def test_a_fetch_that_jumps_past_the_position_is_read_again_once_per_gap() -> None:
-    from flask_openfactory.transports.kafka.messages import GapGuard
-
-    guard = GapGuard()
-    assert not guard.jumped(410, 410) and not guard.jumped(410, 409)  # in order, or replayed
-    assert guard.jumped(410, 412)  # 410 and 411 skipped: read again from 410
-    assert not guard.jumped(410, 412)  # the same gap again: a real one (compaction, markers)
-    assert guard.jumped(500, 505)  # a new gap is read again
-    assert not guard.jumped(-1, 7)  # no position yet

@@ -43,7 +43,8 @@ class KafkaClient(Transport):
         self._health = HealthTracker("no broker contact yet")
         # queue_full: produce attempts refused by a full queue (retried); busy: publishes given up (TransportBusy)
         self._stats = {"published": 0, "delivered": 0, "delivery_failures": 0, "queue_full": 0, "busy": 0,
-                       "recreated": 0, "stuck": 0, "position_resets": 0, "gaps_read_again": 0}
+                       "recreated": 0, "stuck": 0, "position_resets": 0, "gaps_read_again": 0,
+                       "gaps_accepted": 0}
         self.quiet = QuietKafkaLog(log, f"the connection to Kafka at {self.bootstrap}")
         self.origin = uuid.uuid4().hex.encode("ascii")  # this transport instance, one per process
 

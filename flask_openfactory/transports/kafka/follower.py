@@ -58,9 +58,9 @@ class KafkaFollower(Follower):
             if message.error() is not None:
                 continue
             offset = message.offset()
-            if offset > expected and self._gaps.read_again(self._consumer, self._tp, expected, offset,
-                                                           what=f"the log of {key.decode()}",
-                                                           stats=self._transport._stats):
+            if (offset > expected or self._gaps.pending) and self._gaps.read_again(
+                    self._consumer, self._tp, expected, offset, what=f"the log of {key.decode()}",
+                    stats=self._transport._stats):
                 break  # the rest of this batch comes again after the missing offsets
             position, expected = offset, offset + 1
             if message.key() != key:

@@ -17,7 +17,7 @@ from confluent_kafka import KafkaException, TopicPartition
 from ...wire.protocol import METHOD, SAMPLES, UNAVAILABLE, Record, RecordError
 from ..base import TransportError, is_call_id
 from .client import KafkaClient
-from .messages import ATTRIBUTE_KIND, KIND_HEADER, fetch, header
+from .messages import ATTRIBUTE_KIND, KIND_HEADER, GapGuard, fetch, header
 
 log = logging.getLogger("flask_openfactory.kafka")
 
@@ -63,14 +63,19 @@ def lookback(client: KafkaClient, asset_uuid: str) -> dict[str, Record]:
         start = max(low, high - client.options.lookback)
         if high <= start:
             return {}
-        consumer.assign([TopicPartition(client.topic, partition, start)])
+        tp = TopicPartition(client.topic, partition, start)
+        consumer.assign([tp])
         state: dict[str, Record] = {}
         position = start
+        gaps = GapGuard()
         deadline = time.monotonic() + 10.0
         while position < high and time.monotonic() < deadline:
             for message in fetch(consumer, 0.5):
                 if message.error():
                     continue
+                if gaps.read_again(consumer, tp, position, message.offset(), what=f"the log of {asset_uuid}",
+                                   stats=client._stats):
+                    break
                 position = message.offset() + 1
                 if message.key() != asset_uuid.encode("utf-8"):
                     continue
@@ -120,9 +125,11 @@ def read_calls(client: KafkaClient, asset_uuid: str, since: float) -> list[Recor
         end = client.end_offset(partition)
         if start < 0 or start >= end:
             return []
-        consumer.assign([TopicPartition(client.topic, partition, start)])
+        tp = TopicPartition(client.topic, partition, start)
+        consumer.assign([tp])
         found: list[Record] = []
         position = start
+        gaps = GapGuard()
         deadline = time.monotonic() + CALLS_SCAN_SECONDS
         while position < end:
             if time.monotonic() >= deadline:
@@ -132,6 +139,9 @@ def read_calls(client: KafkaClient, asset_uuid: str, since: float) -> list[Recor
             for message in fetch(consumer, 0.5):
                 if message.error():
                     continue
+                if gaps.read_again(consumer, tp, position, message.offset(), what=f"the calls of {asset_uuid}",
+                                   stats=client._stats):
+                    break
                 position = message.offset() + 1
                 if message.key() != key or header(message, KIND_HEADER) == ATTRIBUTE_KIND:
                     continue
