@@ -33,7 +33,8 @@ RAW_CONSUMER_CONFIG: dict[str, Any] = {
     "enable.partition.eof": False,
     "logger": KAFKA_LOG,
 }
-# The extension's producer defaults (transports/kafka/config.py), for raw baselines.
+# The raw baseline's producer: the extension's settings (transports/kafka/config.py) but tuned for
+# throughput (linger 5 ms, where the extension waits 1 ms for latency): the stricter baseline.
 RAW_PRODUCER_CONFIG: dict[str, Any] = {
     "partitioner": "murmur2_random",
     "linger.ms": 5,
