@@ -62,9 +62,9 @@ class GapGuard:
 
     A fetch that starts past the position it was asked for (offsets 410 and 411 not
     returned, 412 next) loses records unless the gap is real. The test broker does this
-    under concurrent writers: it serves a batch before an earlier one is readable, which
-    then is within 10 to 25 ms (a command never ran, and an observer missed results). A
-    real Kafka broker leaves gaps only where compaction or transaction markers removed
+    under concurrent writers: it serves a batch before an earlier one is readable, and the
+    earlier one comes 10 to 25 ms later (a command never ran; a test's observer missed
+    results). A real Kafka broker leaves gaps only where compaction or transaction markers removed
     offsets, which the platform's topic has neither of; such a gap skips again on every
     read and is accepted after ``TRIES`` reads, so it costs that many extra fetches.
     """
