@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ..transports.base import CommandReader, LogEntry, Transport
 from ..wire.commands import is_command, is_result
@@ -186,7 +186,11 @@ class SubscriptionRunner:
         if self.spec.every_worker:
             retry_until_stopped(self._follow, stop=self._stop, backoff=backoff, failed=self._failed)
         else:
-            read_as_owner(_WatchedLog(self), stop=self._stop, backoff=backoff, idle_wait=self.POLL)
+            owned = _WatchedLog(
+                lambda: self._transport.watch_reader(self.asset_uuid, self.group), asset_uuid=self.asset_uuid,
+                matches=self.spec.matches, poll_timeout=self.POLL, current_state=self._current_state,
+                deliver_all=self._deliver_all, polled=self._polled, failed=self._failed)
+            read_as_owner(owned, stop=self._stop, backoff=backoff, idle_wait=self.POLL)
 
     def _failed(self, error: Exception) -> None:
         self._counters.add("subscription_errors")
@@ -248,12 +252,35 @@ class SubscriptionRunner:
         self._counters.add("subscription_updates")
 
 
+class _Deliver(Protocol):
+    def __call__(self, records: Iterable[Record], *, only_newer: bool = False) -> bool: ...
+
+
 class _WatchedLog:
     """Owner mode's part of ``read_as_owner``: a committed position, the current state on each gain
-    of ownership, updates delivered in log order and committed once delivered."""
+    of ownership, updates delivered in log order and committed once delivered. The runner hands
+    it what it needs (opening a reader, delivering, noting a poll or a failure)."""
 
-    def __init__(self, runner: SubscriptionRunner) -> None:
-        self._runner = runner
+    def __init__(
+        self,
+        open_reader: Callable[[], CommandReader],
+        *,
+        asset_uuid: str,
+        matches: Callable[[Record], bool],
+        poll_timeout: float,
+        current_state: Callable[[], list[Record]],
+        deliver_all: _Deliver,
+        polled: Callable[[bool], None],
+        failed: Callable[[Exception], None],
+    ) -> None:
+        self._open = open_reader
+        self._asset_uuid = asset_uuid
+        self._matches = matches
+        self._poll_timeout = poll_timeout
+        self._current_state = current_state
+        self._deliver_all = deliver_all
+        self._note_poll = polled
+        self._note_failure = failed
         self._reader: CommandReader | None = None
         self._backlog: list[Record] = []
         self._state: list[Record] | None = None  # the current state, read once per gain of ownership
@@ -261,11 +288,11 @@ class _WatchedLog:
         self._found = False
 
     def open_reader(self) -> CommandReader:
-        self._reader = self._runner._transport.watch_reader(self._runner.asset_uuid, self._runner.group)
+        self._reader = self._open()
         return self._reader
 
     def poll_timeout(self) -> float:
-        return self._runner.POLL
+        return self._poll_timeout
 
     def keep_reading(self, reader: CommandReader) -> bool:
         return True
@@ -276,7 +303,7 @@ class _WatchedLog:
             self._last_offset = entries[-1].offset
 
     def _matching(self, entries: list[LogEntry]) -> list[Record]:
-        uuid, matches = self._runner.asset_uuid, self._runner.spec.matches
+        uuid, matches = self._asset_uuid, self._matches
         return [e.record for e in entries if e.key == uuid and e.record is not None and matches(e.record)]
 
     def took_over(self) -> None:
@@ -287,28 +314,28 @@ class _WatchedLog:
         if self._state is None:
             # Read before catching up, so that everything in it precedes the point where live
             # delivery starts: a value read later could overtake the updates before it.
-            self._state = self._runner._current_state()
+            self._state = self._current_state()
 
     def release(self) -> bool:
         backlog, state = self._backlog, self._state or []
         self._backlog, self._state = [], None
-        return self._runner._deliver_all(backlog) and self._runner._deliver_all(state, only_newer=True)
+        return self._deliver_all(backlog) and self._deliver_all(state, only_newer=True)
 
     def handle(self, entries: list[LogEntry]) -> bool:
-        return self._runner._deliver_all(self._matching(entries))
+        return self._deliver_all(self._matching(entries))
 
     def commit(self, reader: CommandReader) -> None:
         if self._last_offset is not None:
             reader.commit(self._last_offset)
             self._last_offset = None
-        self._runner._polled(self._found)
+        self._note_poll(self._found)
 
     def finished(self, reader: CommandReader) -> None:
         self._close()
 
     def failed(self, error: Exception) -> None:
         self._close()
-        self._runner._failed(error)
+        self._note_failure(error)
 
     def _close(self) -> None:
         reader, self._reader = self._reader, None
