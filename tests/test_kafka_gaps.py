@@ -71,12 +71,21 @@ def test_read_again_seeks_back_counts_and_says_what_happened(caplog: pytest.LogC
     assert read(410, 412) and consumer.seeks == [410]  # the caller drops the rest of its batch
     assert not read(410, 410)
     assert stats == {"gaps_read_again": 1}
-    warning = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warning == ["the log of A (topic 'assets' partition 3): offsets 410 to 411 were returned only when "
-                       "read again (the broker served later records first); nothing was skipped"]
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+    assert warnings() == ["the log of A (topic 'assets' partition 3): offsets 410 to 411 were returned only when "
+                          "read again (the broker served later records first); nothing was skipped"]
+
+    assert read(500, 501) and not read(500, 500)  # one offset late
+    assert warnings()[-1].startswith("the log of A (topic 'assets' partition 3): offset 500 was returned only")
 
     for _ in range(GapGuard.TRIES):
         assert read(700, 702)
     assert not read(700, 702)  # accepted: the caller goes on from 702
-    assert consumer.seeks == [410] + [700] * GapGuard.TRIES
-    assert stats == {"gaps_read_again": 1, "gaps_accepted": 1}
+    assert consumer.seeks == [410, 500] + [700] * GapGuard.TRIES
+    assert stats == {"gaps_read_again": 2, "gaps_accepted": 1}
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert infos == ["the log of A (topic 'assets' partition 3): offsets 700 to 701 are missing after 4 reads: "
+                     "a gap in the log, continuing at 702"]

@@ -108,13 +108,16 @@ class GapGuard:
         log = logging.getLogger("flask_openfactory.kafka")
         where = f"{what} (topic {tp.topic!r} partition {tp.partition})"
         if action == "filled":
-            log.warning("%s: offsets %d to %d were returned only when read again (the broker served later "
-                        "records first); nothing was skipped", where, position, self._to - 1)
+            last = self._to - 1
+            log.warning("%s: %s returned only when read again (the broker served later records first); "
+                        "nothing was skipped", where,
+                        f"offset {position} was" if last == position else f"offsets {position} to {last} were")
             stats["gaps_read_again"] += 1
             return False
         if action == "accepted":
-            log.info("%s: offsets %d to %d are missing after %d reads: a gap in the log, continuing at %d",
-                     where, position, offset - 1, self.TRIES + 1, offset)
+            log.info("%s: %s missing after %d reads: a gap in the log, continuing at %d", where,
+                     f"offset {position} is" if offset - 1 == position else f"offsets {position} to {offset - 1} are",
+                     self.TRIES + 1, offset)
             stats["gaps_accepted"] += 1
             return False
         log.debug("%s jumped from offset %d to %d; reading it again", where, position, offset)
