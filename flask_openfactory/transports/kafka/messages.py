@@ -78,7 +78,8 @@ class GapGuard:
 
     @property
     def pending(self) -> bool:
-        """A gap is being read again: the offset at the position must be shown (``read_again``)."""
+        """A gap is being read again. Hot loops call ``read_again`` only for an offset past the
+        position or while this is true; every other record needs nothing from the guard."""
         return self._at >= 0
 
     def step(self, position: int, offset: int) -> str | None:

@@ -103,8 +103,9 @@ class PartitionReader(CommandReader):
             offset = message.offset()
             if offset < self._position:  # the client reset itself (offset out of range)
                 self._reset(offset, f"went back to offset {offset}")
-            elif self._gaps.read_again(self._consumer, TopicPartition(self._topic, self._partition), self._position,
-                                       offset, what=f"the command log of {self._key}", stats=self._transport._stats):
+            elif (offset > self._position or self._gaps.pending) and self._gaps.read_again(
+                    self._consumer, TopicPartition(self._topic, self._partition), self._position, offset,
+                    what=f"the command log of {self._key}", stats=self._transport._stats):
                 break  # the rest of this batch comes again after the missing offsets
             self._position = offset + 1
             raw_key = message.key()
