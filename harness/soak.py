@@ -35,9 +35,11 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
+from flask_openfactory.transports.kafka.messages import GapGuard
 from flask_openfactory.wire.commands import CommandResult, command_record, is_result, new_envelope
 from flask_openfactory.wire.protocol import Record, RecordError
 
@@ -134,30 +136,42 @@ class _Results(threading.Thread):
         self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"soak-{uuid.uuid4()}",
                                    **RAW_CONSUMER_CONFIG, **SLOW_FETCH})
         self._consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        self._tp = TopicPartition(topic, 0)
+        self._next = 0  # the offset expected next
+        self._gaps = GapGuard()  # the test broker may serve a batch before an earlier one (a result "lost")
+        self.gap_stats = {"gaps_read_again": 0, "gaps_accepted": 0}
 
     def run(self) -> None:
         try:
             while not self.stop_event.is_set():
                 for message in self._consumer.consume(500, 0.2):
-                    self._take(message)
+                    if not self._take(message):
+                        break  # seeked back: the rest of this batch comes again
         finally:
             self._consumer.close()
 
-    def _take(self, message: Message) -> None:
+    def _take(self, message: Message) -> bool:
+        """False when the reader went back for offsets the broker skipped."""
         error = message.error()
         if error is not None:
             if error.code() != KafkaError._PARTITION_EOF:
                 self.errors.append(error.str())
-            return
+            return True
+        offset = cast(int, message.offset())
+        if self._gaps.read_again(self._consumer, self._tp, self._next, offset, what="the soak's result reader",
+                                 stats=self.gap_stats):
+            return False
+        self._next = max(self._next, offset + 1)
         try:
             record = Record.from_wire(message.key(), message.value())
         except RecordError:
-            return
+            return True
         if is_result(record) and record.id == METHOD + "_RESULT":
             result = CommandResult.from_record(record)
             if result.status == "OK" and result.correlation_id:
                 with self._lock:
                     self.ok.add(result.correlation_id)
+        return True
 
     def answered(self, cids: set[str]) -> int:
         with self._lock:
@@ -289,7 +303,9 @@ def run_soak(bootstrap: str, create_topic: Callable[[str, int], object], *, seco
         result.commands_ok = results.answered(sent)
         result.kafka_errors += results.errors
         if result.commands_ok < len(sent):
-            result.unanswered = _reread(bootstrap, topic, sent - results.ok) + "\nserver log:\n" + server.log_tail()
+            result.unanswered = (_reread(bootstrap, topic, sent - results.ok)
+                                 + f"\ngaps in what the broker served the result reader: {results.gap_stats}"
+                                 + "\nserver log:\n" + server.log_tail())
         assert server.proc is not None
         result.pids_after = children_of(server.proc.pid)
     finally:
