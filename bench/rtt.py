@@ -6,6 +6,12 @@ answer anyway), then reads the target's partition with the shared consumer
 settings. The baseline is one raw produce -> consume hop with the same
 clients on the same broker, interleaved with the commands sample by sample.
 A command is two such hops plus the app's work, so a ratio near 2 is the floor.
+What this broker allows is measured too, in a block of its own on a fresh broker
+(in the app's partition its records would slow the app's samples: Tansu's fetch cost
+grows with the batches in a partition): a command answered by a raw echo (a consumer
+that produces the answer as soon as it reads the command, with the extension's
+producer settings: only the app's clients, none of its work), interleaved with its
+own raw hops.
 
 Interleaved with the same samples, on the same server: the HTTP method call
 (``POST /ofa/methods/ping``, which goes through the log as a command and
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -27,9 +34,11 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from flask_openfactory.transports.kafka.config import PRODUCER_DEFAULTS
+from flask_openfactory.transports.kafka.messages import fetch
 from flask_openfactory.transports.partitioning import partition_for_key
 from flask_openfactory.wire.commands import command_record, new_envelope
-from harness.kafka_settings import RAW_CONSUMER_CONFIG, RAW_PRODUCER_CONFIG
+from harness.kafka_settings import KAFKA_LOG, RAW_CONSUMER_CONFIG, RAW_PRODUCER_CONFIG
 from harness.progress import log
 from harness.scratch import scratch_dir, unique_name
 
@@ -46,6 +55,8 @@ READ_ATTRIBUTE = "position_x"  # a declared attribute of the demo app
 class RttResult:
     command_ms: list[float] = field(default_factory=list)
     raw_ms: list[float] = field(default_factory=list)
+    echo_ms: list[float] = field(default_factory=list)  # a command answered by a raw echo
+    echo_raw_ms: list[float] = field(default_factory=list)  # the raw hops interleaved with those
     timeouts: int = 0
     http_call_ms: list[float] = field(default_factory=list)  # POST /ofa/methods/<method>, through the log
     read_ms: list[float] = field(default_factory=list)  # GET /ofa/attributes/<id> right after the call
@@ -125,13 +136,40 @@ def _is_nonce(key: bytes, nonce: bytes) -> Match:
     return match
 
 
-def _same_partition_key(target: bytes, partitions: int) -> bytes:
+def _same_partition_key(target: bytes, partitions: int, prefix: str = "BENCH-RTT-RAW") -> bytes:
     wanted = partition_for_key(target, partitions)
     for i in range(10_000):
-        key = f"BENCH-RTT-RAW-{i}".encode("ascii")
+        key = f"{prefix}-{i}".encode("ascii")
         if partition_for_key(key, partitions) == wanted:
             return key
     raise RuntimeError("no key for the target's partition")
+
+
+class _Echo(threading.Thread):
+    """The best answer this broker allows: reads ``key``'s commands and produces each answer at once,
+    with the extension's producer settings (``linger.ms`` included) and the shared consumer settings."""
+
+    def __init__(self, bootstrap: str, topic: str, partition: int, key: bytes) -> None:
+        super().__init__(name="bench-echo", daemon=True)
+        self._topic, self._key = topic, key
+        self._stopping = threading.Event()
+        self._in = _tail(bootstrap, topic, partition)
+        settings = {k: v for k, v in PRODUCER_DEFAULTS.items() if k != "allow.auto.create.topics"}
+        self._out = Producer({"bootstrap.servers": bootstrap, **settings, "logger": KAFKA_LOG})
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            for message in fetch(self._in, 0.1):
+                value = message.value()
+                if message.error() is None and message.key() == self._key and value and value[:4] == b"cmd:":
+                    self._out.produce(self._topic, key=self._key, value=b"res:" + value[4:])
+            self._out.poll(0)  # delivery reports, as the extension's poller serves them
+
+    def close(self) -> None:
+        self._stopping.set()
+        self.join(WAIT)
+        self._in.close()
+        self._out.flush(WAIT)
 
 
 def measure_rtt(bootstrap: str, topic: str, target_uuid: str, method: str, partitions: int, samples: int,
@@ -183,6 +221,41 @@ def measure_rtt(bootstrap: str, topic: str, target_uuid: str, method: str, parti
         producer.flush(5)
 
 
+def _hop_ms(producer: Producer, consumer: Consumer, topic: str, key: bytes, answer: bytes = b"") -> float | None:
+    """Produce a fresh nonce under ``key`` (flushed) until ``consumer`` reads it, or its ``answer``-prefixed echo."""
+    nonce = uuid.uuid4().hex.encode("ascii")
+    started = time.perf_counter()
+    producer.produce(topic, key=key, value=(b"cmd:" if answer else b"") + nonce)
+    producer.flush(WAIT)
+    got = _wait_for(consumer, _is_nonce(key, answer + nonce))
+    return (time.perf_counter() - started) * 1000.0 if got else None
+
+
+def measure_floor(bootstrap: str, topic: str, partitions: int, samples: int, warmup: int, into: RttResult) -> None:
+    """Alternate one raw hop and one command answered by the raw echo, in the same partition, each read
+    by a consumer of its own as in ``measure_rtt`` (which consumer reads matters: its fetch cycle does)."""
+    target = b"BENCH-RTT-ECHO"
+    raw_key = _same_partition_key(target, partitions)
+    partition = partition_for_key(target, partitions)
+    producer = Producer({"bootstrap.servers": bootstrap, **RAW_PRODUCER_CONFIG})
+    raw_in = _tail(bootstrap, topic, partition)
+    results_in = _tail(bootstrap, topic, partition)
+    echo = _Echo(bootstrap, topic, partition, target)
+    echo.start()
+    try:
+        for i in range(warmup + samples):
+            raw_ms = _hop_ms(producer, raw_in, topic, raw_key)
+            echo_ms = _hop_ms(producer, results_in, topic, target, b"res:")
+            if i >= warmup and raw_ms is not None and echo_ms is not None:
+                into.echo_raw_ms.append(raw_ms)
+                into.echo_ms.append(echo_ms)
+    finally:
+        echo.close()
+        raw_in.close()
+        results_in.close()
+        producer.flush(5)
+
+
 def run_rtt(broker: Broker, *, samples: int, warmup: int, block: int) -> RttResult:
     """Figures command_rtt_*, http_method_p50_vs_command_rtt, read_after_write_p50_ms: the app under
     ``gunicorn -w 2``, idle, as in production."""
@@ -207,6 +280,10 @@ def run_rtt(broker: Broker, *, samples: int, warmup: int, block: int) -> RttResu
             server.close()
         done += size
         log(f"command round trips: {done}/{samples} ({result.timeouts} timed out)")
+    broker.restart()
+    measure_floor(broker.bootstrap, broker.create_topic(unique_name("bench-rtt-floor"), partitions), partitions,
+                  min(block, samples), warmup, result)
+    log(f"echo round trips (the broker's floor): {len(result.echo_ms)}")
     return result
 
 

@@ -38,11 +38,13 @@ FIGURES = (
     "http_method_route_rps",
     "http_method_route_rps_sqlite",
     "http_method_cpu_ratio",
+    "http_method_cpu_floor_ratio",
     "http_method_p50_vs_command_rtt",
     "read_after_write_p50_ms",
     "command_rtt_p50_ms",
     "command_rtt_p99_ms",
     "command_rtt_ratio_p50",
+    "command_rtt_floor_ratio",
     "consumer_foreign_records",
     "worker_boot_ms",
     "worker_rss_mb",
@@ -262,6 +264,12 @@ class Run:
                        f"all server CPU per method call (master and workers, the executor's share included) "
                        f"{method_cpu:.0f} µs vs per user route request {user_cpu:.0f} µs (medians of slices)",
                        "≤ 2.5", lambda v: v <= 2.5),
+                Figure("http_method_cpu_floor_ratio", median(http.floor_cpu_us) / user_cpu, "ratio",
+                       f"the least the same design costs here: the same calls to a hand-written app "
+                       f"(harness/raw_call.py: the log, one consumer per worker, no checks), same server and load, "
+                       f"{median([load.rps for load in http.floor_method]):,.0f} req/s, "
+                       f"{median(http.floor_cpu_us):.0f} µs per call, vs the same user route requests",
+                       "report"),
                 Figure("worker_rss_mb", http.ext_rss, "mb",
                        f"plain Flask worker {http.plain_rss:.1f} MB (largest of the 2 workers, after load)",
                        "≤ 60 MB", lambda v: v <= 60),
@@ -280,6 +288,13 @@ class Run:
                     Figure("command_rtt_ratio_p50", p50 / raw50, "ratio",
                            f"{p50:.1f} ms vs raw {raw50:.1f} ms (a command is 2 hops)", "≤ 2.5", lambda v: v <= 2.5),
                 ]
+            if rtt.echo_ms and rtt.echo_raw_ms:
+                echo50, hop50 = percentile(rtt.echo_ms, 50), percentile(rtt.echo_raw_ms, 50)
+                figures.append(Figure(
+                    "command_rtt_floor_ratio", echo50 / hop50, "ratio",
+                    f"what this broker allows: a command answered by a raw echo with the extension's producer "
+                    f"settings, p50 {echo50:.1f} ms vs raw hop {hop50:.1f} ms, interleaved, fresh broker "
+                    f"({len(rtt.echo_ms)} samples); command_rtt_ratio_p50 is this plus the app's own work", "report"))
             if rtt.http_call_ms and rtt.command_ms:
                 call50, cmd50 = percentile(rtt.http_call_ms, 50), percentile(rtt.command_ms, 50)
                 read50, health50 = percentile(rtt.read_ms, 50), percentile(rtt.health_ms, 50)

@@ -85,6 +85,9 @@ class HttpResult:
     plain_cpu_us: list[float] = field(default_factory=list)
     ref_cpu_us: list[float] = field(default_factory=list)
     method_cpu_us: list[float] = field(default_factory=list)
+    # the least a call through the log costs here: the hand-written app (harness/raw_call.py)
+    floor_method: list[Load] = field(default_factory=list)
+    floor_cpu_us: list[float] = field(default_factory=list)
     # method calls per second and server CPU per call: transport and worker class -> (req/s, µs)
     method_variants: dict[str, tuple[float, float]] = field(default_factory=dict)
 
@@ -155,25 +158,27 @@ def run_web(broker: Broker, *, slices: int, slice_seconds: int, method_slices: i
     Worker RSS is the largest seen on any extension server, after its load.
     """
     from harness.apps import TRIVIAL_METHOD, USER_ROUTE
+    from harness.raw_call import RAW_CALL_ROUTE
 
     runner = LoadRunner(wrk, connections)
     result = HttpResult(tool=runner.tool)
     method_path = f"/ofa/methods/{TRIVIAL_METHOD}"
 
-    def ext_server(transport: str = "kafka", options: tuple[str, ...] = ()) -> Gunicorn:
+    def ext_server(transport: str = "kafka", options: tuple[str, ...] = (),
+                   app: str = "harness.apps:ext_app()") -> Gunicorn:
         broker.restart()
         topic = broker.create_topic(unique_name("bench-http"), 8)
         env = ext_env(broker.bootstrap, topic, "BENCH-HTTP", scratch_dir("locks-"))
         if transport == "sqlite":
             env["FLASK_OPENFACTORY_TRANSPORT_URL"] = f"sqlite:///{scratch_dir('sqlite-')}/openfactory.sqlite3"
-        return Gunicorn("harness.apps:ext_app()", env, options=options)
+        return Gunicorn(app, env, options=options)
 
-    def method_slice(server: Gunicorn) -> tuple[Load, float]:
-        server.start("/ofa/ready")
-        _check_method_route(server.port, method_path)
-        runner.run(server.port, "POST", method_path, "{}", warmup)
+    def method_slice(server: Gunicorn, path: str = method_path, ready: str = "/ofa/ready") -> tuple[Load, float]:
+        server.start(ready)
+        _check_method_route(server.port, path)
+        runner.run(server.port, "POST", path, "{}", warmup)
         cpu = server.cpu_seconds()
-        load = runner.measure(server.port, "POST", method_path, "{}", method_seconds, 0)
+        load = runner.measure(server.port, "POST", path, "{}", method_seconds, 0)
         return load, (server.cpu_seconds() - cpu) / load.ok * 1e6
 
     ext = ext_server()
@@ -224,6 +229,14 @@ def run_web(broker: Broker, *, slices: int, slice_seconds: int, method_slices: i
         finally:
             ext.close()
         log(f"http method route {i + 1}/{method_slices}: {load.rps:,.0f} req/s, {cpu_us:.0f} µs per call")
+        floor = ext_server(app="harness.raw_call:raw_call_app()")  # a fresh broker too
+        try:
+            load, cpu_us = method_slice(floor, RAW_CALL_ROUTE, USER_ROUTE)
+            result.floor_cpu_us.append(cpu_us)
+            result.floor_method.append(load)
+        finally:
+            floor.close()
+        log(f"http call floor (hand-written) {i + 1}/{method_slices}: {load.rps:,.0f} req/s, {cpu_us:.0f} µs per call")
     for name, (transport, options) in METHOD_VARIANTS.items():
         ext = ext_server(transport, options)
         try:
