@@ -107,6 +107,28 @@ def test_a_waiter_gets_the_result_answered_later() -> None:
     assert book.wait(str(uuid.uuid4()), 0.01) is None
 
 
+def test_a_result_wakes_every_request_waiting_for_it_and_a_refused_one_ends_the_wait() -> None:
+    book = CallBook(window=300, cap=10)
+    cid, other = str(uuid.uuid4()), str(uuid.uuid4())
+    got: dict[str, list[CommandResult | None]] = {cid: [], other: []}
+
+    def waiter(which: str) -> None:
+        got[which].append(book.wait(which, 30))
+
+    threads = [threading.Thread(target=waiter, args=(cid,)) for _ in range(3)]
+    held = threading.Thread(target=waiter, args=(other,))
+    for thread in [*threads, held]:
+        thread.start()
+    threading.Timer(0.05, lambda: book.answered(result(cid))).start()
+    for thread in threads:
+        thread.join(10)
+    assert got[cid] == [result(cid)] * 3
+    assert held.is_alive() and got[other] == []  # another id's result is not this one's
+    book.unrecorded(result(other), "the log refused it")  # ran here, result held: the wait ends now
+    held.join(10)
+    assert not held.is_alive() and got[other] == [None]
+
+
 # -- one shared lookup of the log's end ----------------------------------------------------
 
 

@@ -65,7 +65,10 @@ class CallBook:
         self.window = window
         self.cap = cap
         self._entries: OrderedDict[str, CallEntry] = OrderedDict()
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
+        # One event per awaited id: a result wakes the requests waiting for it, not every waiting
+        # request thread of the process (a gthread worker has 8; each wake-up is a GIL hand-off).
+        self._waiters: dict[str, tuple[threading.Event, int]] = {}
         self.evicted_early = 0  # forgotten inside the window because of the cap (a metric)
 
     # -- learning ----------------------------------------------------------------
@@ -101,7 +104,7 @@ class CallBook:
 
     def add(self, cid: str) -> None:
         """An id answered without a readable result (the dispatcher's bookkeeping)."""
-        with self._changed:
+        with self._lock:
             entry = self._entries.get(cid)
             if entry is None:
                 self._store(cid, CallEntry("", None, None, time.monotonic(), answered=True))
@@ -109,7 +112,7 @@ class CallBook:
                 entry.answered = True
 
     def _learn(self, cid: str, method: str, key: int | None, result_value: str | None) -> None:
-        with self._changed:
+        with self._lock:
             entry = self._entries.get(cid)
             if entry is None:
                 self._store(cid, CallEntry(method, key, result_value, time.monotonic(),
@@ -123,20 +126,26 @@ class CallBook:
                     entry.answered = True
                     entry.unrecorded = None
             if result_value is not None:
-                self._changed.notify_all()
+                self._wake(cid)
 
     def unrecorded(self, result: CommandResult, reason: str) -> None:
         """This process ran the call and the log refused its result (the executor writes it again)."""
         if not result.correlation_id:
             return
-        with self._changed:
+        with self._lock:
             entry = self._entries.get(result.correlation_id)
             if entry is None:
                 entry = CallEntry(result.method, None, None, time.monotonic(), answered=True)
                 self._store(result.correlation_id, entry)
             if entry.result_value is None:
                 entry.unrecorded = reason
-                self._changed.notify_all()
+                self._wake(result.correlation_id)
+
+    def _wake(self, cid: str) -> None:
+        """Called with the lock held."""
+        waiting = self._waiters.get(cid)
+        if waiting is not None:
+            waiting[0].set()
 
     def _store(self, cid: str, entry: CallEntry) -> None:
         """Called with the lock held."""
@@ -155,21 +164,21 @@ class CallBook:
 
     def __contains__(self, cid: object) -> bool:
         """Answered (a result, or marked answered by ``add``)."""
-        with self._changed:
+        with self._lock:
             entry = self._entries.get(cid)  # type: ignore[call-overload]
             return entry is not None and entry.answered
 
     def __len__(self) -> int:
-        with self._changed:
+        with self._lock:
             return len(self._entries)
 
     def get(self, cid: str) -> CallEntry | None:
-        with self._changed:
+        with self._lock:
             return self._entries.get(cid)
 
     def check_same_call(self, cid: str, method: str, arguments: dict[str, Any]) -> CallEntry | None:
         """The entry of ``cid`` if it was this call; CallConflict if the id names another call."""
-        with self._changed:
+        with self._lock:
             entry = self._entries.get(cid)
         if entry is None:
             return None
@@ -188,18 +197,23 @@ class CallBook:
     def wait(self, cid: str, timeout: float) -> CommandResult | None:
         """The result of ``cid`` once it is in the book; None after ``timeout``, or at once when
         the call ran here and its result is held (``get(cid).unrecorded`` says why)."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
+        with self._lock:
+            entry = self._entries.get(cid)
+            if entry is not None and (entry.result_value is not None or entry.unrecorded is not None):
+                return entry.result
+            event, count = self._waiters.get(cid) or (threading.Event(), 0)
+            self._waiters[cid] = (event, count + 1)
+        try:
+            event.wait(timeout)
+        finally:
+            with self._lock:
+                event, count = self._waiters[cid]
+                if count > 1:
+                    self._waiters[cid] = (event, count - 1)
+                else:
+                    del self._waiters[cid]
                 entry = self._entries.get(cid)
-                if entry is not None and entry.result_value is not None:
-                    return entry.result
-                if entry is not None and entry.unrecorded is not None:
-                    return None
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                self._changed.wait(remaining)
+        return entry.result if entry is not None else None
 
 
 def _json_object(text: str) -> dict[str, Any] | None:
