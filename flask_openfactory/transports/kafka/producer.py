@@ -81,7 +81,8 @@ class KafkaProducing(KafkaClient):
                     self._lock = threading.Lock()
                     self._requeue, self._stuck, self._fatal = None, None, None
                 self._producer = Producer({
-                    **self._base(), **PRODUCER_DEFAULTS,
+                    # a plain write's report: set once here, so that no write passes a callback of its own
+                    **self._base(), "on_delivery": self._report, **PRODUCER_DEFAULTS,
                     "queue.buffering.max.messages": self.options.max_pending,
                     "queue.buffering.max.kbytes": min(2**31 - 1, max(1, self.options.max_pending_bytes // 1024)),
                     **self._producer_config,
@@ -232,7 +233,7 @@ class KafkaProducing(KafkaClient):
             log.debug("Kafka: %s", error.str())
 
     def _report(self, error: KafkaError | None, message: Message) -> None:
-        """Delivery report of a plain write (one bound method: no closure per record).
+        """Delivery report of a plain write: the producer's default, set in its config (no callback per record).
 
         Runs once per record while holding the GIL the writing thread wants: a success only
         counts; the poller notes the progress, and ``_queue_full`` sees the room it made.
@@ -272,7 +273,7 @@ class KafkaProducing(KafkaClient):
         value = record.to_wire()
         rid = record.id
         headers = None if rid.endswith(_CALL_SUFFIXES) else self._attribute_headers
-        report: Any = self._report if on_delivery is None else self._reporter(on_delivery)
+        report: Any = None if on_delivery is None else self._reporter(on_delivery)  # None: the producer's _report
 
         producer = self._producer
         if producer is not None and self._pid == os.getpid() and self._topic is not None:
