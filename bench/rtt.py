@@ -6,9 +6,9 @@ answer anyway), then reads the target's partition with the shared consumer
 settings. The baseline is one raw produce -> consume hop with the same
 clients on the same broker, interleaved with the commands sample by sample.
 A command is two such hops plus the app's work, so a ratio near 2 is the floor.
-What this broker allows is measured too, in a block of its own on a fresh broker
-(in the app's partition its records would slow the app's samples: Tansu's fetch cost
-grows with the batches in a partition): a command answered by a raw echo (a consumer
+What this broker allows is measured too, in blocks of their own, each on a fresh
+broker (in the app's partition its records would slow the app's samples: Tansu's
+fetch cost grows with the batches in a partition): a command answered by a raw echo (a consumer
 that produces the answer as soon as it reads the command, with the extension's
 producer settings: only the app's clients, none of its work), interleaved with its
 own raw hops.
@@ -280,10 +280,12 @@ def run_rtt(broker: Broker, *, samples: int, warmup: int, block: int) -> RttResu
             server.close()
         done += size
         log(f"command round trips: {done}/{samples} ({result.timeouts} timed out)")
-    broker.restart()
-    measure_floor(broker.bootstrap, broker.create_topic(unique_name("bench-rtt-floor"), partitions), partitions,
-                  min(block, samples), warmup, result)
-    log(f"echo round trips (the broker's floor): {len(result.echo_ms)}")
+    for start in range(0, samples, block):  # as many samples, in blocks as large, each on a fresh broker
+        broker.restart()
+        size = min(block, samples - start)
+        measure_floor(broker.bootstrap, broker.create_topic(unique_name("bench-rtt-floor"), partitions), partitions,
+                      size, warmup, result)
+        log(f"echo round trips (the broker's floor): {len(result.echo_ms)}/{samples}")
     return result
 
 

@@ -293,7 +293,7 @@ class Run:
                 figures.append(Figure(
                     "command_rtt_floor_ratio", echo50 / hop50, "ratio",
                     f"what this broker allows: a command answered by a raw echo with the extension's producer "
-                    f"settings, p50 {echo50:.1f} ms vs raw hop {hop50:.1f} ms, interleaved, fresh broker "
+                    f"settings, p50 {echo50:.1f} ms vs raw hop {hop50:.1f} ms, interleaved, fresh brokers "
                     f"({len(rtt.echo_ms)} samples); command_rtt_ratio_p50 is this plus the app's own work", "report"))
             if rtt.http_call_ms and rtt.command_ms:
                 call50, cmd50 = percentile(rtt.http_call_ms, 50), percentile(rtt.command_ms, 50)
