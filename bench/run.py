@@ -294,7 +294,8 @@ class Run:
                     "command_rtt_floor_ratio", echo50 / hop50, "ratio",
                     f"what this broker allows: a command answered by a raw echo with the extension's producer "
                     f"settings, p50 {echo50:.1f} ms vs raw hop {hop50:.1f} ms, interleaved, fresh brokers "
-                    f"({len(rtt.echo_ms)} samples); command_rtt_ratio_p50 is this plus the app's own work", "report"))
+                    f"({len(rtt.echo_ms)} samples): the same ratio for an answer that takes no work at all; its "
+                    f"raw hops run in partitions without the app's traffic", "report"))
             if rtt.http_call_ms and rtt.command_ms:
                 call50, cmd50 = percentile(rtt.http_call_ms, 50), percentile(rtt.command_ms, 50)
                 read50, health50 = percentile(rtt.read_ms, 50), percentile(rtt.health_ms, 50)
