@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -130,6 +131,63 @@ def test_deleted_file_is_named_everywhere_nothing_acknowledged_and_put_back_heal
     assert set(server.worker_pids()) == set(workers), "a worker was restarted"
     moves = [r.value for r in log_records(db, asset) if r.id == "position_x"]
     assert moves.count(7.0) == 3 and not any(100 <= m < 103 for m in moves), moves
+
+
+def follow_errors(server: GunicornServer) -> float:
+    found = re.search(r'^openfactory_runtime_events_total\{event="follow_errors"\} (\S+)$',
+                      server.get("/ofa/metrics").text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_a_copy_put_back_slowly_heals_and_a_worker_away_meanwhile_misses_nothing(
+        servers: ServerPool, tmp_path: Path) -> None:
+    """A copy written in pieces (empty, then half, then whole) is opened only once whole
+    (SQLite would delete the -wal beside an empty file). A worker frozen (SIGSTOP) while its
+    follower was down thaws after calls were made: its follower goes on where it stopped,
+    so its state has every move, not only those written after it came back."""
+    db = tmp_path / "instance" / "openfactory.sqlite3"
+    asset = f"faults-{uuid.uuid4().hex[:10]}"
+    server = servers.start(env=sqlite_env(db, asset), workers=3)
+    workers = server.worker_pids()
+    assert call(server, 1).status_code == 200
+    lock = SqliteTransport(f"sqlite:///{db}").lock_path(asset, f"ofa-app-{asset}")
+    backup(db, tmp_path / "good-copy.sqlite3")
+    os.unlink(db)
+    each_worker_says(server, workers, "was deleted", time.monotonic() + 10)
+    away, present = workers[-1], workers[:-1]
+    with server.only(away):
+        wait_for(lambda: follow_errors(server) >= 1, 10, f"worker {away}'s follower to fail")
+    wait_for(lambda: away not in flock_holders(lock), 10, f"worker {away} to hand the command log over")
+
+    os.kill(away, signal.SIGSTOP)
+    try:
+        content = (tmp_path / "good-copy.sqlite3").read_bytes()
+        with open(db, "wb") as f:
+            f.flush()
+            each_worker_says(server, present, "not a whole SQLite database (0 bytes", time.monotonic() + 10)
+            f.write(content[: len(content) // 2 + 100])
+            f.flush()
+            each_worker_says(server, present, "not a whole SQLite database", time.monotonic() + 10)
+            f.write(content[len(content) // 2 + 100:])
+        assert Path(f"{db}-wal").exists(), "the -wal beside the log was deleted while the copy was written"
+        # a worker that has not looked at the file again answers 503 (nothing written)
+        answers: list[requests.Response] = []
+        deadline = time.monotonic() + 15
+        while sum(a.status_code == 200 for a in answers) < 6:
+            assert time.monotonic() < deadline, [(a.status_code, a.text[:200]) for a in answers]
+            answer = call(server, 10 + sum(a.status_code == 200 for a in answers))
+            assert answer.status_code in (200, 503), answer.text[:400]
+            answers.append(answer)
+    finally:
+        os.kill(away, signal.SIGCONT)
+
+    for worker in workers:  # each worker's state has every move, also the one away meanwhile
+        with server.only(worker):
+            shown = server.get("/ofa/attributes/position_x")
+            assert shown.status_code == 200 and shown.json()["value"] == 15, (worker, shown.text)
+    assert call(server, 16).status_code == 200
+    moves = [r.value for r in log_records(db, asset) if r.id == "position_x"]
+    assert moves[-7:] == [10.0 + i for i in range(7)], moves
 
 
 def corrupt_middle(db: Path, size: int = 64 * 1024) -> None:

@@ -30,7 +30,7 @@ from flask_openfactory.transports import (
     create_transport,
 )
 from flask_openfactory.transports.sqlite import SqliteTransport
-from test_transport_conformance import contains, read_until, record, wait_for
+from test_transport_conformance import contains, follow_until, publish_all, read_until, record, wait_for
 
 KEY = "ASSET-A"
 GROUP = "executors"
@@ -209,6 +209,71 @@ def test_health_names_the_path_and_fails_once_closed(transport: SqliteTransport,
     assert not health.ok and "closed" in health.detail
     with pytest.raises(TransportError, match="closed"):
         transport.publish(record(KEY, "late", 1))
+
+
+# --- a file put back --------------------------------------------------------------
+
+
+def copy_of(db: Path, target: Path) -> bytes:
+    """A copy made with sqlite's backup API while the transport runs, as the README says."""
+    with closing(sqlite3.connect(db)) as source, closing(sqlite3.connect(target)) as copy:
+        source.backup(copy)
+    return target.read_bytes()
+
+
+def healed(transport: SqliteTransport) -> bool:
+    return transport.health().ok
+
+
+def test_a_copy_put_back_is_opened_only_once_whole_and_the_wal_beside_it_survives(
+        transport: SqliteTransport, db: Path, tmp_path: Path) -> None:
+    """SQLite deletes the ``-wal`` beside an empty database it opens, under the
+    wal-index every other process still maps: an empty or half-written file at the
+    path is judged without SQLite and left alone until the copy is whole."""
+    publish_all(transport, record(KEY, "x", 1))
+    content = copy_of(db, tmp_path / "good.sqlite3")
+    wal = Path(f"{db}-wal")
+    os.unlink(db)
+    assert "was deleted" in transport.health().detail
+
+    with open(db, "wb") as f:  # the copy has begun: an empty file at the path
+        f.flush()
+        empty = transport.check(1.0)
+        assert not empty.ok and "not a whole SQLite database (0 bytes" in empty.detail, empty.detail
+        assert wal.exists(), "the -wal beside the log was deleted by a look at an empty file"
+        f.write(content[: len(content) // 2 + 100])
+        f.flush()
+        half = transport.check(1.0)
+        assert not half.ok and "not a whole SQLite database" in half.detail, half.detail
+        f.write(content[len(content) // 2 + 100:])
+
+    wait_for(lambda: healed(transport), 5.0, "the transport to resume on the whole copy")
+    publish_all(transport, record(KEY, "x", 2))
+    assert count_rows(db, "log") >= 2
+
+
+def test_a_follower_past_the_end_of_an_older_copy_follows_what_is_written_next(
+        transport: SqliteTransport, db: Path, tmp_path: Path) -> None:
+    """Put back from an older copy, the log ends before a follower's position and new
+    records take those offsets again: the follower goes back to the end, not past them."""
+    follower = transport.follow(KEY)
+    publish_all(transport, record(KEY, "x", 1))
+    copy_of(db, tmp_path / "older.sqlite3")
+    lost = [record(KEY, "x", value) for value in (2, 3)]
+    publish_all(transport, *lost)
+    follow_until(follower, contains(lost[-1]))
+    with closing(sqlite3.connect(db)) as conn:  # into the file: the -wal left beside it holds none of them
+        assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+    os.unlink(db)
+    os.rename(tmp_path / "older.sqlite3", db)
+    wait_for(lambda: healed(transport), 5.0, "the transport to resume on the older copy")
+    wait_for(lambda: follower.poll(0.01) == [] and follower.position == transport.end_position(KEY), 5.0,
+             "the follower to go back to the log's end")
+
+    after = record(KEY, "x", 4)
+    publish_all(transport, after)
+    assert follow_until(follower, contains(after)) == [after]
+    follower.close()
 
 
 # --- real processes ------------------------------------------------------------

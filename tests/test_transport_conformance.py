@@ -293,6 +293,26 @@ def test_follower_skips_values_it_cannot_decode(transport_factory: TransportFact
     follower.close()
 
 
+def test_a_reopened_follower_resumes_where_the_last_one_stopped(transport_factory: TransportFactory) -> None:
+    """A follower reopened after a fault is given the old one's position: what was
+    written in between is returned, not skipped (it would be missing from the state)."""
+    writer, watcher = transport_factory(), transport_factory()
+    first = watcher.follow(KEY)
+    seen = record(KEY, "x", 0)
+    publish_all(writer, seen)
+    assert follow_until(first, contains(seen)) == [seen]
+    position = first.position
+    first.close()
+    meanwhile = [record(KEY, "x", value) for value in (1, 2)]
+    publish_all(writer, meanwhile[0], record(OTHER, "x", 100), meanwhile[1])
+    reopened = watcher.follow(KEY, resume=position)
+    after = record(KEY, "end", True)
+    publish_all(writer, after)
+
+    assert follow_until(reopened, contains(after)) == [*meanwhile, after]
+    reopened.close()
+
+
 def test_closed_follower_stops_waiting(transport_factory: TransportFactory) -> None:
     follower = transport_factory().follow(KEY)
     follower.close()

@@ -100,11 +100,13 @@ class FollowedState:
     def _follow(self, transport: Transport) -> None:
         """Apply records written by other processes (and echoes of our own)."""
         follower = self._follower
+        resume: int | None = None  # a reopened follower goes on where the failed one stopped
         faults = Repeats(self._log, "following the asset's log")
         while not self._stopping.is_set():
             try:
                 if follower is None:
-                    follower = self._follower = transport.follow(self._asset_uuid, skip_own_writes=True)
+                    follower = self._follower = transport.follow(self._asset_uuid, skip_own_writes=True,
+                                                                 resume=resume)
                 records = follower.poll(0.2)
                 faults.cleared()
                 if records:
@@ -116,6 +118,7 @@ class FollowedState:
                 faults.failed(fault_key(f"{type(exc).__name__}: {exc}"), "following the asset's log failed; "
                               "reopening: %s: %s", type(exc).__name__, exc, exc_info=exc)
                 if follower is not None:
+                    resume = follower.position
                     _close_quietly(follower)
                     follower = self._follower = None
                 self._stopping.wait(1.0)

@@ -231,11 +231,16 @@ class Transport(ABC):
         return {rid: r.value for rid, r in self.snapshot(asset_uuid).items() if r.type == METHOD}
 
     @abstractmethod
-    def follow(self, asset_uuid: str, *, skip_own_writes: bool = False) -> Follower:
-        """New records of the asset from now on.
+    def follow(self, asset_uuid: str, *, skip_own_writes: bool = False, resume: int | None = None) -> Follower:
+        """New records of the asset from now on, or from ``resume``.
 
         ``skip_own_writes`` is a hint: a transport may then leave out records
         this instance wrote (the runtime applied them already), to save decoding.
+        ``resume`` is the ``position`` of an earlier follower of the asset on
+        this transport: the new one goes on from there, so a follower reopened
+        after a fault misses nothing written while it was down. A log that now
+        ends before it (put back from an older copy, recreated) is followed from
+        where it ends or begins, and the transport says so in its log.
         """
 
     @abstractmethod

@@ -1,6 +1,7 @@
 """Following an asset's new records: every process tails the asset's partition.
 
-Assign only, no consumer group, from the end as it is when following starts;
+Assign only, no consumer group, from the end as it is when following starts
+(or from an earlier follower's position, when one is reopened after a fault);
 records of other assets sharing the partition are dropped by key, and those
 this process wrote itself may be skipped (already applied). A partition that
 now ends before the followed position was recreated or truncated: it is read
@@ -25,7 +26,9 @@ log = logging.getLogger("flask_openfactory.kafka")
 class KafkaFollower(Follower):
     """Tails our partition from its end (assign, no group), keeping our key only."""
 
-    def __init__(self, transport: KafkaClient, asset_uuid: str, *, skip_own_writes: bool = False) -> None:
+    def __init__(
+        self, transport: KafkaClient, asset_uuid: str, *, skip_own_writes: bool = False, resume: int | None = None
+    ) -> None:
         self._key = asset_uuid.encode("utf-8")
         self._origin = transport.origin if skip_own_writes else None
         self._transport = transport
@@ -35,6 +38,8 @@ class KafkaFollower(Follower):
         # Resolve "the end" now: OFFSET_END is resolved at the first fetch, which
         # could be after a result we are about to wait for.
         _, high = self._consumer.get_watermark_offsets(tp, timeout=10.0, cached=False)
+        if resume is not None and high >= 0:
+            high = resume  # beyond the end (truncated, recreated): ``_check_end`` starts again at its beginning
         self._consumer.assign([TopicPartition(tp.topic, tp.partition, high if high >= 0 else OFFSET_END)])
         self._tp, self._position = tp, max(high, 0)
         self._anchored = high >= 0

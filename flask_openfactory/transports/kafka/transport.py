@@ -57,8 +57,8 @@ class KafkaTransport(KafkaProducing):
         """From ksqlDB when configured (its state query leaves methods out)."""
         return read_methods(self, asset_uuid)
 
-    def follow(self, asset_uuid: str, *, skip_own_writes: bool = False) -> Follower:
-        return KafkaFollower(self, asset_uuid, skip_own_writes=skip_own_writes)
+    def follow(self, asset_uuid: str, *, skip_own_writes: bool = False, resume: int | None = None) -> Follower:
+        return KafkaFollower(self, asset_uuid, skip_own_writes=skip_own_writes, resume=resume)
 
     def mark_start(self, asset_uuid: str, group: str) -> None:
         partition = self.partition_of(asset_uuid)

@@ -15,7 +15,10 @@ there, nothing creates a new empty database.
 Recovery rules (documented in the README):
 
 * put the same file back (rename it back, or a copy with the same log id):
-  every process resumes on it within a second, with no restart;
+  every process resumes on it within a second, with no restart; a copy still
+  being written is not opened while it is shorter than a page or not a whole
+  number of pages (SQLite deletes the ``-wal`` beside an empty file it opens,
+  under the wal-index every process still maps);
 * to start a new, empty log instead, delete ``<database>.log-id`` too: the
   next use creates a new database with a new id;
 * a folder made writable again resumes by itself;
@@ -39,6 +42,9 @@ log = logging.getLogger("flask_openfactory.sqlite")
 ID_SUFFIX = ".log-id"
 VERIFY_EVERY = 0.25  # seconds between two looks at the path from the hot path
 QUICK_CHECK_EVERY = 30.0  # seconds between integrity checks from the health check (it reads the whole file)
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+HEADER_SIZE = 100
 
 DELETED, REPLACED, CORRUPT, READ_ONLY = "deleted", "replaced", "corrupt", "read_only"
 
@@ -116,6 +122,28 @@ def is_corruption(exc: BaseException) -> bool:
     return "malformed" in text or "not a database" in text
 
 
+def unfinished(path: str) -> str | None:
+    """Why the file at ``path`` is not (yet) a whole SQLite database, judged without SQLite,
+    or None. Opening an empty file with SQLite deletes the ``-wal`` beside it."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(HEADER_SIZE)
+            size = os.fstat(f.fileno()).st_size
+    except FileNotFoundError:
+        return "it is gone"
+    except OSError as exc:
+        return f"it cannot be read: {exc}"
+    if len(header) < HEADER_SIZE:
+        return f"{size} bytes, less than an SQLite header"
+    if not header.startswith(SQLITE_MAGIC):
+        return "it does not start with the SQLite header"
+    page = int.from_bytes(header[16:18], "big")
+    page = 65536 if page == 1 else page
+    if page < 512 or size < page or size % page:
+        return f"{size} bytes, not a whole number of its {page}-byte pages"
+    return None
+
+
 def _signature(path: str) -> tuple[Any, ...] | None:
     """What must change for a corrupt verdict to be worth re-checking."""
     try:
@@ -169,13 +197,24 @@ class FileGuard:
         if self._corrupt is not None and self._corrupt[0] == _signature(self.path):
             return self._corruption(self._corrupt[1])
         if self.identity is not None and current != self.identity:
-            fault = self._examine(recorded)
+            why = unfinished(self.path)  # a copy being put back: judged without SQLite until whole
+            fault = self._not_whole(why) if why is not None else self._examine(recorded)
             if fault is not None:
                 return fault
             log.warning("sqlite log %s was put back (log id %s): resuming on it", self.path, self.log_id)
             self.identity = current
             self.epoch += 1
+        elif self.identity is None and (recorded is not None or self.log_id is not None):
+            why = unfinished(self.path)  # a process new to a recorded log: never open half a copy
+            if why is not None:
+                return self._not_whole(why)
         return self._writable()
+
+    def _not_whole(self, why: str) -> LogFault:
+        return LogFault(REPLACED, (
+            f"sqlite log {self.path} is being put back or was replaced by a file that is not a whole SQLite "
+            f"database ({why}): nothing is opened or acknowledged in it; when a copy being put back is "
+            f"complete, this process resumes on it by itself"))
 
     def _examine(self, recorded: str | None) -> LogFault | None:
         """A new file at the path: the same log (a good copy put back), or not."""

@@ -31,6 +31,10 @@ class SqliteLog:
     def __init__(self, database: SqliteDatabase) -> None:
         self._database = database
 
+    @property
+    def path(self) -> str:
+        return self._database.path
+
     def wakeup(self) -> Wakeup:
         """This process's wake-up for the database: notified after each local append."""
         return wakeup_for(self._database.path)
@@ -62,10 +66,14 @@ class SqliteLog:
         return end
 
     def scan(self, key: str, after: int) -> tuple[list[Row], int]:
-        """The key's rows after ``after`` and the position reached (past other keys' rows too)."""
+        """The key's rows after ``after`` and the position reached (past other keys' rows too).
+
+        The position never lies beyond the log's end: a log put back from an
+        older copy ends before ``after``, and its next rows take offsets again
+        from where it ends."""
         end = self.end()
         if end <= after:
-            return [], after
+            return [], end
         rows = self._database.read(
             "SELECT offset, key, value FROM log WHERE key = ? AND offset > ? AND offset <= ? "
             "ORDER BY offset LIMIT ?",

@@ -9,6 +9,7 @@ over on its next poll, with no lease to expire.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -22,11 +23,13 @@ from .log import SqliteLog
 
 __all__ = ["SqliteCommandReader", "SqliteFollower"]
 
+log = logging.getLogger("flask_openfactory.sqlite")
+
 
 class SqliteFollower(Follower):
-    def __init__(self, log: SqliteLog, asset_uuid: str) -> None:
+    def __init__(self, log: SqliteLog, asset_uuid: str, resume: int | None = None) -> None:
         self._log, self._key = log, asset_uuid
-        self._position = log.end()
+        self._position = log.end() if resume is None else resume
         self._closed = False
 
     def poll(self, timeout: float) -> list[Record]:
@@ -35,7 +38,11 @@ class SqliteFollower(Follower):
         wakeup = self._log.wakeup()
         while not self._closed:
             ticket = wakeup.ticket()
-            rows, self._position = self._log.scan(self._key, self._position)
+            rows, position = self._log.scan(self._key, self._position)
+            if position < self._position:
+                log.error("sqlite log %s ends at offset %d, before the followed position %d: it was put back "
+                          "from an older copy; following it from its end", self._log.path, position, self._position)
+            self._position = position
             records = []
             for _, key, value in rows:
                 try:

@@ -96,8 +96,8 @@ class SqliteTransport(Transport):
                 continue  # only decodable records are ever stored; tolerate a hand-edited row
         return found
 
-    def follow(self, asset_uuid: str, *, skip_own_writes: bool = False) -> Follower:
-        follower = SqliteFollower(self._log, asset_uuid)
+    def follow(self, asset_uuid: str, *, skip_own_writes: bool = False, resume: int | None = None) -> Follower:
+        follower = SqliteFollower(self._log, asset_uuid, resume)
         self._children.add(follower)
         return follower
 
