@@ -152,24 +152,24 @@ def test_a_copy_put_back_slowly_heals_and_a_worker_away_meanwhile_misses_nothing
     assert call(server, 1).status_code == 200
     lock = SqliteTransport(f"sqlite:///{db}").lock_path(asset, f"ofa-app-{asset}")
     backup(db, tmp_path / "good-copy.sqlite3")
+    content = (tmp_path / "good-copy.sqlite3").read_bytes()
     os.unlink(db)
     each_worker_says(server, workers, "was deleted", time.monotonic() + 10)
-    away, present = workers[-1], workers[:-1]
-    with server.only(away):
-        wait_for(lambda: follow_errors(server) >= 1, 10, f"worker {away}'s follower to fail")
-    wait_for(lambda: away not in flock_holders(lock), 10, f"worker {away} to hand the command log over")
-
-    os.kill(away, signal.SIGSTOP)
-    try:
-        content = (tmp_path / "good-copy.sqlite3").read_bytes()
-        with open(db, "wb") as f:
-            f.flush()
-            each_worker_says(server, present, "not a whole SQLite database (0 bytes", time.monotonic() + 10)
-            f.write(content[: len(content) // 2 + 100])
-            f.flush()
-            each_worker_says(server, present, "not a whole SQLite database", time.monotonic() + 10)
-            f.write(content[len(content) // 2 + 100:])
+    with open(db, "wb") as copying:
+        copying.flush()
+        each_worker_says(server, workers, "not a whole SQLite database (0 bytes", time.monotonic() + 10)
+        copying.write(content[: len(content) // 2 + 100])
+        copying.flush()
+        each_worker_says(server, workers, "not a whole SQLite database", time.monotonic() + 10)
         assert Path(f"{db}-wal").exists(), "the -wal beside the log was deleted while the copy was written"
+
+        away = workers[-1]  # frozen from before the copy is whole until after the calls
+        with server.only(away):
+            wait_for(lambda: follow_errors(server) >= 1, 10, f"worker {away}'s follower to fail")
+        wait_for(lambda: away not in flock_holders(lock), 10, f"worker {away} to hand the command log over")
+        os.kill(away, signal.SIGSTOP)
+        copying.write(content[len(content) // 2 + 100:])
+    try:
         # a worker that has not looked at the file again answers 503 (nothing written)
         answers: list[requests.Response] = []
         deadline = time.monotonic() + 15
