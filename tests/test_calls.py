@@ -3,10 +3,13 @@ answers, reads that follow writes, hand-over by a stopping process, one start pe
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +218,42 @@ def test_sync_makes_a_read_see_what_another_process_wrote(url: str, runtimes: li
         a.set("position", float(i))
         b.sync(5.0)
         assert b.value("position") == float(i)
+
+
+def test_reads_follow_a_sqlite_log_put_back_from_an_older_copy(tmp_path: Path, runtimes: list[AssetRuntime]) -> None:
+    """The copy lacks the last writes and new ones take their offsets again: another
+    process's follower reads them (it kept only its offset before, and skipped them for good)."""
+    db = tmp_path / "calls.db"
+    url = f"sqlite:///{db}"
+    a, b = make(url, runtimes), make(url, runtimes)
+    a.start()
+    b.start()
+    executor = owner(a, b)
+    caller = b if executor is a else a
+    a.set("position", 1.0)
+    assert caller.call("move", {"x": 1.0}, sender_uuid="http").status == "OK"
+    older = tmp_path / "older.db"
+    with closing(sqlite3.connect(db)) as source, closing(sqlite3.connect(older)) as copy:
+        source.backup(copy)
+    for value in (2.0, 3.0):
+        a.set("position", value)
+        assert caller.call("move", {"x": value}, sender_uuid="http").status == "OK"
+    b.sync(5.0)
+    assert b.value("position") == 3.0
+    with closing(sqlite3.connect(db)) as conn:  # the -wal left beside the file holds none of them
+        assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+    os.unlink(db)
+    os.rename(older, db)
+    wait_for(lambda: a.transport.health().ok and b.transport.health().ok, 5, "both to resume on the older copy")
+
+    for value in (4.0, 5.0, 6.0):
+        a.set("position", value)
+        wait_for(lambda value=value: b.value("position") == value, 5, f"b to show {value}")
+    b.sync(5.0)
+    assert b.value("position") == 6.0
+    # the executor's reader went back too: a call written now runs, once
+    assert caller.call("move", {"x": 4.0}, sender_uuid="http", wait=5.0).status == "OK"
+    assert ran == [("move", x) for x in (1.0, 2.0, 3.0, 4.0)]
 
 
 def test_a_stopping_process_hands_the_role_over_at_once(url: str, runtimes: list[AssetRuntime]) -> None:

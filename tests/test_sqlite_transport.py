@@ -255,7 +255,8 @@ def test_a_copy_put_back_is_opened_only_once_whole_and_the_wal_beside_it_survive
 def test_a_follower_past_the_end_of_an_older_copy_follows_what_is_written_next(
         transport: SqliteTransport, db: Path, tmp_path: Path) -> None:
     """Put back from an older copy, the log ends before a follower's position and new
-    records take those offsets again: the follower goes back to the end, not past them."""
+    records take those offsets again: the follower goes back to the last row it had read
+    that the copy holds, and reads what was written since, not past it."""
     follower = transport.follow(KEY)
     publish_all(transport, record(KEY, "x", 1))
     copy_of(db, tmp_path / "older.sqlite3")
@@ -267,13 +268,16 @@ def test_a_follower_past_the_end_of_an_older_copy_follows_what_is_written_next(
     os.unlink(db)
     os.rename(tmp_path / "older.sqlite3", db)
     wait_for(lambda: healed(transport), 5.0, "the transport to resume on the older copy")
-    wait_for(lambda: follower.poll(0.01) == [] and follower.position == transport.end_position(KEY), 5.0,
-             "the follower to go back to the log's end")
 
-    after = record(KEY, "x", 4)
-    publish_all(transport, after)
-    assert follow_until(follower, contains(after)) == [after]
+    after = [record(KEY, "x", value) for value in (4, 5, 6)]  # before the follower looks again
+    publish_all(transport, *after)
+    assert follow_until(follower, contains(after[-1])) == after
+    resumed = transport.follow(KEY, resume=follower)
     follower.close()
+    more = record(KEY, "x", 7)
+    publish_all(transport, more)
+    assert follow_until(resumed, contains(more)) == [more]
+    resumed.close()
 
 
 # --- real processes ------------------------------------------------------------

@@ -301,11 +301,10 @@ def test_a_reopened_follower_resumes_where_the_last_one_stopped(transport_factor
     seen = record(KEY, "x", 0)
     publish_all(writer, seen)
     assert follow_until(first, contains(seen)) == [seen]
-    position = first.position
     first.close()
     meanwhile = [record(KEY, "x", value) for value in (1, 2)]
     publish_all(writer, meanwhile[0], record(OTHER, "x", 100), meanwhile[1])
-    reopened = watcher.follow(KEY, resume=position)
+    reopened = watcher.follow(KEY, resume=first)
     after = record(KEY, "end", True)
     publish_all(writer, after)
 

@@ -93,10 +93,12 @@ class AppliedPosition:
         with self._cond:
             self._position = -1
 
-    def advance(self, position: int) -> None:
+    def moved_to(self, position: int) -> None:
+        """The follower's position. It goes back only when the log did (a sqlite log put back
+        from an older copy, a recreated topic): readers then wait for the new log's end."""
         with self._cond:
-            if position > self._position:
-                self._position = position
+            previous, self._position = self._position, position
+            if position > previous:
                 self._cond.notify_all()
 
     @property

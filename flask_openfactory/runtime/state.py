@@ -100,7 +100,7 @@ class FollowedState:
     def _follow(self, transport: Transport) -> None:
         """Apply records written by other processes (and echoes of our own)."""
         follower = self._follower
-        resume: int | None = None  # a reopened follower goes on where the failed one stopped
+        resume: Follower | None = None  # a reopened follower goes on where the failed one stopped
         faults = Repeats(self._log, "following the asset's log")
         while not self._stopping.is_set():
             try:
@@ -111,14 +111,14 @@ class FollowedState:
                 faults.cleared()
                 if records:
                     self.apply(records)
-                self.applied.advance(follower.position)
+                self.applied.moved_to(follower.position)
                 self._on_poll()  # stamps an ownership change within one poll
             except Exception as exc:  # the shared state depends on this thread: reopen, never die
                 self._counters.add("follow_errors")
                 faults.failed(fault_key(f"{type(exc).__name__}: {exc}"), "following the asset's log failed; "
                               "reopening: %s: %s", type(exc).__name__, exc, exc_info=exc)
                 if follower is not None:
-                    resume = follower.position
+                    resume = follower
                     _close_quietly(follower)
                     follower = self._follower = None
                 self._stopping.wait(1.0)

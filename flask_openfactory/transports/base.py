@@ -231,16 +231,19 @@ class Transport(ABC):
         return {rid: r.value for rid, r in self.snapshot(asset_uuid).items() if r.type == METHOD}
 
     @abstractmethod
-    def follow(self, asset_uuid: str, *, skip_own_writes: bool = False, resume: int | None = None) -> Follower:
-        """New records of the asset from now on, or from ``resume``.
+    def follow(
+        self, asset_uuid: str, *, skip_own_writes: bool = False, resume: Follower | None = None
+    ) -> Follower:
+        """New records of the asset from now on, or from where ``resume`` stopped.
 
         ``skip_own_writes`` is a hint: a transport may then leave out records
         this instance wrote (the runtime applied them already), to save decoding.
-        ``resume`` is the ``position`` of an earlier follower of the asset on
-        this transport: the new one goes on from there, so a follower reopened
-        after a fault misses nothing written while it was down. A log that now
-        ends before it (put back from an older copy, recreated) is followed from
-        where it ends or begins, and the transport says so in its log.
+        ``resume`` is an earlier follower of the asset on this transport (closed
+        after a fault): the new one goes on where it stopped, so nothing written
+        while following was down is missed. A log that no longer holds what it
+        had read (a sqlite log put back from an older copy, a recreated topic) is
+        followed from the last record written before, or from its beginning, and
+        the transport says so in its log.
         """
 
     @abstractmethod

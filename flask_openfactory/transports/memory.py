@@ -91,10 +91,10 @@ def memory_log(name: str) -> MemoryLog:
 
 
 class MemoryFollower(Follower):
-    def __init__(self, log: MemoryLog, key: str, resume: int | None = None) -> None:
+    def __init__(self, log: MemoryLog, key: str, resume: Follower | None = None) -> None:
         self._log, self._key = log, key
         end = len(log.entries)
-        self._position = end if resume is None else min(resume, end)
+        self._position = end if resume is None else min(resume.position, end)
         self._closed = False
 
     def poll(self, timeout: float) -> list[Record]:
@@ -212,7 +212,9 @@ class MemoryTransport(Transport):
         with self.log.changed:
             return dict(self.log.state.get(asset_uuid, {}))
 
-    def follow(self, asset_uuid: str, *, skip_own_writes: bool = False, resume: int | None = None) -> Follower:
+    def follow(
+        self, asset_uuid: str, *, skip_own_writes: bool = False, resume: Follower | None = None
+    ) -> Follower:
         return MemoryFollower(self.log, asset_uuid, resume)
 
     def command_reader(self, asset_uuid: str, group: str) -> CommandReader:

@@ -27,7 +27,8 @@ class KafkaFollower(Follower):
     """Tails our partition from its end (assign, no group), keeping our key only."""
 
     def __init__(
-        self, transport: KafkaClient, asset_uuid: str, *, skip_own_writes: bool = False, resume: int | None = None
+        self, transport: KafkaClient, asset_uuid: str, *, skip_own_writes: bool = False,
+        resume: Follower | None = None,
     ) -> None:
         self._key = asset_uuid.encode("utf-8")
         self._origin = transport.origin if skip_own_writes else None
@@ -39,7 +40,7 @@ class KafkaFollower(Follower):
         # could be after a result we are about to wait for.
         _, high = self._consumer.get_watermark_offsets(tp, timeout=10.0, cached=False)
         if resume is not None and high >= 0:
-            high = resume  # beyond the end (truncated, recreated): ``_check_end`` starts again at its beginning
+            high = resume.position  # beyond the end (truncated, recreated): ``_check_end`` starts over
         self._consumer.assign([TopicPartition(tp.topic, tp.partition, high if high >= 0 else OFFSET_END)])
         self._tp, self._position = tp, max(high, 0)
         self._anchored = high >= 0

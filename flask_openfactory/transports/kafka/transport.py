@@ -57,7 +57,9 @@ class KafkaTransport(KafkaProducing):
         """From ksqlDB when configured (its state query leaves methods out)."""
         return read_methods(self, asset_uuid)
 
-    def follow(self, asset_uuid: str, *, skip_own_writes: bool = False, resume: int | None = None) -> Follower:
+    def follow(
+        self, asset_uuid: str, *, skip_own_writes: bool = False, resume: Follower | None = None
+    ) -> Follower:
         return KafkaFollower(self, asset_uuid, skip_own_writes=skip_own_writes, resume=resume)
 
     def mark_start(self, asset_uuid: str, group: str) -> None:

@@ -10,6 +10,7 @@ after a position, and this process's wake-up for new writes.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
 from typing import Any
@@ -64,6 +65,27 @@ class SqliteLog:
         """The offset of the last log entry (0 for an empty log: offsets start at 1)."""
         end: int = self._database.read("SELECT coalesce(max(offset), 0) FROM log")[0][0]
         return end
+
+    def epoch(self) -> int:
+        """Moves each time this process resumes on a new file (see ``FileGuard``)."""
+        return self._database.current_guard().epoch
+
+    def written_at(self, offset: int) -> float | None:
+        """When the row at ``offset`` was written; None for no such row."""
+        if offset <= 0:
+            return None
+        rows = self._database.read("SELECT written_at FROM log WHERE offset = ?", (offset,))
+        return float(rows[0][0]) if rows else None
+
+    def rewound(self, position: int, mark: float | None) -> int | None:
+        """Where a reader at ``position`` (its row written at ``mark``) must go on from when the
+        log no longer holds that row (put back from an older copy); None when it does."""
+        if position <= 0 or (mark is not None and self.written_at(position) == mark):
+            return None
+        if mark is None:  # nothing to compare: only a log that ends before the position is another
+            end = self.end()
+            return end if end < position else None
+        return self.offset_at(math.nextafter(mark, math.inf)) - 1
 
     def scan(self, key: str, after: int) -> tuple[list[Row], int]:
         """The key's rows after ``after`` and the position reached (past other keys' rows too).

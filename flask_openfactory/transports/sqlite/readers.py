@@ -9,7 +9,6 @@ over on its next poll, with no lease to expire.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -18,18 +17,21 @@ from ...wire.protocol import Record, RecordError
 from ..base import CommandReader, Follower, LogEntry, decode_entry
 from ..locks import HostLock
 from .committed import CommittedPositions
+from .cursor import Cursor
 from .database import POLL_INTERVAL
 from .log import SqliteLog
 
 __all__ = ["SqliteCommandReader", "SqliteFollower"]
 
-log = logging.getLogger("flask_openfactory.sqlite")
-
 
 class SqliteFollower(Follower):
-    def __init__(self, log: SqliteLog, asset_uuid: str, resume: int | None = None) -> None:
+    def __init__(self, log: SqliteLog, asset_uuid: str, resume: Follower | None = None) -> None:
         self._log, self._key = log, asset_uuid
-        self._position = log.end() if resume is None else resume
+        self._cursor: Cursor
+        if isinstance(resume, SqliteFollower):
+            self._cursor = resume._cursor.resumed()
+        else:
+            self._cursor = Cursor(log, log.end() if resume is None else resume.position)
         self._closed = False
 
     def poll(self, timeout: float) -> list[Record]:
@@ -38,11 +40,7 @@ class SqliteFollower(Follower):
         wakeup = self._log.wakeup()
         while not self._closed:
             ticket = wakeup.ticket()
-            rows, position = self._log.scan(self._key, self._position)
-            if position < self._position:
-                log.error("sqlite log %s ends at offset %d, before the followed position %d: it was put back "
-                          "from an older copy; following it from its end", self._log.path, position, self._position)
-            self._position = position
+            rows = self._cursor.scan(self._key)
             records = []
             for _, key, value in rows:
                 try:
@@ -59,7 +57,7 @@ class SqliteFollower(Follower):
 
     @property
     def position(self) -> int:
-        return self._position
+        return self._cursor.position
 
     def wake(self) -> None:
         self._log.wakeup().notify()
@@ -85,7 +83,7 @@ class SqliteCommandReader(CommandReader):
         self._pid = os.getpid()
         self._owns = False
         self._generation = 0
-        self._position = 0
+        self._cursor: Cursor | None = None  # set on each gain of ownership
         self._closed = False
         self._lock = HostLock(self.lock_path)
 
@@ -104,11 +102,10 @@ class SqliteCommandReader(CommandReader):
         if not self._lock.try_acquire():
             return False
         try:
-            position = self._positions.claim_start(self._group, self._key)
+            self._cursor = Cursor(self._log, self._positions.claim_start(self._group, self._key))
         except BaseException:
             self._lock.release()
             raise
-        self._position = position
         self._generation += 1
         self._owns = True
         return True
@@ -122,7 +119,8 @@ class SqliteCommandReader(CommandReader):
                 if self._closed or self._pid != os.getpid():
                     return []
                 if self._acquire():
-                    rows, self._position = self._log.scan(self._key, self._position)
+                    assert self._cursor is not None  # set by _acquire
+                    rows = self._cursor.scan(self._key)
                     if rows:
                         return [decode_entry(offset, key, value) for offset, key, value in rows]
             remaining = deadline - time.monotonic()
@@ -132,7 +130,7 @@ class SqliteCommandReader(CommandReader):
 
     def caught_up(self) -> bool:
         with self._mutex:
-            return self.owns and self._position >= self._log.end()
+            return self.owns and self._cursor is not None and self._cursor.position >= self._log.end()
 
     def commit(self, offset: int) -> None:
         """Stored at once; ignored unless this reader owns the pair (as in memory.py)."""

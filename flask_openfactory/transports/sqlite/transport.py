@@ -96,7 +96,9 @@ class SqliteTransport(Transport):
                 continue  # only decodable records are ever stored; tolerate a hand-edited row
         return found
 
-    def follow(self, asset_uuid: str, *, skip_own_writes: bool = False, resume: int | None = None) -> Follower:
+    def follow(
+        self, asset_uuid: str, *, skip_own_writes: bool = False, resume: Follower | None = None
+    ) -> Follower:
         follower = SqliteFollower(self._log, asset_uuid, resume)
         self._children.add(follower)
         return follower
