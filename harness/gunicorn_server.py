@@ -244,6 +244,18 @@ class GunicornServer:
     def post(self, path: str, body: Any, timeout: float = 10.0) -> requests.Response:
         return requests.post(self.url + path, json=body, timeout=timeout)
 
+    def metric(self, name: str, default: float | None = None) -> float:
+        """One sample of the answering worker's ``/ofa/metrics``, by name with its labels
+        (``openfactory_runtime_events_total{event="follow_errors"}``); ``default`` when absent,
+        else an error showing the page."""
+        text = self.get("/ofa/metrics").text
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        if default is not None:
+            return default
+        raise AssertionError(f"{name} not in /ofa/metrics:\n{text}")
+
     def answering_pid(self, timeout: float = 10.0) -> int:
         return int(self.get("/ofa/health", timeout=timeout).json()["pid"])
 

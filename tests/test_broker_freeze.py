@@ -35,7 +35,7 @@ import pytest
 import requests
 
 from harness.broker import TansuBroker
-from harness.gunicorn_server import GunicornServer, ServerPool, server_env
+from harness.gunicorn_server import ServerPool, server_env
 from harness.topic_watch import TopicWatcher, results_by_cid
 from harness.waiting import wait_for
 from kafka_config import KAFKA_TEST_CONFIG
@@ -123,14 +123,6 @@ def rss_mb(pid: int) -> float:
     raise AssertionError(f"no VmRSS for pid {pid}")
 
 
-def metric(server: GunicornServer, name: str) -> float:
-    text = server.get("/ofa/metrics").text
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in /ofa/metrics:\n{text}")
-
-
 @pytest.mark.slow  # minutes by design: .ci/run runs it on the platform's Python (3.13) only
 def test_broker_frozen_60s_under_load_memory_bounded_clear_503_nothing_accepted_lost(
         own_broker: TansuBroker, tmp_path: Path) -> None:
@@ -174,7 +166,7 @@ def test_broker_frozen_60s_under_load_memory_bounded_clear_503_nothing_accepted_
                 time.sleep(0.5)  # sampling period of the RSS, not a wait for a condition
             load.stop()
             thawed_at = time.monotonic()
-            refused_count = metric(server, "openfactory_busy_refusals_total")
+            refused_count = server.metric("openfactory_busy_refusals_total")
         finally:
             load.stop()
             own_broker.thaw()
@@ -240,7 +232,7 @@ def test_broker_frozen_60s_under_load_memory_bounded_clear_503_nothing_accepted_
         finally:
             watcher.close()
         recovered = time.monotonic() - thawed_at
-        assert metric(server, "openfactory_delivery_failures_total") == 0
+        assert server.metric("openfactory_delivery_failures_total") == 0
         print(f"every written call's values and result on the topic {recovered:.1f} s after the thaw")
         assert server.stop() == 0
     finally:

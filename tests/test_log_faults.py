@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 import signal
 import sqlite3
@@ -133,12 +132,6 @@ def test_deleted_file_is_named_everywhere_nothing_acknowledged_and_put_back_heal
     assert moves.count(7.0) == 3 and not any(100 <= m < 103 for m in moves), moves
 
 
-def follow_errors(server: GunicornServer) -> float:
-    found = re.search(r'^openfactory_runtime_events_total\{event="follow_errors"\} (\S+)$',
-                      server.get("/ofa/metrics").text, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
-
-
 def test_a_copy_put_back_slowly_heals_and_a_worker_away_meanwhile_misses_nothing(
         servers: ServerPool, tmp_path: Path) -> None:
     """A copy written in pieces (empty, then half, then whole) is opened only once whole
@@ -165,7 +158,8 @@ def test_a_copy_put_back_slowly_heals_and_a_worker_away_meanwhile_misses_nothing
 
         away = workers[-1]  # frozen from before the copy is whole until after the calls
         with server.only(away):
-            wait_for(lambda: follow_errors(server) >= 1, 10, f"worker {away}'s follower to fail")
+            wait_for(lambda: server.metric('openfactory_runtime_events_total{event="follow_errors"}', 0) >= 1,
+                     10, f"worker {away}'s follower to fail")
         wait_for(lambda: away not in flock_holders(lock), 10, f"worker {away} to hand the command log over")
         os.kill(away, signal.SIGSTOP)
         copying.write(content[len(content) // 2 + 100:])

@@ -31,6 +31,7 @@ class KafkaFollower(Follower):
         resume: Follower | None = None,
     ) -> None:
         self._key = asset_uuid.encode("utf-8")
+        self._anchored: bool  # a position known from a read offset or the resolved end, not OFFSET_END
         self._origin = transport.origin if skip_own_writes else None
         self._transport = transport
         self._closed = False
@@ -39,8 +40,10 @@ class KafkaFollower(Follower):
         # Resolve "the end" now: OFFSET_END is resolved at the first fetch, which
         # could be after a result we are about to wait for.
         _, high = self._consumer.get_watermark_offsets(tp, timeout=10.0, cached=False)
-        if resume is not None and high >= 0:
-            high = resume.position  # beyond the end (truncated, recreated): ``_check_end`` starts over
+        # Go on where an earlier follower stopped, if it knew where (an unanchored one did not);
+        # a position beyond the end (truncated, recreated) is caught by ``_check_end``.
+        if isinstance(resume, KafkaFollower) and resume._anchored and high >= 0:
+            high = resume.position
         self._consumer.assign([TopicPartition(tp.topic, tp.partition, high if high >= 0 else OFFSET_END)])
         self._tp, self._position = tp, max(high, 0)
         self._anchored = high >= 0

@@ -36,18 +36,18 @@ class Cursor:
 
     def scan(self, key: str) -> list[Row]:
         """The key's rows after the position; the position moves past them (and other keys' rows)."""
-        rows, position = self._log.scan(key, self.position)
+        rows, position, mark = self._log.scan(key, self.position)
         epoch = self._log.epoch()
         if epoch != self.epoch:  # a new file since the last look (perhaps under this very scan)
             back = self._log.rewound(self.position, self.mark)
             if back is not None:
-                mark = self._log.written_at(back)
-                rows, position = self._log.scan(key, back)
+                back_mark = self._log.written_at(back)
+                rows, position, mark = self._log.scan(key, back)
                 log.error("sqlite log %s no longer holds offset %d as it was read (put back from an older "
                           "copy?): reading on from offset %d, the last row written before it",
                           self._log.path, self.position, back)
-                self.position, self.mark = back, mark
+                self.position, self.mark = back, back_mark
             self.epoch = epoch  # only once looked at: a look cut short by a fault is taken again
         if position != self.position:
-            self.position, self.mark = position, self._log.written_at(position)
+            self.position, self.mark = position, mark
         return rows

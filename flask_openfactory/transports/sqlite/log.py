@@ -38,7 +38,7 @@ class SqliteLog:
 
     def wakeup(self) -> Wakeup:
         """This process's wake-up for the database: notified after each local append."""
-        return wakeup_for(self._database.path)
+        return wakeup_for(self.path)
 
     # appending
 
@@ -66,6 +66,11 @@ class SqliteLog:
         end: int = self._database.read("SELECT coalesce(max(offset), 0) FROM log")[0][0]
         return end
 
+    def last(self) -> tuple[int, float | None]:
+        """The last entry's offset and when it was written: one read of the rowid's end."""
+        rows = self._database.read("SELECT offset, written_at FROM log ORDER BY offset DESC LIMIT 1")
+        return (int(rows[0][0]), float(rows[0][1])) if rows else (0, None)
+
     def epoch(self) -> int:
         """Moves each time this process resumes on a new file (see ``FileGuard``)."""
         return self._database.current_guard().epoch
@@ -87,21 +92,25 @@ class SqliteLog:
             return end if end < position else None
         return self.offset_at(math.nextafter(mark, math.inf)) - 1
 
-    def scan(self, key: str, after: int) -> tuple[list[Row], int]:
-        """The key's rows after ``after`` and the position reached (past other keys' rows too).
+    def scan(self, key: str, after: int) -> tuple[list[Row], int, float | None]:
+        """The key's rows after ``after``, the position reached (past other keys' rows too)
+        and when the row there was written (what a ``Cursor`` keeps).
 
         The position never lies beyond the log's end: a log put back from an
         older copy ends before ``after``, and its next rows take offsets again
         from where it ends."""
-        end = self.end()
+        end, written_at = self.last()
         if end <= after:
-            return [], end
+            return [], end, written_at
         rows = self._database.read(
             "SELECT offset, key, value FROM log WHERE key = ? AND offset > ? AND offset <= ? "
             "ORDER BY offset LIMIT ?",
             (key, after, end, BATCH),
         )
-        return rows, rows[-1][0] if len(rows) == BATCH else end
+        if len(rows) < BATCH:
+            return rows, end, written_at
+        position = rows[-1][0]  # a long backlog, read in pieces
+        return rows, position, self.written_at(position)
 
     def offset_at(self, moment: float) -> int:
         """The first offset written at or after ``moment``: a binary search on the rowid.

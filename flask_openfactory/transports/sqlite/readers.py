@@ -31,7 +31,8 @@ class SqliteFollower(Follower):
         if isinstance(resume, SqliteFollower):
             self._cursor = resume._cursor.resumed()
         else:
-            self._cursor = Cursor(log, log.end() if resume is None else resume.position)
+            end, written_at = log.last()
+            self._cursor = Cursor(log, end, mark=written_at) if resume is None else Cursor(log, resume.position)
         self._closed = False
 
     def poll(self, timeout: float) -> list[Record]:
