@@ -38,21 +38,29 @@ class RecordError(ValueError):
 
 
 _second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text
+_milli: tuple[int, str] = (-1, "")  # the last millisecond stamped, and its timestamp
 
 
 def _now_timestamp() -> str:
     """``format_timestamp()`` for now, without a datetime: every attribute set pays this.
 
-    The cache is one tuple, rebound whole, so threads never see a second and
-    the text of another.
+    Under load many writes fall in one millisecond: its text is kept, and the
+    second's. Each cache is one tuple, rebound whole, so threads never see a
+    moment and the text of another.
     """
-    global _second
-    second, millis = divmod(time.time_ns() // 1_000_000, 1000)
-    cached_second, text = _second
-    if cached_second != second:
+    global _second, _milli
+    now = time.time_ns() // 1_000_000
+    cached, stamp = _milli
+    if cached == now:
+        return stamp
+    second, millis = divmod(now, 1000)
+    cached, text = _second
+    if cached != second:
         text = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
         _second = (second, text)
-    return f"{text}{millis:03d}Z"
+    stamp = f"{text}{millis:03d}Z"
+    _milli = (now, stamp)
+    return stamp
 
 
 def format_timestamp(moment: datetime | None = None) -> str:

@@ -129,6 +129,7 @@ class KafkaGroupReader(PartitionReader):
         if self._owns and ours:
             log.info("command log of %s moved to another process", self._key)
             self._owns = False
+            self._track_writes(False)
         if not self._incremental:
             consumer.unassign()
         else:

@@ -1,7 +1,7 @@
 """Consumed records as every reader of the partition takes them.
 
 A batch fetch that returns as soon as one message arrives, the typed view of
-a consumed message, and the headers we put on the attribute records we write
+a consumed message, and the header we put on the attribute records we write
 (the value format is the contract's, untouched): our own readers skip those
 records undecoded. The command reader needs only commands and results; a
 follower already applied its own process's writes.
@@ -16,8 +16,11 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 FETCH_LIMIT = 500  # records handed over per fetch
 
-KIND_HEADER = "ofa-kind"
+# Our producers mark each attribute write with one header, the writing process's origin: that
+# marks it as an attribute write too (commands and results carry none). Versions before
+# 2026-12-07 wrote two, ``ofa-kind: attribute`` first and the origin last; both are recognised.
 ORIGIN_HEADER = "ofa-origin"
+KIND_HEADER = "ofa-kind"
 ATTRIBUTE_KIND = b"attribute"
 
 
@@ -33,16 +36,23 @@ class Consumed(Protocol):
     def headers(self) -> list[tuple[str, bytes | None]] | None: ...
 
 
-def header(message: Consumed, name: str) -> bytes | None:
-    headers = message.headers()
-    return header_in(headers, name) if headers else None
-
-
 def header_in(headers: list[tuple[str, bytes | None]], name: str) -> bytes | None:
     for key, value in headers:
         if key == name:
             return value
     return None
+
+
+def written_as_attribute(headers: list[tuple[str, bytes | None]]) -> bool:
+    """An attribute write of one of our producers (a non-empty header list, as ``headers()`` gives it).
+
+    Reading the headers costs more than the rest of a record's check (confluent-kafka builds the
+    list anew at each call), so one list serves both questions, and one header is written.
+    """
+    name = headers[0][0]
+    if name == ORIGIN_HEADER or (name == KIND_HEADER and headers[0][1] == ATTRIBUTE_KIND):
+        return True
+    return header_in(headers, ORIGIN_HEADER) is not None or header_in(headers, KIND_HEADER) == ATTRIBUTE_KIND
 
 
 def fetch(consumer: Consumer, timeout: float, limit: int = FETCH_LIMIT) -> list[Consumed]:

@@ -25,7 +25,7 @@ from ...wire.protocol import COMMAND_SUFFIX, RESULT_SUFFIX, Record
 from ..base import KEEP_ALIVE, DeliveryCallback, Health, TransportBusy, TransportError, TransportOptions
 from .client import KafkaClient
 from .config import CONNECTION_CODES, PRODUCER_DEFAULTS
-from .messages import ATTRIBUTE_KIND, KIND_HEADER, ORIGIN_HEADER
+from .messages import ORIGIN_HEADER
 
 log = logging.getLogger("flask_openfactory.kafka")
 
@@ -41,7 +41,10 @@ _PURGED = (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
 # the record is produced again by the new producer rather than reported as failed.
 _PRODUCER_FATAL = (KafkaError._FATAL, KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, KafkaError.UNKNOWN_PRODUCER_ID,
                    KafkaError.INVALID_PRODUCER_EPOCH)
-_CALL_SUFFIXES = (COMMAND_SUFFIX, RESULT_SUFFIX)  # commands and results carry no attribute headers
+_CALL_SUFFIXES = (COMMAND_SUFFIX, RESULT_SUFFIX)  # commands and results carry no attribute header
+# At most this many written values wait for the command reader (about 0.7 MB); a reader that far
+# behind reads the headers of the rest.
+WRITTEN_LIMIT = 4096
 
 
 class KafkaProducing(KafkaClient):
@@ -68,8 +71,7 @@ class KafkaProducing(KafkaClient):
         self._requeue: Producer | None = None  # records purged from this producer go to the new one
         self._fatal: str | None = None  # a fatal error seen in a callback, handled after the poll returns
         self._held: list[tuple[Message, Any]] = []  # records the fatal producer failed: for its successor
-        self._attribute_headers: list[tuple[str, str | bytes | None]] = [
-            (KIND_HEADER, ATTRIBUTE_KIND), (ORIGIN_HEADER, self.origin)]
+        self._attribute_headers: list[tuple[str, str | bytes | None]] = [(ORIGIN_HEADER, self.origin)]
 
     def producer(self) -> Producer:
         """This process's producer; one inherited through fork is left untouched."""
@@ -273,6 +275,11 @@ class KafkaProducing(KafkaClient):
         value = record.to_wire()
         rid = record.id
         headers = None if rid.endswith(_CALL_SUFFIXES) else self._attribute_headers
+        written = self.written_attributes
+        if written is not None and headers is not None:
+            if len(written) >= WRITTEN_LIMIT:
+                written.clear()
+            written.add(value)
         report: Any = None if on_delivery is None else self._reporter(on_delivery)  # None: the producer's _report
 
         producer = self._producer

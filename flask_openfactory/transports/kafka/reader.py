@@ -19,12 +19,10 @@ from ...wire.protocol import Record, RecordError
 from ..base import CommandReader, LogEntry, TransportError
 from .client import KafkaClient
 from .config import CONNECTION_CODES
-from .messages import ATTRIBUTE_KIND, FETCH_LIMIT, KIND_HEADER, GapGuard, fetch, header_in
+from .messages import FETCH_LIMIT, GapGuard, fetch, written_as_attribute
 from .watch import EndWatch
 
 log = logging.getLogger("flask_openfactory.kafka")
-
-_ATTRIBUTE = (KIND_HEADER, ATTRIBUTE_KIND)  # our producer writes it first on every attribute record
 
 
 class PartitionReader(CommandReader):
@@ -46,6 +44,7 @@ class PartitionReader(CommandReader):
         self._last_batch = 0
         self.received: dict[int, int] = {}  # records fetched per partition, for tests and status
         self._consumer: Consumer | None = None
+        self._written: set[bytes] | None = None  # this process's attribute writes, while reading as owner
         self._end_watch = EndWatch(lambda: self._transport.end_offset(self._partition))
         self._gaps = GapGuard()
 
@@ -70,6 +69,7 @@ class PartitionReader(CommandReader):
             consumer.commit(offsets=[TopicPartition(self._topic, self._partition, committed)], asynchronous=False)
         self._position = self._committed = committed
         self._owns = True
+        self._track_writes(True)
         self._generation += 1
         # the runtime says "executing commands here" itself: the position is a detail
         log.log(logging.INFO if self._attributes else logging.DEBUG,
@@ -77,6 +77,18 @@ class PartitionReader(CommandReader):
                 "follows updates of" if self._attributes else "executes commands of",
                 self._key, self._partition, committed)
         return committed
+
+    def _track_writes(self, owning: bool) -> None:
+        """While it reads as owner, a command reader is told the bytes of this process's attribute
+        writes (a set of its own: one inherited through fork is nobody's); otherwise nothing is kept."""
+        if self._attributes:
+            return
+        if owning:
+            self._written = self._transport.written_attributes = set()
+            return
+        if self._written is not None and self._transport.written_attributes is self._written:
+            self._transport.written_attributes = None
+        self._written = None
 
     def _read(self, timeout: float) -> list[LogEntry]:
         assert self._consumer is not None
@@ -117,8 +129,14 @@ class PartitionReader(CommandReader):
                 entries.append(LogEntry(offset, key, None, "record of another asset"))
                 continue
             if not self._attributes:
+                written = self._written
+                if written is not None:
+                    value = message.value()
+                    if value in written:  # bytes this process wrote as an attribute record
+                        written.discard(value)
+                        continue
                 headers = message.headers()
-                if headers and (headers[0] == _ATTRIBUTE or header_in(headers, KIND_HEADER) == ATTRIBUTE_KIND):
+                if headers and written_as_attribute(headers):
                     continue  # an attribute write: neither a command nor a result
             try:
                 entries.append(LogEntry(offset, self._key, Record.from_wire(raw_key, message.value())))
@@ -180,6 +198,7 @@ class PartitionReader(CommandReader):
     def _close_consumer(self) -> None:
         owned, self._owns = self._owns, False
         consumer, self._consumer = self._consumer, None
+        self._track_writes(False)
         if consumer is None:
             return
         try:

@@ -17,7 +17,7 @@ from confluent_kafka import KafkaException, TopicPartition
 from ...wire.protocol import METHOD, SAMPLES, UNAVAILABLE, Record, RecordError
 from ..base import TransportError, is_call_id
 from .client import KafkaClient
-from .messages import ATTRIBUTE_KIND, KIND_HEADER, GapGuard, fetch, header
+from .messages import GapGuard, fetch, written_as_attribute
 
 log = logging.getLogger("flask_openfactory.kafka")
 
@@ -143,7 +143,10 @@ def read_calls(client: KafkaClient, asset_uuid: str, since: float) -> list[Recor
                                    stats=client._stats):
                     break
                 position = message.offset() + 1
-                if message.key() != key or header(message, KIND_HEADER) == ATTRIBUTE_KIND:
+                if message.key() != key:
+                    continue
+                headers = message.headers()
+                if headers and written_as_attribute(headers):
                     continue
                 try:
                     record = Record.from_wire(key, message.value())
