@@ -76,6 +76,7 @@ def add_method_routes(state: OpenFactoryState, specs: Iterable[MethodSpec]) -> N
     guard(blp)
     blp.before_request(lambda: read_json_body(api.limits))
     endpoints: dict[str, str] = {}
+    error, pending_error = api.schema_ref(ErrorSchema), api.schema_ref(PendingErrorSchema)
     for index, spec in enumerate(routable):
         endpoint = f"invoke_{index}"
         schema = arguments_schema(spec, api.unique_schema_name(f"{_camel(spec.name)}Arguments"))
@@ -89,7 +90,7 @@ def add_method_routes(state: OpenFactoryState, specs: Iterable[MethodSpec]) -> N
         view = blp.response(200, MethodResultSchema, description=(
             "The call's result from the log: OK (returned), ERROR (raised) or REJECTED (refused by the "
             "executor's rules: sender, signature, expiry, arguments)"))(view)
-        view = blp.alt_response(504, schema=PendingErrorSchema, description=(
+        view = blp.alt_response(504, schema=pending_error, description=(
             "No result within OPENFACTORY_CALL_WAIT: the call is in the log and runs when the executor "
             "reaches it; or (ran: true) it ran and the log refused its result, written when the log takes "
             "writes again. Fetch the result at result_url; a retry with the same X-Correlation-ID never "
@@ -102,7 +103,7 @@ def add_method_routes(state: OpenFactoryState, specs: Iterable[MethodSpec]) -> N
             (415, "Body is not JSON"),
             (503, "The outgoing queue is full (see Retry-After) or the log is unreachable: nothing was written"),
         ):
-            view = blp.alt_response(code, schema=ErrorSchema, description=why)(view)
+            view = blp.alt_response(code, schema=error, description=why)(view)
         view = secured(blp, api.access, METHOD_ROUTE)(view)
         view = blp.doc(summary=spec.signature_text(), description=spec.description or spec.name)(view)
         blp.route(f"/methods/{spec.name}", endpoint=endpoint, methods=["POST"], tags=["methods"],

@@ -42,6 +42,19 @@ class OpenFactoryApi(Api):  # type: ignore[misc]
         self._ui_env: Environment | None = None
         super().__init__(app, **kwargs)
 
+    def schema_ref(self, schema: type[Any]) -> str:
+        """The component name of ``schema`` (registered here if new), for a response's ``schema``.
+
+        flask-smorest deep-copies an operation's whole documentation at every decorator; a
+        name costs nothing to copy where a schema instance costs its fields: with a schema
+        per error response, copying made up ~60 ms of building an app with two methods.
+        """
+        name = schema.__name__.removesuffix("Schema") or schema.__name__  # as flask-smorest names it
+        components = self.spec.components
+        if name not in components.schemas and name not in components.schemas_lazy:
+            components.schema(name, schema=schema)  # else registered by a document that used the class
+        return name
+
     def _register_error_handlers(self) -> None:
         """Nothing app-wide: see ``guards.guard`` for our blueprints."""
 

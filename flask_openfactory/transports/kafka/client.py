@@ -123,9 +123,12 @@ class KafkaClient(Transport):
         from the watermark until a fetch drains what the broker sent: the batch
         holding the watermark arrives whole. Not "until a fetch comes back
         empty": on a partition other assets write to all the time, that never
-        happens (start hung and the first commands were skipped).
+        happens (start hung and the first commands were skipped). The broker's
+        end-of-partition event ends a fetch that finds nothing past the
+        watermark at once (without it, every such scan waited out its timeout:
+        200 ms of each worker's start).
         """
-        consumer = self._consumer()
+        consumer = self._consumer(**{"enable.partition.eof": True})
         try:
             tp = TopicPartition(self.topic, partition)
             _, end = consumer.get_watermark_offsets(tp, timeout=10.0, cached=False)
