@@ -12,7 +12,10 @@ a fresh timestamp each), and the clock runs until the last one is delivered
 * raw: ``json.dumps`` of the record + ``produce`` + ``poll(0)``, with the
   extension's producer settings (what a hand-written async producer does);
 * flush per write: the reference's producer (``murmur2_random`` only) and
-  ``flush()`` after every ``produce``.
+  ``flush()`` after every ``produce``;
+* floor: the raw producer with the two readers this design runs in a process that
+  holds the command log, hand-written: a follower (key and origin header of every
+  record) and a command reader (key, and this process's writes by their bytes).
 """
 
 from __future__ import annotations
@@ -21,15 +24,19 @@ import gc
 import json
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
+from flask_openfactory.transports.kafka.messages import ORIGIN_HEADER, fetch
+from flask_openfactory.transports.partitioning import partition_for_key
 from flask_openfactory.wire.protocol import SAMPLES, format_timestamp
-from harness.kafka_settings import KAFKA_LOG, RAW_PRODUCER_CONFIG
+from harness.kafka_settings import KAFKA_LOG, RAW_CONSUMER_CONFIG, RAW_PRODUCER_CONFIG
 from harness.progress import log
 from harness.scratch import scratch_dir, unique_name
 
@@ -56,6 +63,7 @@ class PublishResult:
     """Rates per round; figures are medians of the per-round (paired) ratios."""
 
     raw: list[Rate] = field(default_factory=list)
+    floor: list[Rate] = field(default_factory=list)
     flush_per_write: list[Rate] = field(default_factory=list)
     ours: list[Rate] = field(default_factory=list)
     ours_idle_runtime: list[Rate] = field(default_factory=list)
@@ -114,6 +122,92 @@ def raw_async_rate(bootstrap: str, topic: str, key: str, ids: list[tuple[str, st
     return rate
 
 
+class _Tail(threading.Thread):
+    """One hand-written reader of the partition, doing per record what the design needs at least."""
+
+    def __init__(self, bootstrap: str, tp: TopicPartition, key: bytes, origin: bytes,
+                 written: set[bytes] | None) -> None:
+        super().__init__(daemon=True)
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}",
+                                  **RAW_CONSUMER_CONFIG})
+        self.consumer.assign([TopicPartition(tp.topic, tp.partition, OFFSET_END)])
+        self.key, self.ours, self.written = key, (ORIGIN_HEADER, origin), written
+        self.stop, self.last = threading.Event(), b""
+
+    def run(self) -> None:
+        key, ours, written = self.key, self.ours, self.written
+        while not self.stop.is_set():
+            for message in fetch(self.consumer, 0.1):
+                if message.error() is not None:
+                    continue
+                message.offset()
+                if message.key() != key:
+                    continue
+                value = message.value() or b""
+                self.last = value
+                if written is not None and value in written:  # the command reader: its own writes
+                    written.discard(value)
+                    continue
+                headers = message.headers()
+                if headers and headers[-1] == ours:  # the follower: written by this process
+                    continue
+        self.consumer.close()
+
+
+def floor_rate(bootstrap: str, topic: str, key: str, ids: list[tuple[str, str]], n: int) -> Rate:
+    """The raw producer (its records marked, as the extension's are) with a follower and a command
+    reader tailing its partition in the same process: the least this design costs a record here."""
+    producer = Producer({"bootstrap.servers": bootstrap, **RAW_PRODUCER_CONFIG})
+    partitions = len(producer.list_topics(topic, timeout=10).topics[topic].partitions)
+    tp = TopicPartition(topic, partition_for_key(key.encode(), partitions))
+    origin, written = uuid.uuid4().hex.encode(), set()
+    tails = [_Tail(bootstrap, tp, key.encode(), origin, None), _Tail(bootstrap, tp, key.encode(), origin, written)]
+    for tail in tails:
+        tail.start()
+    headers = [(ORIGIN_HEADER, origin)]
+    k, encoded = len(ids), key.encode()
+
+    def produce(count: int) -> None:
+        for i in range(count):
+            attr_id, tag = ids[i % k]
+            value = _wire(attr_id, tag, float(i))
+            if len(written) >= 4096:
+                written.clear()
+            written.add(value)
+            while True:
+                try:
+                    producer.produce(topic, value=value, key=encoded, headers=headers)
+                    break
+                except BufferError:
+                    producer.poll(0.01)
+            producer.poll(0)
+
+    try:
+        deadline = time.monotonic() + 30
+        while not all(tail.last for tail in tails):  # both readers have their partition
+            if time.monotonic() > deadline:
+                raise RuntimeError("floor: the readers saw nothing of the warm-up within 30 s")
+            produce(50)
+            producer.flush(10)
+            time.sleep(0.05)
+        left = 0
+
+        def body() -> None:
+            nonlocal left
+            produce(n)
+            left = producer.flush(60)
+
+        rate = _timed(n, body)
+    finally:
+        for tail in tails:
+            tail.stop.set()
+        for tail in tails:
+            tail.join(10)
+    if left:
+        raise RuntimeError(f"floor producer: {left} records undelivered")
+    return rate
+
+
 def flush_per_write_rate(bootstrap: str, topic: str, key: str, ids: list[tuple[str, str]], n: int) -> Rate:
     """The reference's producer: murmur2_random only, ``flush()`` after every produce."""
     producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random", "logger": KAFKA_LOG})
@@ -159,7 +253,7 @@ def ours_rate(app: Any, declared: list[Any], n: int, *, start: bool = True) -> R
 class Spec:
     """One measurement, run by :func:`measure` in a fresh interpreter."""
 
-    kind: str  # raw | flush | ours
+    kind: str  # raw | floor | flush | ours
     bootstrap: str
     topic: str
     records: int
@@ -176,6 +270,8 @@ def _run_spec(spec: Spec) -> Rate:
         return raw_async_rate(spec.bootstrap, spec.topic, spec.asset, ids, spec.records)
     if spec.kind == "flush":
         return flush_per_write_rate(spec.bootstrap, spec.topic, spec.asset, ids, spec.records)
+    if spec.kind == "floor":
+        return floor_rate(spec.bootstrap, spec.topic, spec.asset, ids, spec.records)
     app, declared = asset_app(bootstrap=spec.bootstrap, topic=spec.topic, asset_uuid=spec.asset,
                               lock_dir=spec.lock_dir, attributes=spec.attributes, methods=spec.methods)
     return ours_rate(app, declared, spec.records, start=spec.start)
@@ -204,6 +300,8 @@ def run_publish(broker: Broker, *, records: int, flush_records: int, rounds: int
     for r in range(rounds):
         sides = [
             (result.raw, Spec("raw", broker.bootstrap, broker.create_topic(unique_name("bench-raw"), 8), records)),
+            (result.floor, Spec("floor", broker.bootstrap, broker.create_topic(unique_name("bench-floor"), 8),
+                                records)),
             (result.flush_per_write, Spec("flush", broker.bootstrap, broker.create_topic(unique_name("bench-flush"), 8),
                                           flush_records)),
             (result.ours, Spec("ours", broker.bootstrap, broker.create_topic(unique_name("bench-ours"), 8), records,
@@ -212,7 +310,8 @@ def run_publish(broker: Broker, *, records: int, flush_records: int, rounds: int
         for into, spec in sides if r % 2 == 0 else reversed(sides):
             into.append(measure(spec))
         log(f"publish round {r + 1}/{rounds}: extension {result.ours[-1].per_second:,.0f}/s, raw async "
-            f"{result.raw[-1].per_second:,.0f}/s, flush per write {result.flush_per_write[-1].per_second:,.0f}/s")
+            f"{result.raw[-1].per_second:,.0f}/s, floor {result.floor[-1].per_second:,.0f}/s, flush per write "
+            f"{result.flush_per_write[-1].per_second:,.0f}/s")
     result.ours_idle_runtime.append(measure(Spec("ours", broker.bootstrap,
                                                  broker.create_topic(unique_name("bench-idle"), 8), records,
                                                  start=False, lock_dir=scratch_dir("locks-"))))

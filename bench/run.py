@@ -33,6 +33,7 @@ from .common import BENCH_DIR, Broker, code_version, cpu_seconds, load_average, 
 FIGURES = (
     "publish_ratio_vs_raw",
     "publish_ratio_vs_flush_per_write",
+    "publish_floor_ratio",
     "http_user_route_ratio",
     "http_vs_reference_server",
     "http_method_route_rps",
@@ -225,6 +226,11 @@ class Run:
                        f"{len(ours)} rounds; CPU per record {cpu_us(p.ours)} vs {cpu_us(p.raw)}; runtime not "
                        f"started (diagnostic) {median(idle):,.0f}/s, {cpu_us(p.ours_idle_runtime)}",
                        "≥ 0.6", lambda v: v >= 0.6),
+                Figure("publish_floor_ratio", paired(rates(p.floor), raw), "ratio",
+                       f"the least this design costs a record here: the raw producer with a hand-written "
+                       f"follower and command reader tailing its partition in its process (key, origin header, "
+                       f"own writes by their bytes; no decoding, state or checks) {median(rates(p.floor)):,.0f}/s, "
+                       f"{cpu_us(p.floor)}, vs the raw producer alone", "report"),
                 Figure("publish_ratio_vs_flush_per_write", paired(ours, flush), "ratio",
                        f"extension {median(ours):,.0f}/s vs flush per write {median(flush):,.0f}/s",
                        "≥ 40", lambda v: v >= 40),

@@ -1,8 +1,7 @@
 """How our Kafka readers recognise the attribute records our producers write, without decoding them.
 
-An attribute write carries one header, the writing process's origin (versions before
-2026-12-07 wrote ``ofa-kind: attribute`` first and the origin last: a rolling upgrade
-mixes both). The command reader of a process also knows the bytes this process just
+An attribute write carries one header, the writing process's origin (earlier versions
+wrote ``ofa-kind: attribute`` first and the origin last: a rolling upgrade mixes both). The command reader of a process also knows the bytes this process just
 wrote and passes over those by a set lookup; that is a shortcut only, so every test
 here also holds when the set was emptied or never filled.
 """

@@ -17,8 +17,8 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 FETCH_LIMIT = 500  # records handed over per fetch
 
 # Our producers mark each attribute write with one header, the writing process's origin: that
-# marks it as an attribute write too (commands and results carry none). Versions before
-# 2026-12-07 wrote two, ``ofa-kind: attribute`` first and the origin last; both are recognised.
+# marks it as an attribute write too (commands and results carry none). Earlier versions wrote
+# two, ``ofa-kind: attribute`` first and the origin last; both are recognised.
 ORIGIN_HEADER = "ofa-origin"
 KIND_HEADER = "ofa-kind"
 ATTRIBUTE_KIND = b"attribute"
