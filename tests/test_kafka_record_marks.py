@@ -1,9 +1,10 @@
 """How our Kafka readers recognise the attribute records our producers write, without decoding them.
 
 An attribute write carries one header, the writing process's origin (earlier versions
-wrote ``ofa-kind: attribute`` first and the origin last: a rolling upgrade mixes both). The command reader of a process also knows the bytes this process just
-wrote and passes over those by a set lookup; that is a shortcut only, so every test
-here also holds when the set was emptied or never filled.
+wrote ``ofa-kind: attribute`` first and the origin last: a rolling upgrade mixes both).
+The command reader of a process also knows the bytes this process just wrote and passes
+over those by a set lookup; that is a shortcut only, so every test here also holds when
+the set was emptied or never filled.
 """
 
 from __future__ import annotations

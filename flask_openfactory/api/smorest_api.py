@@ -51,7 +51,7 @@ class OpenFactoryApi(Api):  # type: ignore[misc]
         """
         name = schema.__name__.removesuffix("Schema") or schema.__name__  # as flask-smorest names it
         components = self.spec.components
-        if name not in components.schemas and name not in components.schemas_lazy:
+        if name not in components.schemas and name not in getattr(components, "schemas_lazy", {}):
             components.schema(name, schema=schema)  # else registered by a document that used the class
         return name
 
