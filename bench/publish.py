@@ -13,9 +13,9 @@ a fresh timestamp each), and the clock runs until the last one is delivered
   extension's producer settings (what a hand-written async producer does);
 * flush per write: the reference's producer (``murmur2_random`` only) and
   ``flush()`` after every ``produce``;
-* floor: the raw producer with the two readers this design runs in a process that
-  holds the command log, hand-written: a follower (key and origin header of every
-  record) and a command reader (key, and this process's writes by their bytes).
+* floor: the raw producer with the one reader this design runs in a process, even
+  the one that holds the command log (its command reader is fed by the follower),
+  hand-written: key and origin header of every record.
 """
 
 from __future__ import annotations
@@ -78,14 +78,14 @@ def _wire(attr_id: str, tag: str, value: float) -> bytes:
 
 
 def _produce_loop(producer: Producer, topic: str, key: bytes, ids: list[tuple[str, str]], n: int,
-                  flush_each: bool) -> None:
+                  flush_each: bool, headers: list[tuple[str, bytes]] | None = None) -> None:
     k = len(ids)
     for i in range(n):
         attr_id, tag = ids[i % k]
         value = _wire(attr_id, tag, float(i))
         while True:
             try:
-                producer.produce(topic, value=value, key=key)
+                producer.produce(topic, value=value, key=key, headers=headers)
                 break
             except BufferError:
                 producer.poll(0.01)
@@ -123,19 +123,18 @@ def raw_async_rate(bootstrap: str, topic: str, key: str, ids: list[tuple[str, st
 
 
 class _Tail(threading.Thread):
-    """One hand-written reader of the partition, doing per record what the design needs at least."""
+    """A hand-written follower of the partition, doing per record what the design needs at least."""
 
-    def __init__(self, bootstrap: str, tp: TopicPartition, key: bytes, origin: bytes,
-                 written: set[bytes] | None) -> None:
+    def __init__(self, bootstrap: str, tp: TopicPartition, key: bytes, origin: bytes) -> None:
         super().__init__(daemon=True)
         self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}",
                                   **RAW_CONSUMER_CONFIG})
         self.consumer.assign([TopicPartition(tp.topic, tp.partition, OFFSET_END)])
-        self.key, self.ours, self.written = key, (ORIGIN_HEADER, origin), written
-        self.stop, self.last = threading.Event(), b""
+        self.key, self.ours = key, (ORIGIN_HEADER, origin)
+        self.stop, self.seen = threading.Event(), False
 
     def run(self) -> None:
-        key, ours, written = self.key, self.ours, self.written
+        key, ours = self.key, self.ours
         while not self.stop.is_set():
             for message in fetch(self.consumer, 0.1):
                 if message.error() is not None:
@@ -143,66 +142,42 @@ class _Tail(threading.Thread):
                 message.offset()
                 if message.key() != key:
                     continue
-                value = message.value() or b""
-                self.last = value
-                if written is not None and value in written:  # the command reader: its own writes
-                    written.discard(value)
-                    continue
+                self.seen = True
                 headers = message.headers()
-                if headers and headers[-1] == ours:  # the follower: written by this process
+                if headers and headers[-1] == ours:  # written by this process
                     continue
         self.consumer.close()
 
 
 def floor_rate(bootstrap: str, topic: str, key: str, ids: list[tuple[str, str]], n: int) -> Rate:
-    """The raw producer (its records marked, as the extension's are) with a follower and a command
-    reader tailing its partition in the same process: the least this design costs a record here."""
+    """The raw producer (its records marked, as the extension's are) with a follower tailing its
+    partition in the same process: the least this design costs a record here."""
     producer = Producer({"bootstrap.servers": bootstrap, **RAW_PRODUCER_CONFIG})
     partitions = len(producer.list_topics(topic, timeout=10).topics[topic].partitions)
     tp = TopicPartition(topic, partition_for_key(key.encode(), partitions))
-    origin, written = uuid.uuid4().hex.encode(), set()
-    tails = [_Tail(bootstrap, tp, key.encode(), origin, None), _Tail(bootstrap, tp, key.encode(), origin, written)]
-    for tail in tails:
-        tail.start()
+    origin, encoded = uuid.uuid4().hex.encode(), key.encode()
+    tail = _Tail(bootstrap, tp, encoded, origin)
+    tail.start()
     headers = [(ORIGIN_HEADER, origin)]
-    k, encoded = len(ids), key.encode()
-
-    def produce(count: int) -> None:
-        for i in range(count):
-            attr_id, tag = ids[i % k]
-            value = _wire(attr_id, tag, float(i))
-            if len(written) >= 4096:
-                written.clear()
-            written.add(value)
-            while True:
-                try:
-                    producer.produce(topic, value=value, key=encoded, headers=headers)
-                    break
-                except BufferError:
-                    producer.poll(0.01)
-            producer.poll(0)
-
     try:
         deadline = time.monotonic() + 30
-        while not all(tail.last for tail in tails):  # both readers have their partition
+        while not tail.seen:  # the follower has its partition
             if time.monotonic() > deadline:
-                raise RuntimeError("floor: the readers saw nothing of the warm-up within 30 s")
-            produce(50)
+                raise RuntimeError("floor: the follower saw nothing of the warm-up within 30 s")
+            _produce_loop(producer, topic, encoded, ids, 50, False, headers)
             producer.flush(10)
             time.sleep(0.05)
         left = 0
 
         def body() -> None:
             nonlocal left
-            produce(n)
+            _produce_loop(producer, topic, encoded, ids, n, False, headers)
             left = producer.flush(60)
 
         rate = _timed(n, body)
     finally:
-        for tail in tails:
-            tail.stop.set()
-        for tail in tails:
-            tail.join(10)
+        tail.stop.set()
+        tail.join(10)
     if left:
         raise RuntimeError(f"floor producer: {left} records undelivered")
     return rate

@@ -228,8 +228,8 @@ class Run:
                        "≥ 0.6", lambda v: v >= 0.6),
                 Figure("publish_floor_ratio", paired(rates(p.floor), raw), "ratio",
                        f"the least this design costs a record here: the raw producer with a hand-written "
-                       f"follower and command reader tailing its partition in its process (key, origin header, "
-                       f"own writes by their bytes; no decoding, state or checks) {median(rates(p.floor)):,.0f}/s, "
+                       f"follower tailing its partition in its process, the one reader of the executing worker "
+                       f"(key and origin header; no decoding, state or checks) {median(rates(p.floor)):,.0f}/s, "
                        f"{cpu_us(p.floor)}, vs the raw producer alone", "report"),
                 Figure("publish_ratio_vs_flush_per_write", paired(ours, flush), "ratio",
                        f"extension {median(ours):,.0f}/s vs flush per write {median(flush):,.0f}/s",

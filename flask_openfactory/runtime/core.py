@@ -24,6 +24,7 @@ from typing import Any
 
 from ..transports import Transport, TransportError, create_transport
 from ..transports.base import KEEP_ALIVE
+from ..transports.pid import THIS_PROCESS
 from ..wire.methods import MethodSpec
 from ..wire.protocol import METHOD, UNAVAILABLE, Record, format_timestamp, validate_identifier
 from ..wire.routing import routing_warnings
@@ -49,19 +50,6 @@ from .subscriptions import SubscriptionSpec
 from .tasks import TaskSpec
 
 _log = logging.getLogger("flask_openfactory.runtime")
-
-
-# This process's pid, kept current across os.fork() (gunicorn's workers): every
-# attribute set checks it, and os.getpid() is a system call (~0.3 µs) each time.
-_this_pid = os.getpid()
-
-
-def _after_fork() -> None:
-    global _this_pid
-    _this_pid = os.getpid()
-
-
-os.register_at_fork(after_in_child=_after_fork)
 
 
 class AssetRuntime(CallPath, Inspection):
@@ -112,7 +100,7 @@ class AssetRuntime(CallPath, Inspection):
                                       eligible=self._deployment.may_execute, catch_up=self.sync)
 
     def _check_process(self) -> None:
-        if self._pid != _this_pid:
+        if self._pid != THIS_PROCESS.pid:
             if self._transport is not None:
                 KEEP_ALIVE.append(self._transport)
             if self._executor.dispatcher is not None:
@@ -157,7 +145,7 @@ class AssetRuntime(CallPath, Inspection):
 
     @property
     def started(self) -> bool:
-        return self._pid == _this_pid and self._started
+        return self._pid == THIS_PROCESS.pid and self._started
 
     @property
     def stopped(self) -> bool:
@@ -173,7 +161,7 @@ class AssetRuntime(CallPath, Inspection):
     def transport(self) -> Transport:
         """This process's transport, created on first use."""
         transport = self._transport
-        if transport is not None and self._pid == _this_pid:
+        if transport is not None and self._pid == THIS_PROCESS.pid:
             return transport  # every set() comes here: no lock once it exists
         self._check_process()
         with self._lock:

@@ -14,14 +14,17 @@ import logging
 import time
 import uuid
 from abc import abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from ..base import HealthTracker, Transport, TransportOptions
 from ..partitioning import partition_for_key
+from ..pid import THIS_PROCESS
 from .config import CONNECTION_CODES, CONSUMER_DEFAULTS, parse_bootstrap, split_config
 from .messages import FETCH_LIMIT, fetch
+from .tap import CommandTap
 from .topics import count_partitions, lookup_topic
 from .watch import QuietKafkaLog
 
@@ -51,6 +54,26 @@ class KafkaClient(Transport):
         # (None otherwise): it skips them by a set lookup instead of reading their header, which
         # costs more than the rest of a record. A hint only: a value not found is checked as before.
         self.written_attributes: set[bytes] | None = None
+        # key -> (pid, open a tap): the follower of this process's own asset, which can feed its
+        # command reader (``tap.py``); the pid keeps a parent's follower from feeding a forked child.
+        self._tap_sources: dict[bytes, tuple[int, Callable[[], CommandTap | None]]] = {}
+
+    # -- the follower feeding the command reader (``tap.py``) ---------------------------
+
+    def offer_tap(self, key: bytes, source: Callable[[], CommandTap | None]) -> None:
+        self._tap_sources[key] = (THIS_PROCESS.pid, source)
+
+    def withdraw_tap(self, key: bytes, source: Callable[[], CommandTap | None]) -> None:
+        offered = self._tap_sources.get(key)
+        if offered is not None and offered[1] == source:
+            del self._tap_sources[key]
+
+    def open_tap(self, key: bytes) -> CommandTap | None:
+        """A tap on this process's follower of ``key``, if one runs here and knows its position."""
+        offered = self._tap_sources.get(key)
+        if offered is None or offered[0] != THIS_PROCESS.pid:
+            return None
+        return offered[1]()
 
     # -- what the producer side provides ---------------------------------------------
 

@@ -34,6 +34,7 @@ class KafkaLockedReader(PartitionReader):
     """
 
     RETRY = 0.1
+    TAPS = True  # one process reads as owner until it closes: nothing moves the partition under a tap
 
     def __init__(self, transport: KafkaClient, asset_uuid: str, group: str, *, attributes: bool = False) -> None:
         super().__init__(transport, asset_uuid, group, attributes=attributes)
@@ -77,7 +78,8 @@ class KafkaGroupReader(PartitionReader):
     """Election by consumer-group membership, for several hosts sharing one UUID.
 
     Each member assigns itself only our partition out of what the group gives
-    it, so it never fetches other assets' partitions.
+    it, so it never fetches other assets' partitions. It reads with its own
+    consumer only (no tap): that consumer's polls serve the group's rebalances.
     """
 
     def __init__(self, transport: KafkaClient, asset_uuid: str, group: str, *, attributes: bool = False) -> None:

@@ -5,19 +5,22 @@ Assign only, no consumer group, from the end as it is when following starts
 records of other assets sharing the partition are dropped by key, and those
 this process wrote itself may be skipped (already applied). A partition that
 now ends before the followed position was recreated or truncated: it is read
-again from its beginning.
+again from its beginning. The follower that skips this process's writes is the
+process's own; it also feeds the command reader of this process (``tap.py``).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 
 from confluent_kafka import OFFSET_END, KafkaException, TopicPartition
 
 from ...wire.protocol import Record, RecordError
-from ..base import Follower
+from ..base import Follower, LogEntry
 from .client import KafkaClient
-from .messages import ORIGIN_HEADER, GapGuard, fetch, header_in
+from .messages import ORIGIN_HEADER, Consumed, GapGuard, entry_of_another_asset, fetch, header_in, written_as_attribute
+from .tap import CommandTap
 from .watch import EndWatch
 
 log = logging.getLogger("flask_openfactory.kafka")
@@ -30,6 +33,7 @@ class KafkaFollower(Follower):
         self, transport: KafkaClient, asset_uuid: str, *, skip_own_writes: bool = False,
         resume: Follower | None = None,
     ) -> None:
+        self._asset_uuid = asset_uuid
         self._key = asset_uuid.encode("utf-8")
         self._anchored: bool  # a position known from a read offset or the resolved end, not OFFSET_END
         self._origin = transport.origin if skip_own_writes else None
@@ -49,6 +53,21 @@ class KafkaFollower(Follower):
         self._anchored = high >= 0
         self._end_watch = EndWatch(lambda: transport.end_offset(tp.partition))
         self._gaps = GapGuard()
+        self._tap: CommandTap | None = None
+        self._tap_lock = threading.Lock()  # a tap opens between two batches, never inside one
+        if skip_own_writes:
+            transport.offer_tap(self._key, self.open_tap)
+
+    def open_tap(self) -> CommandTap | None:
+        """Hand this process's command reader every later batch (see ``tap.py``); None while the
+        follower has no position of its own yet (nothing would say where the tap starts)."""
+        with self._tap_lock:
+            if self._closed or not self._anchored:
+                return None
+            if self._tap is not None:
+                self._tap.close()
+            self._tap = CommandTap(self._position)
+            return self._tap
 
     @property
     def position(self) -> int:
@@ -57,13 +76,22 @@ class KafkaFollower(Follower):
     def poll(self, timeout: float) -> list[Record]:
         if self._closed:
             return []
-        records = []
-        key, origin = self._key, self._origin
+        messages = fetch(self._consumer, timeout)
+        with self._tap_lock:
+            records, idle = self._take(messages)
+        if idle:  # error events aside
+            self._check_end()
+        return records
+
+    def _take(self, messages: list[Consumed]) -> tuple[list[Record], bool]:
+        records: list[Record] = []
+        key, origin, tap = self._key, self._origin, self._tap
         ours = None if origin is None else (ORIGIN_HEADER, origin)  # our producer writes it last
+        kept: list[LogEntry] = []  # what the command reader keeps, while a tap is open
         position = None
         expected = self._position if self._anchored else -1  # OFFSET_END: no position to check yet
         # Every record this process writes comes back here: recognise it with as few calls as possible.
-        for message in fetch(self._consumer, timeout):
+        for message in messages:
             if message.error() is not None:
                 continue
             offset = message.offset()
@@ -73,20 +101,30 @@ class KafkaFollower(Follower):
                 break  # the rest of this batch comes again after the missing offsets
             position, expected = offset, offset + 1
             if message.key() != key:
+                if tap is not None:
+                    kept.append(entry_of_another_asset(offset, message.key()))
                 continue
+            attribute = False
             if ours is not None:
                 headers = message.headers()
-                if headers and (headers[-1] == ours or header_in(headers, ORIGIN_HEADER) == origin):
-                    continue  # written by this process, already applied
+                if headers:
+                    if headers[-1] == ours or header_in(headers, ORIGIN_HEADER) == origin:
+                        continue  # written by this process, already applied
+                    attribute = written_as_attribute(headers)
             try:
-                records.append(Record.from_wire(key, message.value()))
-            except RecordError:
+                record = Record.from_wire(key, message.value())
+            except RecordError as exc:
+                if tap is not None and not attribute:
+                    kept.append(LogEntry(offset, self._asset_uuid, None, str(exc)))
                 continue
-        if position is None:  # idle (error events aside)
-            self._check_end()
-        else:
+            records.append(record)
+            if tap is not None and not attribute:
+                kept.append(LogEntry(offset, self._asset_uuid, record))
+        if position is not None:
             self._position, self._anchored = position + 1, True
-        return records
+        if tap is not None:
+            tap.feed(kept, self._position)
+        return records, position is None
 
     def _check_end(self) -> None:
         """Following a recreated topic: its partition holds only records written since, so
@@ -101,12 +139,22 @@ class KafkaFollower(Follower):
         log.error("topic %r partition %d ends at offset %d, before the followed position %d: recreated or "
                   "truncated; following it from offset %d", self._tp.topic, self._tp.partition, end,
                   self._position, max(low, 0))
-        self._consumer.seek(TopicPartition(self._tp.topic, self._tp.partition, max(low, 0)))
-        self._position = max(low, 0)
+        with self._tap_lock:
+            self._drop_tap()  # the command reader has a rule of its own for a recreated log
+            self._consumer.seek(TopicPartition(self._tp.topic, self._tp.partition, max(low, 0)))
+            self._position = max(low, 0)
         self._transport.log_reset(f"topic {self._tp.topic!r} partition {self._tp.partition}")
+
+    def _drop_tap(self) -> None:
+        if self._tap is not None:
+            self._tap.close()
+            self._tap = None
 
     def close(self) -> None:
         if not self._closed:
-            self._closed = True
+            with self._tap_lock:
+                self._closed = True
+                self._drop_tap()
+            self._transport.withdraw_tap(self._key, self.open_tap)
             self._consumer.close()
 

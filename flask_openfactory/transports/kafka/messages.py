@@ -14,6 +14,8 @@ from typing import Any, Protocol, cast
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from ..base import LogEntry
+
 FETCH_LIMIT = 500  # records handed over per fetch
 
 # Our producers mark each attribute write with one header, the writing process's origin: that
@@ -53,6 +55,15 @@ def written_as_attribute(headers: list[tuple[str, bytes | None]]) -> bool:
     if name == ORIGIN_HEADER or (name == KIND_HEADER and headers[0][1] == ATTRIBUTE_KIND):
         return True
     return header_in(headers, ORIGIN_HEADER) is not None or header_in(headers, KIND_HEADER) == ATTRIBUTE_KIND
+
+
+def entry_of_another_asset(offset: int, raw_key: bytes | None) -> LogEntry:
+    """A record of another asset sharing the partition: counted and passed, never decoded."""
+    try:
+        key = raw_key.decode("utf-8") if raw_key is not None else None
+    except UnicodeDecodeError:
+        key = None
+    return LogEntry(offset, key, None, "record of another asset")
 
 
 def fetch(consumer: Consumer, timeout: float, limit: int = FETCH_LIMIT) -> list[Consumed]:

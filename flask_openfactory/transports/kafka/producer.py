@@ -23,6 +23,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from ...wire.protocol import COMMAND_SUFFIX, RESULT_SUFFIX, Record
 from ..base import KEEP_ALIVE, DeliveryCallback, Health, TransportBusy, TransportError, TransportOptions
+from ..pid import THIS_PROCESS
 from .client import KafkaClient
 from .config import CONNECTION_CODES, PRODUCER_DEFAULTS
 from .messages import ORIGIN_HEADER
@@ -283,7 +284,7 @@ class KafkaProducing(KafkaClient):
         report: Any = None if on_delivery is None else self._reporter(on_delivery)  # None: the producer's _report
 
         producer = self._producer
-        if producer is not None and self._pid == os.getpid() and self._topic is not None:
+        if producer is not None and self._pid == THIS_PROCESS.pid and self._topic is not None:
             try:  # the hot path: no lock, no property
                 producer.produce(self._topic, value=value, key=record.key, headers=headers, on_delivery=report)
                 self._stats["published"] += 1

@@ -5,7 +5,9 @@ the asset's consumer group; the first owner ever starts at the end and commits
 it. Offsets are committed explicitly by the runtime once a command's result is
 delivered (at least once). A position beyond the partition's end (the topic
 was recreated or truncated) resumes from the end as it is now. Who may read,
-the election, is the subclasses' part (``election.py``).
+the election, is the subclasses' part (``election.py``). Once caught up as
+owner, a command reader that may (``TAPS``) takes its entries from this
+process's follower and pauses its own consumer (``tap.py``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from ...wire.protocol import Record, RecordError
 from ..base import CommandReader, LogEntry, TransportError
 from .client import KafkaClient
 from .config import CONNECTION_CODES
-from .messages import FETCH_LIMIT, GapGuard, fetch, written_as_attribute
+from .messages import FETCH_LIMIT, GapGuard, entry_of_another_asset, fetch, written_as_attribute
+from .tap import CommandTap
 from .watch import EndWatch
 
 log = logging.getLogger("flask_openfactory.kafka")
@@ -27,6 +30,8 @@ log = logging.getLogger("flask_openfactory.kafka")
 
 class PartitionReader(CommandReader):
     """Reads our one partition from the committed position; subclasses decide ownership."""
+
+    TAPS = False  # may read from this process's follower once caught up (``tap.py``)
 
     def __init__(self, transport: KafkaClient, asset_uuid: str, group: str, *, attributes: bool = False) -> None:
         self._transport = transport
@@ -47,6 +52,9 @@ class PartitionReader(CommandReader):
         self._written: set[bytes] | None = None  # this process's attribute writes, while reading as owner
         self._end_watch = EndWatch(lambda: self._transport.end_offset(self._partition))
         self._gaps = GapGuard()
+        self._may_tap = False  # caught up as owner since the last gain of ownership
+        self._tap: CommandTap | None = None  # opened on the follower; read from once reached
+        self._tapped = False  # reading from the tap, the own consumer paused
 
     @property
     def owns(self) -> bool:
@@ -57,8 +65,9 @@ class PartitionReader(CommandReader):
         return self._generation
 
     def stats(self) -> dict[str, Any]:
-        """Our partition and what was fetched from each: whether it reads only its own."""
-        return {"partition": self._partition, "received": dict(self.received)}
+        """Our partition and what was fetched from each: whether it reads only its own; and whether
+        the follower feeds it now (``tap.py``)."""
+        return {"partition": self._partition, "received": dict(self.received), "tapped": self._tapped}
 
     def _start_position(self, consumer: Consumer) -> int:
         """The committed offset; the first owner ever starts at the end and commits it."""
@@ -69,6 +78,8 @@ class PartitionReader(CommandReader):
             consumer.commit(offsets=[TopicPartition(self._topic, self._partition, committed)], asynchronous=False)
         self._position = self._committed = committed
         self._owns = True
+        self._may_tap = False
+        self._leave_tap()
         self._track_writes(True)
         self._generation += 1
         # the runtime says "executing commands here" itself: the position is a detail
@@ -91,6 +102,66 @@ class PartitionReader(CommandReader):
         self._written = None
 
     def _read(self, timeout: float) -> list[LogEntry]:
+        assert self._consumer is not None
+        if self._tapped:
+            return self._read_tap(timeout)
+        entries = self._fetch(timeout)
+        if self._may_tap and self._owns:
+            self._reach_tap()
+        return entries
+
+    def _reach_tap(self) -> None:
+        """Open a tap on the follower, and read from it once this reader has read up to where it
+        starts (until then the tap keeps what comes, and this reader's own reads overlap it)."""
+        tap = self._tap
+        if tap is None or tap.closed:
+            tap = self._tap = self._transport.open_tap(self._key_bytes)
+            if tap is None:
+                return
+        if self._position >= tap.start and not self._gaps.pending:
+            assert self._consumer is not None
+            self._consumer.pause([TopicPartition(self._topic, self._partition)])
+            self._tapped = True
+            self._track_writes(False)  # attribute writes no longer come here
+            log.debug("command reader of %s reads from this process's follower from offset %d",
+                      self._key, self._position)
+
+    def _read_tap(self, timeout: float) -> list[LogEntry]:
+        assert self._consumer is not None and self._tap is not None
+        for message in self._consumer.consume(FETCH_LIMIT, 0):  # errors; a fetch before the pause
+            error = message.error()
+            if error is not None and error.fatal():
+                raise TransportError(f"Kafka consumer failed: {error.str()}")
+        taken = self._tap.take(timeout) if self._owns else None
+        if taken is None:  # the follower went away or this reader fell behind: read by itself again
+            self._leave_tap()
+            return []
+        entries, covered = taken
+        position = self._position
+        if entries and entries[0].offset < position:
+            entries = [entry for entry in entries if entry.offset >= position]
+        self._position = max(position, covered)
+        self._last_batch = 0
+        return entries
+
+    def _leave_tap(self) -> None:
+        """Read with this reader's own consumer again, from its position."""
+        tap, self._tap = self._tap, None
+        if tap is not None:
+            tap.close()
+        if not self._tapped:
+            return
+        self._tapped = False
+        self._gaps = GapGuard()
+        if self._consumer is not None:
+            tp = TopicPartition(self._topic, self._partition, self._position)
+            self._consumer.resume([TopicPartition(self._topic, self._partition)])
+            self._consumer.seek(tp)
+        if self._owns:
+            self._track_writes(True)
+        log.debug("command reader of %s reads by itself again from offset %d", self._key, self._position)
+
+    def _fetch(self, timeout: float) -> list[LogEntry]:
         assert self._consumer is not None
         entries = []
         messages = fetch(self._consumer, timeout)
@@ -122,11 +193,7 @@ class PartitionReader(CommandReader):
             self._position = offset + 1
             raw_key = message.key()
             if raw_key != self._key_bytes:  # another asset's record: count it, never decode it
-                try:
-                    key = raw_key.decode("utf-8") if raw_key is not None else None
-                except UnicodeDecodeError:
-                    key = None
-                entries.append(LogEntry(offset, key, None, "record of another asset"))
+                entries.append(entry_of_another_asset(offset, raw_key))
                 continue
             if not self._attributes:
                 written = self._written
@@ -165,6 +232,7 @@ class PartitionReader(CommandReader):
     def _reset(self, offset: int, what: str) -> None:
         """Continue from ``offset`` of a log that is not the one the old positions counted in."""
         assert self._consumer is not None
+        self._may_tap = False
         log.error("the %s log of %s (topic %r partition %d) %s, before this reader's position %d: the topic "
                   "was recreated or truncated; resuming from offset %d, nothing before it is run",
                   "update" if self._attributes else "command", self._key, self._topic, self._partition, what,
@@ -187,7 +255,10 @@ class PartitionReader(CommandReader):
             return False
         _, high = self._consumer.get_watermark_offsets(
             TopicPartition(self._topic, self._partition), timeout=5.0, cached=False)
-        return self._position >= high
+        if self._position < high:
+            return False
+        self._may_tap = self.TAPS and not self._attributes
+        return True
 
     def commit(self, offset: int) -> None:
         if self.owns and self._consumer is not None and offset + 1 > self._committed:
@@ -197,6 +268,8 @@ class PartitionReader(CommandReader):
 
     def _close_consumer(self) -> None:
         owned, self._owns = self._owns, False
+        self._may_tap = False
+        self._leave_tap()
         consumer, self._consumer = self._consumer, None
         self._track_writes(False)
         if consumer is None:
