@@ -432,7 +432,8 @@ def test_the_command_reader_fetches_only_its_own_partition(
     received = reader.reader_stats["received"]
     assert set(received) == {ours}, received  # nothing fetched from the other 3 partitions
     assert runtime.counters["records_foreign"] == in_ours
-    assert received[ours] >= in_ours + 20
+    if election == "group":  # a lock-elected reader takes what it has not fetched from the follower
+        assert received[ours] >= in_ours + 20
     assert runtime.counters["commands_ok"] == 20 and runtime.counters["records_malformed"] == 0
     if election == "group":
         assert reader.reader == KafkaGroupReader.__name__

@@ -2,9 +2,9 @@
 
 An attribute write carries one header, the writing process's origin (earlier versions
 wrote ``ofa-kind: attribute`` first and the origin last: a rolling upgrade mixes both).
-The command reader of a process also knows the bytes this process just wrote and passes
-over those by a set lookup; that is a shortcut only, so every test here also holds when
-the set was emptied or never filled.
+The follower of a process (and its command reader while it reads by itself) also knows the
+bytes this process just wrote and passes over those by a set lookup; that is a shortcut
+only, so every test here also holds when the set was emptied or never filled.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def test_the_command_reader_passes_over_every_marked_attribute_write_and_reports
     executor, other = make(), make()
     reader = executor.command_reader(KEY, GROUP)
     own(reader)
-    assert executor.written_attributes == set()  # filled from now on: this process's reader reads
+    assert executor.written_sets == (set(),)  # filled from now on: this process's reader reads
 
     mine = [attribute("x", n) for n in range(5)]
     for record in mine:
@@ -98,11 +98,11 @@ def test_the_command_reader_passes_over_every_marked_attribute_write_and_reports
     got = read_until(reader, last)
     assert [entry.record for entry in got] == [unmarked, None, last]
     assert got[1].error and "TYPE" in got[1].error
-    assert executor.written_attributes == set()  # each of its own writes was recognised by its bytes
+    assert executor.written_sets == (set(),)  # each of its own writes was recognised by its bytes
     reader.close()
-    assert executor.written_attributes is None  # no reader: publishing keeps nothing
+    assert executor.written_sets == ()  # no reader: publishing keeps nothing
     executor.publish(attribute("x", 99))
-    assert executor.written_attributes is None
+    assert executor.written_sets == ()
 
 
 def test_the_reader_falls_back_to_the_marks_when_it_falls_behind_the_written_set(make: Make) -> None:
@@ -113,7 +113,7 @@ def test_the_reader_falls_back_to_the_marks_when_it_falls_behind_the_written_set
     own(reader)
     for n in range(WRITTEN_LIMIT + 50):
         executor.publish(attribute("x", n))
-        assert len(executor.written_attributes or ()) <= WRITTEN_LIMIT
+        assert all(len(written) <= WRITTEN_LIMIT for written in executor.written_sets)
     last = command(2)
     executor.publish(last)
     assert executor.flush(10) == 0
@@ -145,5 +145,23 @@ def test_a_follower_skips_only_its_own_process_writes_in_either_format(make: Mak
 
     assert follow(follower, theirs) == [old, theirs]  # its own writes were applied when made
     assert follow(others, last) == [first, old, last]
+    end = writer.end_position(KEY)
+    wait_for(lambda: (follower.poll(0.05), follower.position >= end)[1], 10.0, interval=0)
+    assert writer.written_sets == (set(),)  # the follower recognised its own writes by their bytes
     follower.close()
     others.close()
+    assert writer.written_sets == watcher.written_sets == ()
+
+
+def test_a_follower_behind_the_written_set_still_skips_its_own_writes_by_their_mark(make: Make) -> None:
+    writer = make()
+    follower = writer.follow(KEY, skip_own_writes=True)
+    for n in range(WRITTEN_LIMIT + 50):  # the set is emptied once on the way: the first ones are forgotten
+        writer.publish(attribute("x", n))
+    last = command(3)
+    writer.publish(last)
+    assert writer.flush(10) == 0
+    seen: list[Record] = []
+    wait_for(lambda: (seen.extend(follower.poll(0.05)), last in seen)[1], 10.0, interval=0)
+    assert seen == [last]
+    follower.close()

@@ -50,13 +50,23 @@ class KafkaClient(Transport):
                        "gaps_accepted": 0}
         self.quiet = QuietKafkaLog(log, f"the connection to Kafka at {self.bootstrap}")
         self.origin = uuid.uuid4().hex.encode("ascii")  # this transport instance, one per process
-        # The values of the attribute records this process writes, while its command reader reads
-        # (None otherwise): it skips them by a set lookup instead of reading their header, which
-        # costs more than the rest of a record. A hint only: a value not found is checked as before.
-        self.written_attributes: set[bytes] | None = None
+        # The values of the attribute records this process writes, one set per reader that skips
+        # them (its follower of its own asset; its command reader while it reads by itself as
+        # owner): a set lookup instead of reading a record's header, which costs more than the rest
+        # of a record. A hint only: a value not found is checked by its header as before.
+        self.written_sets: tuple[set[bytes], ...] = ()
         # key -> (pid, open a tap): the follower of this process's own asset, which can feed its
         # command reader (``tap.py``); the pid keeps a parent's follower from feeding a forked child.
         self._tap_sources: dict[bytes, tuple[int, Callable[[], CommandTap | None]]] = {}
+
+    def track_written(self) -> set[bytes]:
+        """A set the producer adds each attribute record's value to, until ``untrack_written``."""
+        written: set[bytes] = set()
+        self.written_sets = (*self.written_sets, written)
+        return written
+
+    def untrack_written(self, written: set[bytes]) -> None:
+        self.written_sets = tuple(kept for kept in self.written_sets if kept is not written)
 
     # -- the follower feeding the command reader (``tap.py``) ---------------------------
 

@@ -3,10 +3,15 @@
 Assign only, no consumer group, from the end as it is when following starts
 (or from an earlier follower's position, when one is reopened after a fault);
 records of other assets sharing the partition are dropped by key, and those
-this process wrote itself may be skipped (already applied). A partition that
-now ends before the followed position was recreated or truncated: it is read
-again from its beginning. The follower that skips this process's writes is the
-process's own; it also feeds the command reader of this process (``tap.py``).
+this process wrote itself may be skipped (already applied): by their bytes
+while the producer's set still holds them, else by their origin header. A
+copy with the very same bytes from elsewhere (value, ID, tag, type and
+millisecond alike) is skipped too: this process already applied that record,
+and only its order among records of the same millisecond could differ. A
+partition that now ends before the followed position was recreated or
+truncated: it is read again from its beginning. The follower that skips this
+process's writes is the process's own; it also feeds the command reader of
+this process (``tap.py``).
 """
 
 from __future__ import annotations
@@ -55,7 +60,9 @@ class KafkaFollower(Follower):
         self._gaps = GapGuard()
         self._tap: CommandTap | None = None
         self._tap_lock = threading.Lock()  # a tap opens between two batches, never inside one
+        self._written: set[bytes] | None = None  # this process's attribute writes, not read back yet
         if skip_own_writes:
+            self._written = transport.track_written()
             transport.offer_tap(self._key, self.open_tap)
 
     def open_tap(self) -> CommandTap | None:
@@ -85,7 +92,7 @@ class KafkaFollower(Follower):
 
     def _take(self, messages: list[Consumed]) -> tuple[list[Record], bool]:
         records: list[Record] = []
-        key, origin, tap = self._key, self._origin, self._tap
+        key, origin, tap, written = self._key, self._origin, self._tap, self._written
         ours = None if origin is None else (ORIGIN_HEADER, origin)  # our producer writes it last
         kept: list[LogEntry] = []  # what the command reader keeps, while a tap is open
         position = None
@@ -104,15 +111,19 @@ class KafkaFollower(Follower):
                 if tap is not None:
                     kept.append(entry_of_another_asset(offset, message.key()))
                 continue
+            value = message.value()
             attribute = False
             if ours is not None:
+                if written is not None and value in written:  # the same bytes as one of this process's
+                    written.discard(value)  # writes: applied when written (whoever wrote this copy)
+                    continue
                 headers = message.headers()
                 if headers:
                     if headers[-1] == ours or header_in(headers, ORIGIN_HEADER) == origin:
                         continue  # written by this process, already applied
                     attribute = written_as_attribute(headers)
             try:
-                record = Record.from_wire(key, message.value())
+                record = Record.from_wire(key, value)
             except RecordError as exc:
                 if tap is not None and not attribute:
                     kept.append(LogEntry(offset, self._asset_uuid, None, str(exc)))
@@ -156,5 +167,7 @@ class KafkaFollower(Follower):
                 self._closed = True
                 self._drop_tap()
             self._transport.withdraw_tap(self._key, self.open_tap)
+            if self._written is not None:
+                self._transport.untrack_written(self._written)
             self._consumer.close()
 

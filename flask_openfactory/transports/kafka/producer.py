@@ -276,11 +276,11 @@ class KafkaProducing(KafkaClient):
         value = record.to_wire()
         rid = record.id
         headers = None if rid.endswith(_CALL_SUFFIXES) else self._attribute_headers
-        written = self.written_attributes
-        if written is not None and headers is not None:
-            if len(written) >= WRITTEN_LIMIT:
-                written.clear()
-            written.add(value)
+        if headers is not None:
+            for written in self.written_sets:
+                if len(written) >= WRITTEN_LIMIT:
+                    written.clear()
+                written.add(value)
         report: Any = None if on_delivery is None else self._reporter(on_delivery)  # None: the producer's _report
 
         producer = self._producer

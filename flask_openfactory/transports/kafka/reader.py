@@ -90,15 +90,16 @@ class PartitionReader(CommandReader):
         return committed
 
     def _track_writes(self, owning: bool) -> None:
-        """While it reads as owner, a command reader is told the bytes of this process's attribute
-        writes (a set of its own: one inherited through fork is nobody's); otherwise nothing is kept."""
+        """While it reads by itself as owner, a command reader is told the bytes of this process's
+        attribute writes; otherwise nothing is kept for it."""
         if self._attributes:
             return
         if owning:
-            self._written = self._transport.written_attributes = set()
+            if self._written is None:
+                self._written = self._transport.track_written()
             return
-        if self._written is not None and self._transport.written_attributes is self._written:
-            self._transport.written_attributes = None
+        if self._written is not None:
+            self._transport.untrack_written(self._written)
         self._written = None
 
     def _read(self, timeout: float) -> list[LogEntry]:
