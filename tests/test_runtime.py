@@ -115,6 +115,24 @@ def test_a_value_set_in_one_process_is_seen_by_another(log_name, runtimes):
     wait_for(lambda: b.get("x").value == 42.0, timeout=1.0)
 
 
+def test_a_value_written_while_a_process_reads_its_snapshot_is_not_missed(log_name, runtimes):
+    """Another process writes just after this one read the log's state at start: its follower,
+    opened before that read, applies the write (it opened after it once, and never saw it)."""
+    runtimes.append(a := make(log_name))
+    runtimes.append(b := make(log_name, start=False))
+    read_state = b.transport.snapshot
+
+    def snapshot_then_a_write(asset_uuid):
+        state = read_state(asset_uuid)
+        a.set("x", 7.0)
+        return state
+
+    b.transport.snapshot = snapshot_then_a_write
+    b.start()
+    b.sync()
+    assert b.get("x").value == 7.0
+
+
 def test_commands_ok_error_rejected(log_name, runtimes):
     runtimes.append(rt := make(log_name))
     _, ok = rt.send_command("MACHINE", "move", {"x": "1e3"}, wait=5)

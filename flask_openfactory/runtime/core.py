@@ -227,6 +227,7 @@ class AssetRuntime(CallPath, Inspection):
     def _start(self) -> None:
         transport = self.transport
         self._stopping.clear()
+        self._state.open(transport)  # first: a record written while the snapshot is read is followed
         snapshot = transport.snapshot(self.asset_uuid)
         self._state.load(snapshot)
         # Connected now, not at the first write: a process that announces nothing still

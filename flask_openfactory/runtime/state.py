@@ -74,20 +74,28 @@ class FollowedState:
         cacheable = self._declared.cacheable
         self.records.update((rid, r) for rid, r in snapshot.items() if cacheable(r))
 
-    def start(self, transport: Transport) -> None:
-        # Follow first, then read back the window: together they miss no call.
+    def open(self, transport: Transport) -> None:
+        """Follow from the log's end as it is now: before the snapshot is read and the calls are
+        read back, so that what another process writes meanwhile is in one or the other."""
         self._follower = transport.follow(self._asset_uuid, skip_own_writes=True)
         self.applied.reset()
+
+    def start(self, transport: Transport) -> None:
+        """Read back the window of calls (the follower is open already), then apply the log."""
         self._end_lookup = SharedLookup(lambda: transport.end_position(self._asset_uuid))
         self._calls.observe(transport.calls_since(self._asset_uuid, time.time() - self._calls.window))
         self._thread = threading.Thread(target=self._follow, args=(transport,), name="ofa-follow", daemon=True)
         self._thread.start()
 
     def join(self, timeout: float) -> None:
-        """Wait for the thread to end (the runtime set its stop event first)."""
+        """Wait for the thread to end (the runtime set its stop event first); a follower opened
+        by a start that failed before the thread began is closed here."""
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        elif self._follower is not None:
+            _close_quietly(self._follower)
+            self._follower = None
 
     def state(self) -> FollowerState:
         thread = self._thread
