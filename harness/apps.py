@@ -13,13 +13,13 @@ import os
 from flask import Blueprint, Flask, jsonify
 from flask.typing import ResponseReturnValue
 
-__all__ = ["TRIVIAL_METHOD", "USER_ROUTE", "ext_app", "plain_app"]
+__all__ = ["TRIVIAL_METHOD", "USER_ROUTE", "ext_app", "plain_app", "user_blueprint"]
 
 USER_ROUTE = "/hello"
 TRIVIAL_METHOD = "ping"
 
 
-def _user_blueprint() -> Blueprint:
+def user_blueprint() -> Blueprint:
     """A plain JSON route, as a host app has many of; identical in both apps."""
     user = Blueprint("bench_user", __name__)
 
@@ -39,7 +39,7 @@ def plain_app() -> Flask:
     """
     app = Flask(__name__)
     app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY")
-    app.register_blueprint(_user_blueprint())
+    app.register_blueprint(user_blueprint())
     return app
 
 
@@ -49,7 +49,7 @@ def ext_app() -> Flask:
     from flask_openfactory import AssetBlueprint
 
     app = create_app("production")
-    app.register_blueprint(_user_blueprint())
+    app.register_blueprint(user_blueprint())
     methods = AssetBlueprint("bench_methods", __name__)
 
     @methods.ofa_method(name=TRIVIAL_METHOD)

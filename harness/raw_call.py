@@ -28,7 +28,7 @@ from flask_openfactory.transports.kafka.config import CONSUMER_DEFAULTS, PRODUCE
 from flask_openfactory.transports.kafka.messages import fetch
 from flask_openfactory.transports.partitioning import partition_for_key
 
-from .apps import _user_blueprint
+from .apps import user_blueprint
 from .kafka_settings import KAFKA_LOG
 
 __all__ = ["RAW_CALL_ROUTE", "raw_call_app"]
@@ -115,7 +115,7 @@ def raw_call_app() -> Flask:
     """A plain Flask app (same user route and ``SECRET_KEY`` as ``plain_app``) with the hand-written call."""
     app = Flask(__name__)
     app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY")
-    app.register_blueprint(_user_blueprint())
+    app.register_blueprint(user_blueprint())
     calls = _Calls(os.environ["KAFKA_BROKER"], os.environ["FLASK_OPENFACTORY_ASSETS_TOPIC"],
                    os.environ["APP_UUID"], os.path.join(os.environ["FLASK_OPENFACTORY_LOCK_DIR"], "raw-call.lock"))
 

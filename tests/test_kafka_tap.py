@@ -26,6 +26,8 @@ from app_factory import build_app
 from flask_openfactory import AssetBlueprint, SampleAttribute
 from flask_openfactory.runtime import AssetRuntime
 from flask_openfactory.testing import runtime_of
+from flask_openfactory.transports import TransportOptions, create_transport
+from flask_openfactory.transports.kafka import KafkaTransport
 from flask_openfactory.transports.kafka import tap as tap_module
 from flask_openfactory.wire.commands import command_record, new_envelope
 from flask_openfactory.wire.protocol import SAMPLES, Record
@@ -215,3 +217,50 @@ def test_a_tap_the_busy_executor_falls_behind_on_is_dropped_and_loses_nothing(
     assert "reads by itself again" in caplog.text  # the full tap was dropped
     assert "recreated or truncated" not in caplog.text  # and the reader went on where it stopped
     wait_for(under.tapped, 10, "the command reader fed by the follower again")
+
+
+def test_a_reader_ahead_of_the_follower_takes_nothing_twice_from_its_tap(
+        kafka_broker: TansuBroker, unique_topic: str, tmp_path: Path) -> None:
+    """The tap opens at the follower's position; a reader that already read past it (it caught up
+    while the follower had not polled yet) must not handle those entries again from the tap."""
+    kafka_broker.create_topic(unique_topic, 1)
+    asset = f"TAP-{uuid.uuid4().hex[:8]}"
+    transport = create_transport(f"kafka://{kafka_broker.bootstrap}", TransportOptions(
+        topic=unique_topic, kafka_config=dict(KAFKA_TEST_CONFIG), lock_dir=str(tmp_path)))
+    assert isinstance(transport, KafkaTransport)
+    sender = Producer({"bootstrap.servers": kafka_broker.bootstrap, "partitioner": "murmur2_random"})
+
+    def send(n: int) -> None:
+        record = Record.create(asset, "mark_CMD", f"call-{n}", tag="Method.Command", type="OpenFactory")
+        sender.produce(unique_topic, key=asset.encode(), value=record.to_wire())
+        assert sender.flush(10) == 0
+
+    follower = transport.follow(asset, skip_own_writes=True)  # anchored at the end, not polled yet
+    reader = transport.command_reader(asset, "executors")
+    try:
+        wait_for(lambda: (reader.poll(0.05), reader.owns)[1], 10, "the reader owning the log")
+        for n in range(3):
+            send(n)
+        read: list[int] = []
+
+        def collect(timeout: float = 0.05) -> None:
+            read.extend(entry.offset for entry in reader.poll(timeout) if entry.record is not None)
+
+        wait_for(lambda: (collect(), len(read) >= 3)[1], 10, "the reader reading the three commands")
+        wait_for(reader.caught_up, 10, "the reader caught up")
+        wait_for(lambda: (collect(), reader.stats()["tapped"])[1], 10, "the reader fed by the follower")
+        assert follower.position == read[0]  # the tap starts before what the reader has read
+        followed: list[Record] = []
+        wait_for(lambda: (followed.extend(follower.poll(0.05)), len(followed) >= 3)[1], 10,
+                 "the follower reading the three commands (and feeding them to the tap)")
+        send(3)
+        wait_for(lambda: (followed.extend(follower.poll(0.05)), len(followed) >= 4)[1], 10,
+                 "the follower reading the fourth command")
+        wait_for(lambda: (collect(), len(read) >= 4)[1], 10, "the reader taking the fourth from the tap")
+        collect(0.2)
+        assert reader.stats()["tapped"]
+        assert len(read) == len(set(read)) == 4, read
+    finally:
+        reader.close()
+        follower.close()
+        transport.close(2.0)

@@ -11,6 +11,8 @@ typed against this class, so they never import the transport that makes them.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 import uuid
 from abc import abstractmethod
@@ -31,6 +33,18 @@ from .watch import QuietKafkaLog
 log = logging.getLogger("flask_openfactory.kafka")
 
 END_SCAN_SECONDS = 5.0  # a flood of writes must not hold up finding the end
+
+# Held while a reader's set joins or leaves ``written_sets`` (rare): two at once must not drop
+# one. Renewed in a forked child, which must not inherit it held.
+_registering = threading.Lock()
+
+
+def _renew_registering() -> None:
+    global _registering
+    _registering = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_renew_registering)
 
 
 class KafkaClient(Transport):
@@ -54,7 +68,7 @@ class KafkaClient(Transport):
         # them (its follower of its own asset; its command reader while it reads by itself as
         # owner): a set lookup instead of reading a record's header, which costs more than the rest
         # of a record. A hint only: a value not found is checked by its header as before.
-        self.written_sets: tuple[set[bytes], ...] = ()
+        self.written_sets: tuple[set[bytes], ...] = ()  # replaced whole: the producer reads it lock-free
         # key -> (pid, open a tap): the follower of this process's own asset, which can feed its
         # command reader (``tap.py``); the pid keeps a parent's follower from feeding a forked child.
         self._tap_sources: dict[bytes, tuple[int, Callable[[], CommandTap | None]]] = {}
@@ -62,11 +76,13 @@ class KafkaClient(Transport):
     def track_written(self) -> set[bytes]:
         """A set the producer adds each attribute record's value to, until ``untrack_written``."""
         written: set[bytes] = set()
-        self.written_sets = (*self.written_sets, written)
+        with _registering:
+            self.written_sets = (*self.written_sets, written)
         return written
 
     def untrack_written(self, written: set[bytes]) -> None:
-        self.written_sets = tuple(kept for kept in self.written_sets if kept is not written)
+        with _registering:
+            self.written_sets = tuple(kept for kept in self.written_sets if kept is not written)
 
     # -- the follower feeding the command reader (``tap.py``) ---------------------------
 
