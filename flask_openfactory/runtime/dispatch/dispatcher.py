@@ -7,7 +7,9 @@ reading plus duplicate suppression gives exactly-once execution in practice:
   so that commands whose ``_RESULT`` is already in the log (the previous owner
   finished them but died before committing) are not run again;
 * a position is committed only once the command's ``_RESULT`` is durable, and
-  only when every earlier position is done (commands may finish out of order).
+  only when every earlier position is done (commands may finish out of order);
+  while commands flow, at most every ``commit_interval`` (a replay after a crash
+  reads those again, and the answered ones are suppressed as above).
 """
 
 from __future__ import annotations
@@ -101,6 +103,9 @@ class Dispatcher:
         )
         self._first_poll = threading.Event()
         self._drain_until = float("inf")
+        self._next_commit = 0.0  # monotonic: no commit before it while commands flow
+        self._quiet = True  # the last live poll brought nothing: commit what is done at once
+        self._done_to: int | None = None  # done, not committed yet (the tracker no longer holds it)
         self._thread: threading.Thread | None = None
         self._reader: CommandReader | None = None
         self._backlog: list[LogEntry] = []  # our commands read while catching up after a takeover
@@ -192,6 +197,8 @@ class Dispatcher:
     def took_over(self) -> None:
         self._backlog = []
         self._offsets.clear()
+        self._next_commit = 0.0  # the first commit after recovery moves past the replay at once
+        self._done_to = None  # a position of the log as the previous ownership read it
         self.recoveries += 1
 
     def hold(self, entries: list[LogEntry]) -> None:
@@ -213,6 +220,7 @@ class Dispatcher:
         return self._handle(backlog, redelivered=True)
 
     def handle(self, entries: list[LogEntry]) -> bool:
+        self._quiet = not entries
         return self._handle(entries, redelivered=False)
 
     def _handle(self, entries: list[LogEntry], *, redelivered: bool) -> bool:
@@ -225,10 +233,17 @@ class Dispatcher:
         self._runner.expire_deadlines()
         return True
 
-    def commit(self, reader: CommandReader) -> None:
-        offset = self._offsets.committable()
+    def commit(self, reader: CommandReader, *, now: bool = False) -> None:
+        """Commit what is done: after a quiet poll or when ``now``, else at most every ``commit_interval``."""
+        offset = self._offsets.committable()  # the tracker forgets that prefix: kept here until committed
         if offset is not None:
-            reader.commit(offset)
+            self._done_to = offset if self._done_to is None else max(self._done_to, offset)
+        at = time.monotonic()
+        if self._done_to is None or (not now and not self._quiet and at < self._next_commit):
+            return
+        self._next_commit = at + self.settings.commit_interval
+        offset, self._done_to = self._done_to, None
+        reader.commit(offset)
 
     def finished(self, reader: CommandReader) -> None:
         if not self._stop.is_set():  # handed over: a stop drains once the loop ends
@@ -270,7 +285,7 @@ class Dispatcher:
                 self.commit(self._reader)
             time.sleep(0.02)
         if self._reader is not None:
-            self.commit(self._reader)
+            self.commit(self._reader, now=True)
         self._close_reader()
         # A held result's position stays uncommitted: the next owner handles its command again.
         for result, _ in self._results.held():
