@@ -7,10 +7,12 @@ every check waits for the numbers rather than sleeping.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -292,6 +294,18 @@ def test_without_prometheus_client_metrics_is_a_json_404(
     assert response.status_code == 404 and response.mimetype == "application/json"
     assert "pip install 'flask-openfactory[metrics]'" in response.get_json()["message"]
     assert client.get("/ofa/ready").status_code == 200
+
+
+def test_prometheus_client_is_loaded_at_the_first_scrape_not_at_boot() -> None:
+    # Every gunicorn worker builds and starts the app; most are never scraped.
+    code = ("import sys; from demo import create_app; app = create_app('testing'); "
+            "app.extensions['openfactory'].runtime.start(); booted = 'prometheus_client' in sys.modules; "
+            "status = app.test_client().get('/ofa/metrics').status_code; "
+            "print(booted, status, 'prometheus_client' in sys.modules); "
+            "app.extensions['openfactory'].runtime.stop(2.0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent).stdout
+    assert out.split() == ["False", "200", "True"]
 
 
 @pytest.mark.parametrize("accept", [None, "text/plain", "text/plain; version=1.0.0", "application/openmetrics-text",

@@ -39,7 +39,7 @@ def init_api(app: Flask, state: OpenFactoryState) -> OpenFactoryApi:
     access = AccessPolicy.from_config(config)
     api = OpenFactoryApi(app, config_prefix=CONFIG_PREFIX)
     api.access = access
-    api.metrics = app_metrics(runtime)
+    api.metrics_factory = functools.partial(app_metrics, runtime)
     api.limits = argument_limits(config)
     if access.tokens is not None:
         api.spec.components.security_scheme(SCHEME_NAME, {

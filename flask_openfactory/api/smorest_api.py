@@ -6,6 +6,8 @@ per-blueprint OpenAPI tag, a ``servers`` entry behind a path prefix.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, current_app, request
@@ -35,12 +37,29 @@ class OpenFactoryApi(Api):  # type: ignore[misc]
         self.method_endpoints: dict[str, str] = {}  # method name -> endpoint
         self.endpoint_methods: dict[str, str] = {}  # endpoint -> method name (access control)
         self.access = AccessPolicy()
-        self.metrics: AppMetrics | None = None  # None without prometheus-client
+        self.metrics_factory: Callable[[], AppMetrics | None] = lambda: None  # set by init_api
+        self._metrics: AppMetrics | None = None
+        self._metrics_built = False
+        self._metrics_lock = threading.Lock()
         self.limits = ArgumentLimits()  # OPENFACTORY_MAX_ARGUMENTS / _MAX_COMMAND_BYTES on the method routes
         self.schema_names: set[str] = set(FIXED_SCHEMA_NAMES)
         self.blueprint_count = 0
         self._ui_env: Environment | None = None
         super().__init__(app, **kwargs)
+
+    @property
+    def metrics(self) -> AppMetrics | None:
+        """The app's metrics registry, None without prometheus-client.
+
+        Built at the first scrape, not in ``init_app``: importing prometheus-client
+        costs every worker's boot ~15 ms, and most workers are never scraped.
+        """
+        if not self._metrics_built:
+            with self._metrics_lock:
+                if not self._metrics_built:
+                    self._metrics = self.metrics_factory()
+                    self._metrics_built = True
+        return self._metrics
 
     def schema_ref(self, schema: type[Any]) -> str:
         """The component name of ``schema`` (registered here if new), for a response's ``schema``.

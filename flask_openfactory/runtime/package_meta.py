@@ -7,9 +7,11 @@ library by them; neither should import the other for that.
 
 from __future__ import annotations
 
+import functools
 from importlib import metadata
 
 
+@functools.cache  # parsing the METADATA file costs a few ms, and the start asks twice
 def package_meta() -> tuple[str, str, str]:
     """(version, author, licence) of flask-openfactory; "unknown" where not installed."""
     try:
