@@ -219,6 +219,7 @@ class _Starter:
             while not runtime.started:
                 try:
                     runtime.start()
+                    return  # started: a stop() from now on (process exit) is final, not a failure to retry
                 except ConfigurationError as exc:
                     self._permanent = True
                     runtime.log.error("cannot start: %s", exc)

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -146,6 +147,32 @@ def test_the_health_probe_starts_the_runtime_and_the_log_says_how_to_start_at_bo
         assert len(lines) == 1 and "GET /ofa/health" in lines[0] and "to start at boot" in lines[0]
     finally:
         runtime.stop()
+
+
+def test_a_stop_right_after_the_first_request_started_the_runtime_is_final(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A gunicorn worker told to exit (SIGTERM) just as its first request's start returns: the
+    # exit's stop() must not be undone by the starter, which once started the runtime again
+    # and left the stopping worker executing commands, its avail=UNAVAILABLE never written.
+    app = make_app(OPENFACTORY_TRANSPORT_URL="memory://stop-after-start", OPENFACTORY_APP_UUID="STOPPED")
+    runtime = runtime_of(app)
+    starts: list[int] = []
+    start = runtime.start
+
+    def start_then_stopped(**kwargs: Any) -> None:
+        start(**kwargs)
+        starts.append(1)
+        if len(starts) == 1:
+            runtime.stop(2.0)  # the process exits before the starter's thread looks again
+
+    monkeypatch.setattr(runtime, "start", start_then_stopped)
+    try:
+        assert app.test_client().get("/ofa/health").status_code == 200
+        assert wait_for(lambda: not any(t.name == "ofa-start" for t in threading.enumerate()), 10,
+                        "the starter's thread to end")
+        assert (len(starts), runtime.started, runtime.stopped) == (1, False, True)
+    finally:
+        runtime.stop(2.0)
 
 
 def test_without_hooks_avail_is_unavailable_after_the_process_exits(tmp_path: Path) -> None:

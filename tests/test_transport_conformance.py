@@ -489,6 +489,25 @@ def test_caught_up_after_reading_everything(transport_factory: TransportFactory)
     assert not reader.caught_up()
 
 
+def test_a_reader_behind_a_log_written_on_catches_up_to_the_end_it_saw(transport_factory: TransportFactory) -> None:
+    # While anything writes to the log (an app publishing attributes all the time), the end
+    # moves on between each read and each look at it: an owner that waited for "nothing past
+    # my position now" could wait for ever, holding every command back.
+    transport = transport_factory()
+    reader = transport.command_reader(KEY, GROUP)
+    become_owner(reader)
+    wait_for(reader.caught_up)
+    publish_all(transport, *[record(KEY, "run_CMD", n) for n in range(3)])
+    assert not reader.caught_up()  # behind the end it sees: that end is its goal
+    read_until(reader, lambda entries: len(entries) >= 3)
+    publish_all(transport, *[record(KEY, "run_CMD", n) for n in range(3, 6)])  # the end moves on
+    assert reader.caught_up()  # the goal is reached, whatever came after it
+    assert not reader.caught_up()  # a new look: the end now, three entries on
+    assert len(read_until(reader, lambda entries: len(entries) >= 3)) == 3
+    assert wait_for(lambda: reader.poll(0.05) == [] and reader.caught_up())
+    reader.close()
+
+
 # --- health ---------------------------------------------------------------------
 
 

@@ -163,7 +163,10 @@ class CommandReader(ABC):
 
     @abstractmethod
     def caught_up(self) -> bool:
-        """True once every entry written before this call has been returned."""
+        """True once every entry written before this call has been returned, or, when a call
+        found the reader behind, every entry before the end that call saw: the end it keeps
+        as its goal until reached, so that a log written faster than it is read cannot keep
+        its owner from ever catching up (and starting to execute)."""
 
     @abstractmethod
     def commit(self, offset: int) -> None:

@@ -135,6 +135,7 @@ class MemoryCommandReader(CommandReader):
         self._id = next(_reader_ids)
         self._generation = 0
         self._position = 0
+        self._catch_up_to: int | None = None  # the end seen by a caught_up() that found this reader behind
         self._closed = False
 
     @property
@@ -152,6 +153,7 @@ class MemoryCommandReader(CommandReader):
             return False
         self._log.owners[self._slot] = self._id
         self._generation += 1
+        self._catch_up_to = None
         if self._slot not in self._log.committed:
             self._log.committed[self._slot] = len(self._log.entries) - 1
         self._position = self._log.committed[self._slot] + 1
@@ -175,7 +177,11 @@ class MemoryCommandReader(CommandReader):
 
     def caught_up(self) -> bool:
         with self._log.changed:
-            return self.owns and self._position >= len(self._log.entries)
+            if not self.owns:
+                return False
+            goal = len(self._log.entries) if self._catch_up_to is None else self._catch_up_to
+            self._catch_up_to = goal if self._position < goal else None
+            return self._catch_up_to is None
 
     def commit(self, offset: int) -> None:
         with self._log.changed:

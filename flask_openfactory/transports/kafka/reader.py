@@ -47,6 +47,7 @@ class PartitionReader(CommandReader):
         self._position = -1
         self._committed = -1
         self._last_batch = 0
+        self._catch_up_to: int | None = None  # the end seen by a caught_up() that found this reader behind
         self.received: dict[int, int] = {}  # records fetched per partition, for tests and status
         self._consumer: Consumer | None = None
         self._written: set[bytes] | None = None  # this process's attribute writes, while reading as owner
@@ -82,6 +83,7 @@ class PartitionReader(CommandReader):
         self._leave_tap()
         self._track_writes(True)
         self._generation += 1
+        self._catch_up_to = None
         # the runtime says "executing commands here" itself: the position is a detail
         log.log(logging.INFO if self._attributes else logging.DEBUG,
                 "this process now %s %s (partition %d from offset %d)",
@@ -243,21 +245,29 @@ class PartitionReader(CommandReader):
         self._consumer.commit(offsets=[TopicPartition(self._topic, self._partition, offset)], asynchronous=False)
         self._position = self._committed = offset
         self._generation += 1
+        self._catch_up_to = None
 
     def caught_up(self) -> bool:
-        """The last fetch drained what was buffered and reached the watermark read now.
+        """This reader has read the log up to the end a call found it behind (``CommandReader``).
 
-        Not "the last fetch was empty": while anything writes to the partition
-        (other assets, a steady stream of commands) that never happens, and a
-        new owner never started executing. The batch holding the watermark
-        arrives whole, so a drained fetch that reached it read all of it.
+        Not "the last fetch was empty", nor "nothing lies past the position now": while
+        anything writes to the partition (other assets, this process's attribute writes,
+        a steady stream of commands) the end moves on between each fetch and each look at
+        it, and a new owner never started executing. A reader that finds itself behind
+        keeps the end it saw as its goal, and is caught up once it has read that far.
         """
-        if not self.owns or self._last_batch >= FETCH_LIMIT or self._consumer is None:
+        if not self.owns or self._consumer is None:
             return False
-        _, high = self._consumer.get_watermark_offsets(
-            TopicPartition(self._topic, self._partition), timeout=5.0, cached=False)
-        if self._position < high:
+        goal = self._catch_up_to
+        if goal is None:
+            if self._last_batch >= FETCH_LIMIT:  # a full batch: more is waiting, no need to ask
+                return False
+            _, goal = self._consumer.get_watermark_offsets(
+                TopicPartition(self._topic, self._partition), timeout=5.0, cached=False)
+        if self._position < goal:
+            self._catch_up_to = goal
             return False
+        self._catch_up_to = None
         self._may_tap = self.TAPS and not self._attributes
         return True
 

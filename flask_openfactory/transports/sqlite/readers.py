@@ -85,6 +85,7 @@ class SqliteCommandReader(CommandReader):
         self._owns = False
         self._generation = 0
         self._cursor: Cursor | None = None  # set on each gain of ownership
+        self._catch_up_to: int | None = None  # the end seen by a caught_up() that found this reader behind
         self._closed = False
         self._lock = HostLock(self.lock_path)
 
@@ -108,6 +109,7 @@ class SqliteCommandReader(CommandReader):
             self._lock.release()
             raise
         self._generation += 1
+        self._catch_up_to = None
         self._owns = True
         return True
 
@@ -131,7 +133,11 @@ class SqliteCommandReader(CommandReader):
 
     def caught_up(self) -> bool:
         with self._mutex:
-            return self.owns and self._cursor is not None and self._cursor.position >= self._log.end()
+            if not self.owns or self._cursor is None:
+                return False
+            goal = self._log.end() if self._catch_up_to is None else self._catch_up_to
+            self._catch_up_to = goal if self._cursor.position < goal else None
+            return self._catch_up_to is None
 
     def commit(self, offset: int) -> None:
         """Stored at once; ignored unless this reader owns the pair (as in memory.py)."""
