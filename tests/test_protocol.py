@@ -8,6 +8,7 @@ from flask_openfactory.wire.protocol import (
     RecordError,
     format_timestamp,
     parse_timestamp,
+    stamped_record,
     validate_identifier,
 )
 
@@ -60,6 +61,14 @@ def test_record_wire_format_is_the_contracts():
         b'"attributes": {"timestamp": "2026-05-04T12:34:56.789Z"}}'
     )
     assert Record.from_wire(record.key, record.to_wire()) == record
+
+
+def test_the_write_paths_constructor_builds_the_same_frozen_record():
+    fields = ("PROVER3018", "Zact", 24.5, "Position", "Samples", "2026-05-04T12:34:56.789Z")
+    fast, plain = stamped_record(*fields), Record(*fields)
+    assert (fast, hash(fast), repr(fast), fast.to_wire()) == (plain, hash(plain), repr(plain), plain.to_wire())
+    with pytest.raises(AttributeError):
+        fast.value = 1.0  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("bad_type", ["Sample", "samples", "UNAVAILABLE", ""])

@@ -26,7 +26,7 @@ from ..transports import Transport, TransportError, create_transport
 from ..transports.base import KEEP_ALIVE
 from ..transports.pid import THIS_PROCESS
 from ..wire.methods import MethodSpec
-from ..wire.protocol import METHOD, UNAVAILABLE, Record, format_timestamp, validate_identifier
+from ..wire.protocol import METHOD, UNAVAILABLE, Record, format_timestamp, stamped_record, validate_identifier
 from ..wire.routing import routing_warnings
 from .announcement import Announcement, standard_attributes
 from .attributes import Attribute
@@ -336,8 +336,11 @@ class AssetRuntime(CallPath, Inspection):
                 f"the OpenFactory runtime of {self.asset_uuid!r} was stopped in this process "
                 f"(pid {os.getpid()}); nothing more is published unless it is started again"
             )
-        self.transport.publish(record)  # failures come back through transport.on_failure
-        self.counters.plain["records_published"] += 1  # the write path: no method call
+        transport = self._transport  # every set comes here: the property only when it has work to do
+        if transport is None or self._pid != THIS_PROCESS.pid:
+            transport = self.transport
+        transport.publish(record)  # failures come back through transport.on_failure
+        self.counters.plain["records_published"] += 1
 
     def _delivery_failed(self, error: Exception) -> None:
         self.counters.add("delivery_failures")
@@ -361,8 +364,8 @@ class AssetRuntime(CallPath, Inspection):
             known = ", ".join(sorted(self._attributes)) or "none"
             raise KeyError(f"attribute {attr_id!r} is not declared on asset {self.asset_uuid!r} (declared: {known})")
         # Checked by the declaration already: build the record directly (hot path).
-        record = Record(self.asset_uuid, attr_id, attribute.check(value), attribute.check_tag(tag),
-                        attribute.type, format_timestamp())
+        record = stamped_record(self.settings.asset_uuid, attr_id, attribute.check(value), attribute.check_tag(tag),
+                                attribute.type, format_timestamp())
         self._check_process()
         self._publish(record)
         self._cache[attr_id] = record  # one dict store: atomic, readers need no lock

@@ -73,6 +73,7 @@ class KafkaProducing(KafkaClient):
         self._fatal: str | None = None  # a fatal error seen in a callback, handled after the poll returns
         self._held: list[tuple[Message, Any]] = []  # records the fatal producer failed: for its successor
         self._attribute_headers: list[tuple[str, str | bytes | None]] = [(ORIGIN_HEADER, self.origin)]
+        self._keys: dict[str, bytes] = {}  # asset UUID -> its key, encoded
 
     def producer(self) -> Producer:
         """This process's producer; one inherited through fork is left untouched."""
@@ -274,19 +275,23 @@ class KafkaProducing(KafkaClient):
 
     def publish(self, record: Record, on_delivery: DeliveryCallback | None = None) -> None:
         value = record.to_wire()
-        rid = record.id
-        headers = None if rid.endswith(_CALL_SUFFIXES) else self._attribute_headers
-        if headers is not None:
+        if record.id.endswith(_CALL_SUFFIXES):
+            headers = None
+        else:
+            headers = self._attribute_headers
             for written in self.written_sets:
                 if len(written) >= WRITTEN_LIMIT:
                     written.clear()
                 written.add(value)
-        report: Any = None if on_delivery is None else self._reporter(on_delivery)  # None: the producer's _report
+        key = self._keys.get(record.asset_uuid) or self._key_of(record)
 
-        producer = self._producer
-        if producer is not None and self._pid == THIS_PROCESS.pid and self._topic is not None:
-            try:  # the hot path: no lock, no property
-                producer.produce(self._topic, value=value, key=record.key, headers=headers, on_delivery=report)
+        producer, topic = self._producer, self._topic
+        if producer is not None and self._pid == THIS_PROCESS.pid and topic is not None:
+            try:  # the hot path: no lock, no property; a plain write's report is the producer's _report
+                if on_delivery is None:
+                    producer.produce(topic, value, key, headers=headers)
+                else:
+                    producer.produce(topic, value, key, headers=headers, on_delivery=self._reporter(on_delivery))
                 self._stats["published"] += 1
                 return
             except BufferError:
@@ -295,12 +300,13 @@ class KafkaProducing(KafkaClient):
                 if not exc.args[0].fatal():
                     raise TransportError(f"Kafka at {self.bootstrap}: {exc.args[0].str()}") from None
                 self._recreate(producer, f"fatal error: {exc.args[0].str()}")  # then once more, below
+        report: Any = None if on_delivery is None else self._reporter(on_delivery)  # None: the producer's _report
         deadline = time.monotonic() + (0.0 if self._queue_full() else self.options.publish_timeout)
         recreated = False
         while True:
             producer = self.producer()
             try:
-                producer.produce(self.topic, value=value, key=record.key, headers=headers, on_delivery=report)
+                producer.produce(self.topic, value=value, key=key, headers=headers, on_delivery=report)
                 self._stats["published"] += 1
                 return
             except BufferError:
@@ -316,6 +322,13 @@ class KafkaProducing(KafkaClient):
                     recreated = True
                     continue
                 raise TransportError(f"Kafka at {self.bootstrap}: {exc.args[0].str()}") from None
+
+    def _key_of(self, record: Record) -> bytes:
+        """A record's Kafka key, encoded once per asset: every write needs one."""
+        if len(self._keys) >= 1024:  # a process writes for its own asset (and the odd one it calls)
+            self._keys.clear()
+        key = self._keys[record.asset_uuid] = record.key
+        return key
 
     def saturated(self) -> TransportBusy | None:
         producer = self._producer
