@@ -112,6 +112,12 @@ class OpenFactoryState:
         """
         if self.runtime.started:
             return
+        if self.runtime.stop_requested:  # the process stops it (exit, SIGTERM): no request starts it again
+            if request.endpoint not in PROBE_ENDPOINTS and _needs_transport(request.endpoint):
+                self._refuse(f"asset {self.runtime.asset_uuid} was stopped in this process (pid {os.getpid()}): it "
+                             "answers no reads or calls until started again; retry (another worker or the restarted "
+                             "server answers)")
+            return
         if self.starter.kick() and not self.starter.at_boot and not self.testing:
             if "gunicorn.arbiter" in sys.modules:  # no hooks routed our lines: gunicorn's error log
                 route_to(list(logging.getLogger("gunicorn.error").handlers),
@@ -120,10 +126,15 @@ class OpenFactoryState:
         if request.endpoint in PROBE_ENDPOINTS or self.starter.wait(START_WAIT):
             return
         if _needs_transport(request.endpoint):  # a 503 in time, not a 500 after the broker's timeouts
-            from flask_smorest import abort
+            self._refuse(f"asset {self.runtime.asset_uuid} is not started yet: "
+                         f"{self.runtime.start_error or 'starting'}")
 
-            abort(503, message=f"asset {self.runtime.asset_uuid} is not started yet: "
-                  f"{self.runtime.start_error or 'starting'}", headers={"Retry-After": str(RETRY_AFTER)})
+    @staticmethod
+    def _refuse(message: str) -> None:
+        """A 503 in time, with when to retry (``abort`` raises)."""
+        from flask_smorest import abort
+
+        abort(503, message=message, headers={"Retry-After": str(RETRY_AFTER)})
 
 
 START_WAIT = 2.0  # seconds a request waits for the first start attempt (memory, sqlite, a live broker: less)
@@ -190,9 +201,11 @@ class _Starter:
         self._permanent = False  # a ConfigurationError: retrying cannot help
 
     def kick(self) -> bool:
-        """Start in the background unless under way; True the first time in this process."""
+        """Start in the background unless under way or stopped; True the first time in this process."""
         if self._pid != os.getpid():  # a lock held at fork time stays held in the child
             self._reset()
+        if self._runtime.stop_requested:  # the process is stopping it (exit, SIGTERM): final for requests
+            return False
         with self._lock:
             first = self._thread is None
             if not first and (self._thread.is_alive() or self._permanent):  # type: ignore[union-attr]  # not first: set
@@ -231,7 +244,7 @@ class _Starter:
                     attempted.set()
                     time.sleep(pause)
                     pause = min(pause * 2, self.MAX_PAUSE)
-                    if runtime.stopped:  # stopped meanwhile (process exit, a test's teardown)
+                    if runtime.stop_requested:  # stopped meanwhile (process exit, a test's teardown)
                         return
         finally:
             attempted.set()

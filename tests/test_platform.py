@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -168,9 +167,51 @@ def test_a_stop_right_after_the_first_request_started_the_runtime_is_final(
     monkeypatch.setattr(runtime, "start", start_then_stopped)
     try:
         assert app.test_client().get("/ofa/health").status_code == 200
-        assert wait_for(lambda: not any(t.name == "ofa-start" for t in threading.enumerate()), 10,
-                        "the starter's thread to end")
+        starter = app.extensions["openfactory"].starter._thread  # this app's starter, not another test's
+        starter.join(10)
+        assert not starter.is_alive(), "the starter's thread did not end"
         assert (len(starts), runtime.started, runtime.stopped) == (1, False, True)
+    finally:
+        runtime.stop(2.0)
+
+
+def test_a_request_while_the_runtime_stops_or_after_does_not_start_it_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A keep-alive request that reaches a worker while its exit's stop() runs (or a request thread
+    # still alive at interpreter exit) once found the runtime not started and started it again:
+    # the stopping process went back to following the log and executing commands.
+    app = make_app(OPENFACTORY_TRANSPORT_URL="memory://request-while-stopping", OPENFACTORY_APP_UUID="STOPPING")
+    runtime = runtime_of(app)
+    client = app.test_client()
+    starts: list[int] = []
+    start = runtime.start
+
+    def counted_start(**kwargs: Any) -> None:
+        starts.append(1)
+        start(**kwargs)
+
+    monkeypatch.setattr(runtime, "start", counted_start)
+    during: list[tuple[int, int, str]] = []
+    background_stop = runtime._background.stop
+
+    def requests_during_stop(timeout: float) -> None:  # inside stop(), once the runtime is no longer started
+        for path in ("/ofa/health", "/ofa/attributes"):
+            answer = client.get(path)
+            body = answer.get_json()
+            during.append((answer.status_code, len(starts), body.get("message", "") if isinstance(body, dict) else ""))
+        background_stop(timeout)
+
+    try:
+        assert client.get("/ofa/health").status_code == 200
+        wait_for(lambda: runtime.started, 5, "the runtime started by the first request")
+        monkeypatch.setattr(runtime._background, "stop", requests_during_stop)
+        runtime.stop(2.0)
+        after = client.get("/ofa/attributes")
+        assert [(code, count) for code, count, _ in during] == [(200, 1), (503, 1)]
+        assert "was stopped in this process" in during[1][2] and after.headers["Retry-After"]
+        assert (after.status_code, len(starts), runtime.started, runtime.stopped) == (503, 1, False, True)
+        runtime.start()  # an explicit start still starts it, and requests are served again
+        assert client.get("/ofa/attributes").status_code == 200
     finally:
         runtime.stop(2.0)
 

@@ -78,6 +78,7 @@ class AssetRuntime(CallPath, Inspection):
         self._transport: Transport | None = None
         self._started = False
         self._stopped = False  # stop() closed the transport: a late write must not reopen it
+        self._stop_requested = False  # stop() began here since the last start: requests must not start it again
         self._stopping = threading.Event()
         self.counters = Counters()
         self.method_results = MethodResults()  # results seen on the log, for metrics
@@ -153,6 +154,12 @@ class AssetRuntime(CallPath, Inspection):
         return self._pid == os.getpid() and self._stopped
 
     @property
+    def stop_requested(self) -> bool:
+        """``stop()`` began in this process since the last start (it may still be running): only an
+        explicit ``start()`` starts this runtime again, never a request (see ``ensure_started``)."""
+        return self._pid == os.getpid() and self._stop_requested
+
+    @property
     def transport_created(self) -> bool:
         """Whether this process opened the transport already (it can no longer be replaced)."""
         return self._pid == os.getpid() and self._transport is not None
@@ -185,7 +192,7 @@ class AssetRuntime(CallPath, Inspection):
         with self._lock:
             if self._started:
                 return
-            self._stopped = False
+            self._stopped = self._stop_requested = False
             self._deployment.retiring = False
             if eligible is not None:
                 self._deployment.eligible = eligible
@@ -288,6 +295,7 @@ class AssetRuntime(CallPath, Inspection):
         """
         if self._pid != os.getpid():
             return
+        self._stop_requested = True
         budget = self.settings.stop_timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
         self._deployment.retiring = True
