@@ -168,6 +168,22 @@ class CommandReader(ABC):
         as its goal until reached, so that a log written faster than it is read cannot keep
         its owner from ever catching up (and starting to execute)."""
 
+    _catch_up_to: int | None = None  # the goal of caught_up(); cleared on each gain of ownership
+
+    def _reached(self, position: int, end: Callable[[], int | None]) -> bool:
+        """``caught_up``'s rule, given where this reader is and how to look up the end now
+        (None: behind, no need to ask), in the thread that reads or under the lock that guards the position."""
+        goal = self._catch_up_to
+        if goal is None:
+            goal = end()
+            if goal is None:
+                return False
+        if position < goal:
+            self._catch_up_to = goal
+            return False
+        self._catch_up_to = None
+        return True
+
     @abstractmethod
     def commit(self, offset: int) -> None:
         """Every entry up to and including ``offset`` is done."""

@@ -135,7 +135,6 @@ class MemoryCommandReader(CommandReader):
         self._id = next(_reader_ids)
         self._generation = 0
         self._position = 0
-        self._catch_up_to: int | None = None  # the end seen by a caught_up() that found this reader behind
         self._closed = False
 
     @property
@@ -179,9 +178,7 @@ class MemoryCommandReader(CommandReader):
         with self._log.changed:
             if not self.owns:
                 return False
-            goal = len(self._log.entries) if self._catch_up_to is None else self._catch_up_to
-            self._catch_up_to = goal if self._position < goal else None
-            return self._catch_up_to is None
+            return self._reached(self._position, lambda: len(self._log.entries))
 
     def commit(self, offset: int) -> None:
         with self._log.changed:

@@ -47,7 +47,6 @@ class PartitionReader(CommandReader):
         self._position = -1
         self._committed = -1
         self._last_batch = 0
-        self._catch_up_to: int | None = None  # the end seen by a caught_up() that found this reader behind
         self.received: dict[int, int] = {}  # records fetched per partition, for tests and status
         self._consumer: Consumer | None = None
         self._written: set[bytes] | None = None  # this process's attribute writes, while reading as owner
@@ -256,18 +255,18 @@ class PartitionReader(CommandReader):
         it, and a new owner never started executing. A reader that finds itself behind
         keeps the end it saw as its goal, and is caught up once it has read that far.
         """
-        if not self.owns or self._consumer is None:
+        consumer = self._consumer
+        if not self.owns or consumer is None:
             return False
-        goal = self._catch_up_to
-        if goal is None:
+
+        def end() -> int | None:
             if self._last_batch >= FETCH_LIMIT:  # a full batch: more is waiting, no need to ask
-                return False
-            _, goal = self._consumer.get_watermark_offsets(
-                TopicPartition(self._topic, self._partition), timeout=5.0, cached=False)
-        if self._position < goal:
-            self._catch_up_to = goal
+                return None
+            return int(consumer.get_watermark_offsets(
+                TopicPartition(self._topic, self._partition), timeout=5.0, cached=False)[1])
+
+        if not self._reached(self._position, end):
             return False
-        self._catch_up_to = None
         self._may_tap = self.TAPS and not self._attributes
         return True
 

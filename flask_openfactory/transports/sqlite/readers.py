@@ -85,7 +85,6 @@ class SqliteCommandReader(CommandReader):
         self._owns = False
         self._generation = 0
         self._cursor: Cursor | None = None  # set on each gain of ownership
-        self._catch_up_to: int | None = None  # the end seen by a caught_up() that found this reader behind
         self._closed = False
         self._lock = HostLock(self.lock_path)
 
@@ -135,9 +134,7 @@ class SqliteCommandReader(CommandReader):
         with self._mutex:
             if not self.owns or self._cursor is None:
                 return False
-            goal = self._log.end() if self._catch_up_to is None else self._catch_up_to
-            self._catch_up_to = goal if self._cursor.position < goal else None
-            return self._catch_up_to is None
+            return self._reached(self._cursor.position, self._log.end)
 
     def commit(self, offset: int) -> None:
         """Stored at once; ignored unless this reader owns the pair (as in memory.py)."""
