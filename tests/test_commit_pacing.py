@@ -3,9 +3,10 @@
 A commit is a request to the broker and a wake-up of the client's threads, which
 cost about an eighth of a call's CPU when made for every command. While commands
 flow, what is done is committed at most every ``commit_interval``; a quiet log's
-next poll commits it at once, and so does a stop. What a crash leaves uncommitted
-is read again and suppressed by the results already in the log (the SIGKILL tests
-of ``test_kafka_group.py`` and ``test_kafka_faults.py`` replay exactly that).
+next poll commits it at once, and so do a stop and a reader that fails. What a
+crash leaves uncommitted is read again and suppressed by the results already in
+the log (the SIGKILL tests of ``test_kafka_group.py`` and ``test_kafka_faults.py``
+replay exactly that).
 The committed position is read by a consumer of the same group, not asked of the
 dispatcher.
 """
@@ -145,4 +146,32 @@ def test_a_stop_commits_what_is_done_at_once(executor: Executor) -> None:
         last = run_twenty_in_a_stream(executor)
         executor.dispatcher.stop(5.0)  # the log never went quiet
         assert executor.committed() > last
+    assert executor.ran == list(range(-1, 20))
+
+
+def test_a_reader_that_fails_commits_what_is_done_before_it_is_closed(
+        executor: Executor, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before, a failed reader was closed with its paced positions uncommitted: its successor read
+    # every command done since the last commit again (suppressed by their results, but read).
+    successor_from: list[int] = []
+    open_reader = executor.transport.command_reader
+
+    def noting_where_it_starts(*args: object) -> object:
+        successor_from.append(executor.committed())  # the group's position, as the successor finds it
+        return open_reader(*args)  # type: ignore[arg-type]
+
+    with executor.neighbour_stream():
+        last = run_twenty_in_a_stream(executor)
+        reader = executor.dispatcher._reader
+        assert reader is not None
+        poll = reader.poll
+
+        def fails_once(timeout: float) -> list:
+            reader.poll = poll  # type: ignore[method-assign]
+            raise RuntimeError("the consumer broke")
+
+        monkeypatch.setattr(executor.transport, "command_reader", noting_where_it_starts)
+        reader.poll = fails_once  # type: ignore[method-assign]
+        wait_for(lambda: successor_from, 15, "the successor of the reader that failed")
+        assert successor_from[0] > last  # while the log never went quiet
     assert executor.ran == list(range(-1, 20))

@@ -255,6 +255,11 @@ class Dispatcher:
         self._first_poll.set()
         self.reader_faults.failed(fault_key(self.last_error), "command reader failed; retrying: %s",
                                   self.last_error, exc_info=error)
+        if self._reader is not None:  # what is done is not read again by the next reader, if the log takes it
+            try:
+                self.commit(self._reader, now=True)
+            except Exception as exc:
+                self.log.debug("the failed command reader could not commit what is done: %s", exc)
         self._close_reader()
 
     def _wait_for_room(self) -> None:
