@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -247,7 +247,7 @@ class Record:
 
 
 _new = object.__new__
-_SETTERS = tuple(Record.__dict__[name].__set__ for name in ("asset_uuid", "id", "value", "tag", "type", "timestamp"))
+_SETTERS = tuple(Record.__dict__[field.name].__set__ for field in fields(Record))  # in the order of __init__
 
 
 def stamped_record(asset_uuid: str, id: str, value: JSONScalar, tag: str, type: str, timestamp: str) -> Record:
