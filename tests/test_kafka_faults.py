@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from flask_openfactory.transports.base import TransportOptions
+from flask_openfactory.transports.base import TransportError, TransportOptions
 from flask_openfactory.transports.kafka import KafkaTransport
 from flask_openfactory.transports.kafka import producer as kafka_transport
 from flask_openfactory.wire.protocol import Record
@@ -236,3 +236,27 @@ def test_fatal_producer_error_is_followed_by_a_recreated_client_and_successful_w
         assert transport.flush(10) == 0 and transport.stats()["delivery_failures"] == 0
     finally:
         transport.close(2.0)
+
+
+def test_a_write_after_close_is_refused_and_reopens_no_producer(kafka_broker: TansuBroker, unique_topic: str,
+                                                                tmp_path: Path) -> None:
+    """A write that took the transport just before its process's stop closed it (a request thread
+    racing the worker's exit) once found no producer and opened a new one, never flushed or closed:
+    an acknowledged write that nobody delivers, and a poller thread left behind."""
+    kafka_broker.create_topic(unique_topic, 1)
+    transport = KafkaTransport(f"kafka://{kafka_broker.bootstrap}",
+                               TransportOptions(topic=unique_topic, lock_dir=str(tmp_path)))
+    transport.publish(Record.create("asset-1", "x", "before", tag="X", type="Events"))
+    transport.close(5.0)
+    with pytest.raises(TransportError, match="closed its producer; nothing was queued"):
+        transport.publish(Record.create("asset-1", "x", "after", tag="X", type="Events"))
+    assert transport._producer is None
+    marker = CommandSender(kafka_broker.bootstrap, unique_topic, "asset-1", "another-producer")
+    marker.publish(Record.create("asset-1", "end", "marker", tag="E", type="Events"))
+    marker.flush()
+    watcher = TopicWatcher(kafka_broker.bootstrap, unique_topic, 1, "asset-1")
+    try:
+        seen = watcher.wait(lambda s: list(s) if any(r.record.id == "end" for r in s) else None, 15, "the marker")
+    finally:
+        watcher.close()
+    assert [r.record.value for r in seen if r.record.id == "x"] == ["before"]

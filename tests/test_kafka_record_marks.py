@@ -9,6 +9,8 @@ only, so every test here also holds when the set was emptied or never filled.
 
 from __future__ import annotations
 
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -165,3 +167,36 @@ def test_a_follower_behind_the_written_set_still_skips_its_own_writes_by_their_m
     wait_for(lambda: (seen.extend(follower.poll(0.05)), last in seen)[1], 10.0, interval=0)
     assert seen == [last]
     follower.close()
+
+
+def test_readers_joining_and_leaving_at_once_keep_every_written_set() -> None:
+    # Each reader's set joins and leaves ``written_sets`` by replacing the whole tuple (the producer
+    # reads it without a lock). Two readers doing it at once must not drop one another's set: a
+    # dropped set is a reader that takes this process's own writes for another's.
+    transport = create_transport("kafka://127.0.0.1:9", TransportOptions(topic="never-contacted"))
+    assert isinstance(transport, KafkaTransport)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # hand the GIL over between nearly every bytecode
+    try:
+        joined: list[list[set[bytes]]] = [[] for _ in range(8)]
+
+        def join(mine: list[set[bytes]]) -> None:
+            for _ in range(500):
+                mine.append(transport.track_written())
+
+        def leave(mine: list[set[bytes]]) -> None:
+            for written in mine[::2]:
+                transport.untrack_written(written)
+
+        for work in (join, leave):
+            threads = [threading.Thread(target=work, args=(mine,)) for mine in joined]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+    finally:
+        sys.setswitchinterval(switch)
+        transport.close(1.0)
+    kept = {id(written) for written in transport.written_sets}
+    assert kept == {id(written) for mine in joined for written in mine[1::2]}
+    assert len(transport.written_sets) == 8 * 250

@@ -26,11 +26,13 @@ from flask_openfactory import (
     ConfigurationError,
     EventAttribute,
     TransportBusy,
+    TransportError,
     ofa_method,
 )
-from flask_openfactory.runtime import AssetRuntime, RuntimeSettings
+from flask_openfactory.runtime import AssetRuntime, RuntimeSettings, RuntimeStopped
 from flask_openfactory.settings import runtime_settings
 from flask_openfactory.transports import TransportOptions, create_transport
+from flask_openfactory.transports.memory import memory_log
 from flask_openfactory.wire.commands import ArgumentLimits, EnvelopeError, parse_envelope
 from flask_openfactory.wire.methods import spec_of
 from flask_openfactory.wire.protocol import Record
@@ -303,6 +305,56 @@ def test_a_host_apps_own_handler_for_a_full_queue_is_kept(apps: list[Flask], mon
     monkeypatch.setattr(runtime.transport, "publish", refuse)
     response = app.test_client().post("/level/high")
     assert response.status_code == 503 and response.get_data(as_text=True) == "try again later"
+
+
+def levels_in_the_log(app: Flask) -> list[Any]:
+    """The ``level`` values in the asset's log, read from the log itself, not through the runtime."""
+    log = memory_log(app.config["OPENFACTORY_TRANSPORT_URL"].split("://", 1)[1])
+    records = [Record.from_wire(key, value) for _, key, value in log.scan(0, MACHINE) if key is not None]
+    return [record.value for record in records if record.id == "level"]
+
+
+def test_a_host_route_that_writes_after_the_stop_answers_503_and_writes_nothing(apps: list[Flask]) -> None:
+    # A keep-alive request served by a worker whose exit already stopped the runtime once got a
+    # bare 500 from the host app's own route; the client could not tell "retry" from "bug".
+    app = make_app()
+    apps.append(app)
+    client = app.test_client()
+    runtime = app.extensions["openfactory"].runtime
+    runtime.start()
+    assert client.post("/level/before").status_code == 200
+    runtime.stop(2.0)
+    response = client.post("/level/after")
+    assert "was stopped in this process" in json_error(response, 503)["message"]
+    assert response.headers["Retry-After"] == "5"
+    assert levels_in_the_log(app)[-1] == "before" and "after" not in levels_in_the_log(app)
+
+
+def test_a_write_in_the_stops_last_step_opens_no_new_producer(apps: list[Flask],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # stop() takes the transport out, then flushes and closes it. A write that came in that
+    # window found no transport and no stop yet, and opened a new producer that nobody closed.
+    app = make_app()
+    apps.append(app)
+    runtime = app.extensions["openfactory"].runtime
+    runtime.start()
+    old = runtime.transport
+    flush = old.flush
+    late: list[BaseException] = []
+
+    def flush_with_a_late_write(timeout: float) -> int:
+        if runtime._transport is None:  # the last flush, once stop() has taken the transport out (others come first)
+            try:
+                runtime.set("level", "late")
+            except TransportError as exc:
+                late.append(exc)
+        return flush(timeout)
+
+    monkeypatch.setattr(old, "flush", flush_with_a_late_write)
+    runtime.stop(2.0)
+    assert [type(exc) for exc in late] == [RuntimeStopped]
+    assert runtime._transport is None and runtime.stopped
+    assert "late" not in levels_in_the_log(app)
 
 
 # -- the Kafka producer's bounds ----------------------------------------------------------------

@@ -1,8 +1,9 @@
 """What every blueprint of ours does before and after its views: JSON errors and body limits.
 
 Attached per blueprint (``guard``), never app-wide, so that the host app
-keeps its own error pages; the one app-wide handler (a full outgoing queue)
-is installed only when the app has none of its own.
+keeps its own error pages; the one app-wide handler (our transport errors:
+a full queue, an unreachable log, a stopped runtime) is installed only when
+the app has none of its own.
 """
 
 from __future__ import annotations
@@ -25,15 +26,19 @@ from .correlation import CORRELATION_HEADER
 from .names import API_BLUEPRINT, CONFIG_PREFIX, DEFAULT_MAX_BODY
 
 
-def install_busy_handler(app: Flask) -> None:
-    """The host app's own routes that set attributes answer a full outgoing queue with 503 JSON too.
+def install_transport_handler(app: Flask) -> None:
+    """The host app's own routes that set or read attributes answer our transport errors with 503 JSON too.
 
-    Only for our own exception, and only if the app has no handler for it yet
-    (one it registers later replaces this one): its other error pages stay its own.
+    A full outgoing queue, an unreachable log, a read that cannot catch up, a
+    runtime already stopped in this process: the client may retry, it is not a
+    bug of the app (a 500). Only for our own exceptions, and only if the app has
+    no handler for them yet (one it registers later, for ``TransportError`` or a
+    subclass, takes precedence): its other error pages stay its own.
     """
     handlers = app.error_handler_spec.get(None, {}).get(None, {})
-    if TransportBusy not in handlers and TransportError not in handlers:
-        app.register_error_handler(TransportBusy, _transport_error)
+    if not any(isinstance(kind, type) and issubclass(kind, TransportError) for kind in handlers):
+        app.register_error_handler(TransportError, _transport_error)
+        app.register_error_handler(CallPending, _call_pending)  # a call through the runtime: 504, not lost
 
 
 def check_max_body(value: Any) -> None:
@@ -62,16 +67,18 @@ def _json_error(error: HTTPException) -> ResponseReturnValue:
 
 
 def _transport_error(error: TransportError) -> ResponseReturnValue:
-    """The log is unreachable or its outgoing queue is full: the client may retry later, not our bug.
+    """The log is unreachable, its outgoing queue is full or this process stopped: retry later, not our bug.
 
-    A full queue (``TransportBusy``) is counted (``openfactory_busy_refusals_total``)
-    and says when to retry: nothing of the request was queued after the refusal.
+    A full queue (``TransportBusy``) is counted (``openfactory_busy_refusals_total``);
+    it and a stopped runtime say when to retry: nothing of the request was queued.
     """
     body = {"code": 503, "status": "Service Unavailable", "message": str(error)}
-    if not isinstance(error, TransportBusy):
+    if isinstance(error, TransportBusy):
+        get_state(current_app).runtime.counters.add("busy_refusals")
+    retry_after: float | None = getattr(error, "retry_after", None)
+    if retry_after is None:
         return jsonify(body), 503
-    get_state(current_app).runtime.counters.add("busy_refusals")
-    return jsonify(body), 503, {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
+    return jsonify(body), 503, {"Retry-After": str(max(1, math.ceil(retry_after)))}
 
 
 def _call_pending(error: CallPending) -> ResponseReturnValue:

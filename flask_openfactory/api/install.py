@@ -13,7 +13,7 @@ from ..settings import argument_limits
 from ..state import OpenFactoryState
 from .access import route_kind
 from .fallbacks import AnyPathConverter, answer_options, ui_blueprint
-from .guards import check_max_body, install_busy_handler
+from .guards import check_max_body, install_transport_handler
 from .names import CONFIG_PREFIX, DEFAULT_MAX_BODY
 from .routes_fixed import api_blueprint
 from .smorest_api import OpenFactoryApi
@@ -52,7 +52,7 @@ def init_api(app: Flask, state: OpenFactoryState) -> OpenFactoryApi:
     app.url_map.converters.setdefault("ofa_anypath", AnyPathConverter)  # for the catch-all
     app.register_blueprint(ui_blueprint(state, api))
     install_access(app, access, lambda endpoint: route_kind(api, endpoint))
-    install_busy_handler(app)
+    install_transport_handler(app)
     if state.url_prefix:
         app.before_request(functools.partial(answer_options, state.url_prefix))
     return api

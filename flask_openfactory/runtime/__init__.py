@@ -2,7 +2,7 @@
 
 from .announcement import standard_attributes
 from .core import AssetRuntime
-from .errors import CallPending, ResultNotRecorded, StaleRead
+from .errors import CallPending, ResultNotRecorded, RuntimeStopped, StaleRead
 from .method_results import MethodResults
 from .processes import gunicorn_deployment, process_start_time
 from .settings import (
@@ -31,6 +31,7 @@ __all__ = [
     "MethodResults",
     "ResultNotRecorded",
     "RuntimeSettings",
+    "RuntimeStopped",
     "StaleRead",
     "gunicorn_deployment",
     "process_start_time",

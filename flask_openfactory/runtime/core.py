@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
-from ..transports import Transport, TransportError, create_transport
+from ..transports import Transport, create_transport
 from ..transports.base import KEEP_ALIVE
 from ..transports.pid import THIS_PROCESS
 from ..wire.methods import MethodSpec
@@ -35,6 +35,7 @@ from .calling import CallPath
 from .calls import CallBook
 from .counters import Counters
 from .deployment import Deployment
+from .errors import RuntimeStopped
 from .executor import ExecutorRole
 from .health import Readiness
 from .inspection import Inspection
@@ -313,13 +314,14 @@ class AssetRuntime(CallPath, Inspection):
             self._deployment.leave(publish_unavailable=publish_unavailable,
                                    budget=min(3.0, max(0.1, deadline - time.monotonic())))
         self._state.join(max(0.1, min(1.0, deadline - time.monotonic())))
-        transport, self._transport = self._transport, None
+        with self._lock:  # one step for a concurrent write: it either has this transport or sees the stop
+            transport, self._transport = self._transport, None
+            self._stopped = started or transport is not None
         if transport is not None:
             pending = transport.flush(max(0.1, deadline - time.monotonic()))
             if pending:
                 self.log.error("%d record(s) were not delivered before the stop deadline", pending)
             transport.close(max(0.1, deadline - time.monotonic()))
-        self._stopped = started or transport is not None
         if started:
             self.log.info("stopped")
 
@@ -340,13 +342,13 @@ class AssetRuntime(CallPath, Inspection):
 
     def _publish(self, record: Record) -> None:
         if self._stopped:  # a late write (a task that outlived the stop) must not reopen a producer
-            raise TransportError(
-                f"the OpenFactory runtime of {self.asset_uuid!r} was stopped in this process "
-                f"(pid {os.getpid()}); nothing more is published unless it is started again"
-            )
+            raise RuntimeStopped(self.asset_uuid)
         transport = self._transport  # every set comes here: the property only when it has work to do
         if transport is None or self._pid != THIS_PROCESS.pid:
-            transport = self.transport
+            with self._lock:  # stop() swaps the transport out under it: a write in that window sees the stop
+                if self._stopped:
+                    raise RuntimeStopped(self.asset_uuid)
+                transport = self.transport
         transport.publish(record)  # failures come back through transport.on_failure
         self.counters.plain["records_published"] += 1
 

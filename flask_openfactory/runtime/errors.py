@@ -6,11 +6,27 @@ errors carry what the caller needs to fetch the result later.
 
 from __future__ import annotations
 
+import os
+
 from ..transports import TransportError
 
 
 class StaleRead(TransportError):
     """A read that must follow writes could not be brought up to date in time."""
+
+
+class RuntimeStopped(TransportError):
+    """A write after this process stopped the runtime: nothing was published, and no producer reopened.
+
+    The process is going away (a worker's exit, a test's teardown); the caller
+    retries elsewhere, hence a ``Retry-After`` on the HTTP answer.
+    """
+
+    retry_after: float = 5.0  # seconds: a hint for the caller, as for a runtime not started yet
+
+    def __init__(self, asset_uuid: str) -> None:
+        super().__init__(f"the OpenFactory runtime of {asset_uuid!r} was stopped in this process (pid {os.getpid()}); "
+                         f"nothing was published: retry on another worker, or start the runtime again")
 
 
 class CallPending(TransportError):

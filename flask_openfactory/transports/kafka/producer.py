@@ -79,6 +79,9 @@ class KafkaProducing(KafkaClient):
         """This process's producer; one inherited through fork is left untouched."""
         with self._lock:
             if self._producer is None or self._pid != os.getpid():
+                if self._closing.is_set() and self._pid == os.getpid():  # a late write must not reopen it
+                    raise TransportError(f"Kafka at {self.bootstrap}: this process closed its producer; "
+                                         f"nothing was queued")
                 if self._pid != os.getpid():
                     KEEP_ALIVE.append(self._producer)
                     self._pid, self._closing, self._full_mark = os.getpid(), threading.Event(), None
@@ -159,7 +162,7 @@ class KafkaProducing(KafkaClient):
         assert topic is not None  # a delivery report names the topic its record was produced to
         try:
             self.producer().produce(topic, value=message.value(), key=message.key(), on_delivery=report)
-        except (BufferError, KafkaException) as exc:
+        except (BufferError, KafkaException, TransportError) as exc:  # TransportError: closed meanwhile
             self._stats["delivery_failures"] += 1
             log.error("a record of the replaced Kafka producer could not be queued again: %s", exc)
             return False
@@ -367,7 +370,7 @@ class KafkaProducing(KafkaClient):
     def check(self, timeout: float) -> Health:
         try:
             producer = self.producer()
-        except KafkaException as exc:
+        except (KafkaException, TransportError) as exc:
             return Health(False, f"Kafka at {self.bootstrap}: {exc}")
         self._probe(producer, timeout)
         return self.health()
