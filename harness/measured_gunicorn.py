@@ -78,14 +78,22 @@ class Server:
             os.kill(pid, signal.SIGCONT)
         self.paused = False
 
-    def cpu_seconds(self) -> float:
-        """CPU used so far by every process (utime + stime)."""
-        total = 0
+    def worker_processes(self) -> list[int]:
+        """The processes that share the listening socket (none for a single-process server)."""
+        return []
+
+    def cpu_by_process(self) -> dict[int, float]:
+        """CPU used so far (utime + stime, seconds) by each process."""
+        used: dict[int, float] = {}
         for pid in self._pids():
             with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        return total / os.sysconf("SC_CLK_TCK")
+            used[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return used
+
+    def cpu_seconds(self) -> float:
+        """CPU used so far by every process (utime + stime)."""
+        return sum(self.cpu_by_process().values())
 
 
 
@@ -160,6 +168,9 @@ class Gunicorn(Server):
 
     def _pids(self) -> list[int]:
         return ([self.proc.pid] if self.proc is not None else []) + self.worker_pids
+
+    def worker_processes(self) -> list[int]:
+        return list(self.worker_pids)
 
     def worker_rss_mb(self) -> float:
         """The largest worker (the one executing commands holds an extra consumer)."""

@@ -93,12 +93,15 @@ class _Calls:
             if answered >= 0:
                 consumer.commit(offsets=[TopicPartition(self._topic, tp.partition, answered + 1)], asynchronous=True)
 
-    def call(self, timeout: float) -> bytes | None:
+    def ensure_started(self) -> None:
         if not self._started:
             with self._start_lock:
                 if not self._started:
                     self._start()
                     self._started = True
+
+    def call(self, timeout: float) -> bytes | None:
+        self.ensure_started()
         assert self._producer is not None
         cid = uuid.uuid4().hex
         waiting: tuple[threading.Event, list[bytes]] = (threading.Event(), [])
@@ -111,8 +114,13 @@ class _Calls:
             del self._waiting[cid]
 
 
-def raw_call_app() -> Flask:
-    """A plain Flask app (same user route and ``SECRET_KEY`` as ``plain_app``) with the hand-written call."""
+def raw_call_app(follow_at_boot: bool = False) -> Flask:
+    """A plain Flask app (same user route and ``SECRET_KEY`` as ``plain_app``) with the hand-written call.
+
+    ``follow_at_boot``: each worker starts its clients when it loads the app (gunicorn
+    loads it in every worker: no ``--preload``), as the extension's workers follow their
+    log from boot; the user-route floor serves with them at rest.
+    """
     app = Flask(__name__)
     app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY")
     app.register_blueprint(user_blueprint())
@@ -126,4 +134,6 @@ def raw_call_app() -> Flask:
             abort(504)
         return jsonify(json.loads(answer)["VALUE"])
 
+    if follow_at_boot:
+        calls.ensure_started()
     return app

@@ -16,6 +16,7 @@ FIGURES = (
     "publish_ratio_vs_raw",
     "publish_ratio_vs_flush_per_write",
     "http_user_route_ratio",
+    "http_user_route_floor_ratio",
     "http_vs_reference_server",
     "http_method_route_rps",
     "http_method_route_rps_sqlite",
