@@ -49,3 +49,25 @@ def test_quick_bench_prints_every_figure(tmp_path: Path) -> None:
         float(value)  # a plain number, never "error"
     assert "HTTP load generator: " in proc.stdout
     assert results.read_text(encoding="utf-8") == proc.stdout
+
+
+def test_a_slice_counts_as_lopsided_only_when_one_worker_sat_it_out() -> None:
+    from bench.web import _lopsided
+    from harness.measured_gunicorn import Server
+
+    class TwoWorkers(Server):
+        def worker_processes(self) -> list[int]:
+            return [11, 12]
+
+    class OneProcess(Server):
+        def worker_processes(self) -> list[int]:
+            return []
+
+    before = {10: 0.0, 11: 1.0, 12: 1.0}
+    alone = {10: 0.01, 11: 4.9, 12: 1.05}  # the master aside, worker 12 served nothing but its background
+    shared = {10: 0.01, 11: 3.2, 12: 2.9}
+    uneven = {10: 0.01, 11: 4.0, 12: 2.0}  # 6 connections to 2: both serve, it is measured as is
+    assert _lopsided(TwoWorkers(), before, alone)
+    assert not _lopsided(TwoWorkers(), before, shared)
+    assert not _lopsided(TwoWorkers(), before, uneven)
+    assert not _lopsided(OneProcess(), {10: 0.0}, {10: 5.0})
