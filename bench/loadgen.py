@@ -13,6 +13,7 @@ import json
 import multiprocessing
 import re
 import resource
+import signal
 import socket
 import subprocess
 import tempfile
@@ -78,12 +79,20 @@ def _process(args: tuple[str, int, bytes, float, int]) -> tuple[int, int, float]
     return sum(o[0] for o in outs), sum(o[1] for o in outs), time.monotonic() - started
 
 
+def _default_signals() -> None:
+    """A forked pool worker must die of the pool's SIGTERM: the bench's own handler (unwinding to
+    its finally blocks) inherited through the fork left a worker hanging in its exit, and the
+    pool's ``terminate`` waiting for it for ever."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the bench, which ends the pool
+
+
 def python_load(host: str, port: int, method: str, path: str, body: str | None, duration: float,
                 connections: int, processes: int = 2) -> Load:
     request = _request_bytes(host, port, method, path, body)
     threads = max(1, connections // processes)
     ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(processes) as pool:
+    with ctx.Pool(processes, initializer=_default_signals) as pool:
         parts = pool.map(_process, [(host, port, request, duration, threads)] * processes)
     return Load(sum(p[0] for p in parts), sum(p[1] for p in parts), max(p[2] for p in parts), "python")
 
