@@ -75,7 +75,7 @@ def _transport_error(error: TransportError) -> ResponseReturnValue:
     body = {"code": 503, "status": "Service Unavailable", "message": str(error)}
     if isinstance(error, TransportBusy):
         get_state(current_app).runtime.counters.add("busy_refusals")
-    retry_after: float | None = getattr(error, "retry_after", None)
+    retry_after = error.retry_after
     if retry_after is None:
         return jsonify(body), 503
     return jsonify(body), 503, {"Retry-After": str(max(1, math.ceil(retry_after)))}

@@ -13,6 +13,8 @@ __all__ = ["ConfigurationError", "TransportBusy", "TransportError"]
 class TransportError(RuntimeError):
     """The transport cannot do what was asked; the message names what and where."""
 
+    retry_after: float | None = None  # seconds a caller should wait before trying again, when known
+
 
 class TransportBusy(TransportError):
     """The local outgoing queue stayed full for the bounded wait; nothing was queued.
