@@ -1,7 +1,7 @@
 """The executing worker's command reader fed by its follower (``transports/kafka/tap.py``).
 
-Once caught up as owner, the command reader stops fetching the partition itself and takes
-what the process's follower hands it. What must hold whatever happens to that hand-over:
+Once it owns the log and has read up to where its tap starts, the command reader stops fetching
+the partition itself and takes what the process's follower hands it. What must hold whatever happens to that hand-over:
 every command runs once, in log order; its own consumer fetches nothing while it is fed
 (the point of it: the executing worker reads each record once); and when the follower
 fails or the executor falls behind, the reader reads by itself again from where the tap
@@ -219,15 +219,53 @@ def test_a_tap_the_busy_executor_falls_behind_on_is_dropped_and_loses_nothing(
     wait_for(under.tapped, 10, "the command reader fed by the follower again")
 
 
-def test_a_reader_ahead_of_the_follower_takes_nothing_twice_from_its_tap(
-        kafka_broker: TansuBroker, unique_topic: str, tmp_path: Path) -> None:
-    """The tap opens at the follower's position; a reader that already read past it (it caught up
-    while the follower had not polled yet) must not handle those entries again from the tap."""
-    kafka_broker.create_topic(unique_topic, 1)
-    asset = f"TAP-{uuid.uuid4().hex[:8]}"
+def _tap_transport(kafka_broker: TansuBroker, topic: str, tmp_path: Path) -> KafkaTransport:
+    kafka_broker.create_topic(topic, 1)
     transport = create_transport(f"kafka://{kafka_broker.bootstrap}", TransportOptions(
-        topic=unique_topic, kafka_config=dict(KAFKA_TEST_CONFIG), lock_dir=str(tmp_path)))
+        topic=topic, kafka_config=dict(KAFKA_TEST_CONFIG), lock_dir=str(tmp_path)))
     assert isinstance(transport, KafkaTransport)
+    return transport
+
+
+def test_a_new_owner_is_fed_by_the_follower_from_its_first_read(
+        kafka_broker: TansuBroker, unique_topic: str, tmp_path: Path) -> None:
+    """The tap opens as soon as the reader owns the log, not once it has caught up: records written
+    meanwhile are not fetched twice (the reader's own consumer chased the follower before)."""
+    transport = _tap_transport(kafka_broker, unique_topic, tmp_path)
+    asset = f"TAP-{uuid.uuid4().hex[:8]}"
+    sender = Producer({"bootstrap.servers": kafka_broker.bootstrap, "partitioner": "murmur2_random"})
+    follower = transport.follow(asset, skip_own_writes=True)
+    reader = transport.command_reader(asset, "executors")
+    try:
+        wait_for(lambda: (reader.poll(0.05), reader.owns)[1], 10, "the reader owning the log")
+        wait_for(lambda: (reader.poll(0.05), reader.stats()["tapped"])[1], 10,
+                 "the reader fed by the follower (caught_up() never asked)")
+        for n in range(3):
+            record = Record.create(asset, "mark_CMD", f"call-{n}", tag="Method.Command", type="OpenFactory")
+            sender.produce(unique_topic, key=asset.encode(), value=record.to_wire())
+        assert sender.flush(10) == 0
+        taken: list[int] = []
+
+        def step() -> bool:
+            follower.poll(0.05)  # hands the commands to the tap
+            taken.extend(entry.offset for entry in reader.poll(0.05) if entry.record is not None)
+            return len(taken) >= 3
+
+        wait_for(step, 10, "the three commands taken from the tap")
+        assert taken == [0, 1, 2]
+        assert reader.stats()["received"] == {}  # its own consumer fetched none of them
+    finally:
+        reader.close()
+        follower.close()
+        transport.close(2.0)
+
+
+def test_a_reader_ahead_of_the_follower_takes_nothing_twice_from_its_tap(
+        kafka_broker: TansuBroker, unique_topic: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tap opens at the follower's position; a reader that already read past it (the tap was
+    not to be had while the follower had not polled yet) must not handle those entries again."""
+    transport = _tap_transport(kafka_broker, unique_topic, tmp_path)
+    asset = f"TAP-{uuid.uuid4().hex[:8]}"
     sender = Producer({"bootstrap.servers": kafka_broker.bootstrap, "partitioner": "murmur2_random"})
 
     def send(n: int) -> None:
@@ -236,6 +274,9 @@ def test_a_reader_ahead_of_the_follower_takes_nothing_twice_from_its_tap(
         assert sender.flush(10) == 0
 
     follower = transport.follow(asset, skip_own_writes=True)  # anchored at the end, not polled yet
+    tap_open = threading.Event()  # no tap until the reader has read the three commands by itself
+    open_tap = transport.open_tap
+    monkeypatch.setattr(transport, "open_tap", lambda key: open_tap(key) if tap_open.is_set() else None)
     reader = transport.command_reader(asset, "executors")
     try:
         wait_for(lambda: (reader.poll(0.05), reader.owns)[1], 10, "the reader owning the log")
@@ -247,6 +288,8 @@ def test_a_reader_ahead_of_the_follower_takes_nothing_twice_from_its_tap(
             read.extend(entry.offset for entry in reader.poll(timeout) if entry.record is not None)
 
         wait_for(lambda: (collect(), len(read) >= 3)[1], 10, "the reader reading the three commands")
+        assert not reader.stats()["tapped"]
+        tap_open.set()
         wait_for(reader.caught_up, 10, "the reader caught up")
         wait_for(lambda: (collect(), reader.stats()["tapped"])[1], 10, "the reader fed by the follower")
         assert follower.position == read[0]  # the tap starts before what the reader has read

@@ -5,9 +5,10 @@ the asset's consumer group; the first owner ever starts at the end and commits
 it. Offsets are committed explicitly by the runtime once a command's result is
 delivered (at least once). A position beyond the partition's end (the topic
 was recreated or truncated) resumes from the end as it is now. Who may read,
-the election, is the subclasses' part (``election.py``). Once caught up as
-owner, a command reader that may (``TAPS``) takes its entries from this
-process's follower and pauses its own consumer (``tap.py``).
+the election, is the subclasses' part (``election.py``). A command reader
+that may (``TAPS``) opens a tap on this process's follower as soon as it owns
+the log, reads up to where the tap starts by itself, then takes its entries
+from the follower and pauses its own consumer (``tap.py``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ log = logging.getLogger("flask_openfactory.kafka")
 class PartitionReader(CommandReader):
     """Reads our one partition from the committed position; subclasses decide ownership."""
 
-    TAPS = False  # may read from this process's follower once caught up (``tap.py``)
+    TAPS = False  # may read from this process's follower while it owns the log (``tap.py``)
 
     def __init__(self, transport: KafkaClient, asset_uuid: str, group: str, *, attributes: bool = False) -> None:
         self._transport = transport
@@ -52,7 +53,7 @@ class PartitionReader(CommandReader):
         self._written: set[bytes] | None = None  # this process's attribute writes, while reading as owner
         self._end_watch = EndWatch(lambda: self._transport.end_offset(self._partition))
         self._gaps = GapGuard()
-        self._may_tap = False  # caught up as owner since the last gain of ownership
+        self._may_tap = False  # owner, and no log reset since (after one: once caught up again)
         self._tap: CommandTap | None = None  # opened on the follower; read from once reached
         self._tapped = False  # reading from the tap, the own consumer paused
 
@@ -78,8 +79,11 @@ class PartitionReader(CommandReader):
             consumer.commit(offsets=[TopicPartition(self._topic, self._partition, committed)], asynchronous=False)
         self._position = self._committed = committed
         self._owns = True
-        self._may_tap = False
         self._leave_tap()
+        # The tap opens at the first read, at the follower's position: this reader reads up to it by
+        # itself (the recovery), then from it. Opened only once caught up, under a stream of writes
+        # it started where the follower had got to by then, and the reader fetched all that too.
+        self._may_tap = self.TAPS and not self._attributes
         self._track_writes(True)
         self._generation += 1
         self._catch_up_to = None

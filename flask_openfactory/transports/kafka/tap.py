@@ -2,8 +2,8 @@
 
 Every process follows its asset's partition; the one that executes commands
 used to read the same partition again with a consumer of its own, so each
-record cost it two fetches and two passes in Python. Once its reader has
-caught up as owner, it takes over the follower's pass instead: the
+record cost it two fetches and two passes in Python. Once its reader owns
+the log and has read up to where the tap starts, it takes the follower's pass instead: the
 follower hands it what a command reader keeps (commands, results, undecodable
 records of our key, and other assets' records, so that the committed position
 moves past them), with how far the log has been covered, and the reader's own
