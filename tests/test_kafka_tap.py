@@ -1,11 +1,11 @@
 """The executing worker's command reader fed by its follower (``transports/kafka/tap.py``).
 
-Once it owns the log and has read up to where its tap starts, the command reader stops fetching
-the partition itself and takes what the process's follower hands it. What must hold whatever happens to that hand-over:
-every command runs once, in log order; its own consumer fetches nothing while it is fed
-(the point of it: the executing worker reads each record once); and when the follower
-fails or the executor falls behind, the reader reads by itself again from where the tap
-stopped. Executions are counted by the method's own side effect.
+Once it owns the log and has read up to where its tap starts, the command reader stops
+fetching the partition itself and takes what the process's follower hands it. What must hold
+whatever happens to that hand-over: every command runs once, in log order; its own consumer
+fetches nothing while it is fed (the point of it: the executing worker reads each record
+once); and when the follower fails or the executor falls behind, the reader reads by itself
+again from where the tap stopped. Executions are counted by the method's own side effect.
 """
 
 from __future__ import annotations
