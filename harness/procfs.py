@@ -10,7 +10,7 @@ import os
 import socket
 from pathlib import Path
 
-__all__ = ["alive", "children_of", "flock_holders", "free_port", "is_gunicorn", "rss_mb"]
+__all__ = ["alive", "children_of", "connections_to", "flock_holders", "free_port", "is_gunicorn", "rss_mb"]
 
 
 def free_port() -> int:
@@ -68,6 +68,23 @@ def flock_holders(path: str | Path) -> list[int]:
             holders.append(int(parts[4]))
     return holders
 
+
+def connections_to(pid: int, port: int) -> int:
+    """Established TCP connections of ``pid`` to a loopback ``port``: its socket fds matched in /proc/net/tcp."""
+    sockets = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:  # closed while listed
+            continue
+        if target.startswith("socket:["):
+            sockets.add(target[8:-1])
+    count = 0
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()  # sl local remote state ... inode (10th)
+        if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[3] == "01" and fields[9] in sockets:
+            count += 1
+    return count
 
 
 def rss_mb(pid: int) -> float:

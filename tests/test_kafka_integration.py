@@ -36,11 +36,12 @@ from flask import Flask
 import demo
 from demo import machine as demo_machine
 from flask_openfactory import AssetBlueprint, SampleAttribute, TransportError
-from flask_openfactory.runtime import AssetRuntime
+from flask_openfactory.runtime import AssetRuntime, RuntimeStopped
 from flask_openfactory.runtime.dispatch import DispatcherState
 from flask_openfactory.transports.kafka import KafkaGroupReader, KafkaLockedReader
 from flask_openfactory.transports.partitioning import partition_for_key
 from harness.broker import TansuBroker
+from harness.procfs import connections_to
 from harness.waiting import wait_for
 from kafka_config import KAFKA_TEST_CONFIG
 from ksqldb_standin import running_standin
@@ -842,3 +843,25 @@ def test_delivery_failures_are_counted_and_shown_by_readiness(kafka_broker, uniq
         assert runtime.transport.stats()["delivery_failures"] >= 5
     finally:
         runtime.stop(5.0, publish_unavailable=False)
+
+
+def test_a_read_after_the_stop_reopens_connections_that_the_next_stop_closes(
+        make_app: Callable[..., AppUnderTest], kafka_broker: TansuBroker, unique_topic: str) -> None:
+    # After a stop the runtime still answers reads and sends calls as a client (tests, scripts
+    # and the CLI rely on it); what that reopens belongs to the runtime, so a stop closes it too.
+    under_test = make_app(unique_topic, 1)
+    runtime = under_test.runtime
+    port = int(kafka_broker.bootstrap.rsplit(":", 1)[1])
+    others = connections_to(os.getpid(), port)  # the broker fixture's admin client, earlier tests' clients
+    runtime.start()
+    runtime.set("position_x", 21.5)
+    runtime.stop(5.0)
+    wait_for(lambda: connections_to(os.getpid(), port) <= others, 10.0, "the stopped runtime's connections closed")
+    others = connections_to(os.getpid(), port)
+    with pytest.raises(RuntimeStopped, match="nothing was published"):
+        runtime.set("position_x", 22.0)
+    assert {r.id: r.value for r in runtime.records()}["position_x"] == 21.5  # read from the log itself
+    runtime.send_command(under_test.uuid, "home", {}, sender_uuid="OFA-IT-CALLER")  # a producer again
+    wait_for(lambda: connections_to(os.getpid(), port) > others, 10.0, "the reopened producer connected")
+    runtime.stop(5.0)
+    wait_for(lambda: connections_to(os.getpid(), port) <= others, 10.0, "the reopened connections closed")
