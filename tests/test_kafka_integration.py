@@ -429,6 +429,15 @@ def test_the_command_reader_fetches_only_its_own_partition(
     assert 0 < in_ours < total
     # Every neighbour record sharing our partition was read, skipped and counted.
     wait_for(lambda: runtime.counters["records_foreign"] >= in_ours, 60, "all shared-partition records handled")
+    watermarks = Consumer({"bootstrap.servers": kafka_broker.bootstrap, "group.id": f"wm-{uuid.uuid4().hex}"})
+    try:  # the reader went through every offset of its partition, fetched or taken from the follower
+        def read_to_the_end() -> bool:
+            end = watermarks.get_watermark_offsets(TopicPartition(unique_topic, ours), timeout=5.0)[1]
+            return bool(command_reader(runtime).reader_stats["position"] >= end)
+
+        wait_for(read_to_the_end, 30, "the command reader at its partition's end")
+    finally:
+        watermarks.close()
     reader = command_reader(runtime)
     received = reader.reader_stats["received"]
     assert set(received) == {ours}, received  # nothing fetched from the other 3 partitions

@@ -66,9 +66,10 @@ class PartitionReader(CommandReader):
         return self._generation
 
     def stats(self) -> dict[str, Any]:
-        """Our partition and what was fetched from each: whether it reads only its own; and whether
-        the follower feeds it now (``tap.py``)."""
-        return {"partition": self._partition, "received": dict(self.received), "tapped": self._tapped}
+        """Our partition and what was fetched from each: whether it reads only its own; the next
+        offset to read in ours (fetched or taken from the tap); whether the follower feeds it now."""
+        return {"partition": self._partition, "received": dict(self.received), "position": self._position,
+                "tapped": self._tapped}
 
     def _start_position(self, consumer: Consumer) -> int:
         """The committed offset; the first owner ever starts at the end and commits it."""
